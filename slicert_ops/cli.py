@@ -1,0 +1,42 @@
+"""The `slicert` command. Each area registers its own subcommands (register(subparsers))."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from slicert_ops.errors import SliceRTError
+
+# Modules that expose `register(subparsers)`; each adds its own subcommands.
+COMMAND_MODULES = [
+    "slicert_ops.commands_run",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slicert",
+        description="SliceRT-Farm: deterministic Cortex-M cycle traces for tiled ML kernels.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SliceRTError as exc:
+        print(f"slicert: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("slicert: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
