@@ -1,0 +1,324 @@
+"""Value types of the code-generation stage, and the checks on them.
+
+Pure Python (no TVM import): the manifest validator and the cost model use these without paying
+for TVM. Shapes are tuples of ints; ``to_dict`` gives JSON-able dicts (lists) in a fixed order.
+
+Layouts
+-------
+- conv2d: data NHWC ``(N, H, W, C)``, weights HWIO ``(KH, KW, C, K)``, output NHWC
+  ``(N, OH, OW, K)`` with ``OH = (H + 2*padding - KH) // stride + 1`` (same for OW).
+- dense: data ``(N, IN)``, weights ``(IN, OUT)``, output ``(N, OUT)``.
+- int8 inputs accumulate (and output) in int32; float32 stays float32.
+
+Tiling (see ``schedule.py``)
+----------------------------
+- conv2d: output rows and columns are split by ``tile_size`` (a macro-tile is
+  ``tile_size x tile_size`` output pixels, all output channels), each macro-tile by
+  ``micro_tile`` (a micro-tile is ``micro_tile x micro_tile`` output pixels x all output
+  channels: the preemption granule). ``unroll`` splits the output channels: ``unroll``
+  accumulators are computed together in the innermost, fully unrolled loop (one input load
+  feeds ``unroll`` multiply-accumulates).
+- dense: output units are split by ``tile_size`` then ``micro_tile`` (a micro-tile is
+  ``micro_tile`` output units of one batch row, whole reduction); ``unroll`` splits the
+  reduction (``unroll`` multiply-accumulates per iteration of the unrolled body).
+- Tiles that do not divide the extent are allowed: TVM guards the partial tiles. Every
+  iteration of the micro-tile loop calls the yield check once, even a (guarded) micro-tile
+  that holds no output, so ``micro_tiles`` counts loop iterations, not only non-empty tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+OP_TYPES = ("conv2d", "dense")
+DTYPES = ("int8", "float32")
+ITEMSIZE = {"int8": 1, "int32": 4, "float32": 4}
+CTYPE = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+
+
+def _as_shape(value: Any) -> Any:
+    """Lists (from YAML/JSON) become tuples so that specs are hashable; other values pass."""
+    if isinstance(value, list | tuple):
+        return tuple(int(v) if isinstance(v, int | float) and float(v).is_integer() else v
+                     for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """One operator instance. conv2d uses input/kernel/out_channels/stride/padding; dense
+    uses input/units. Invalid values are reported by :func:`check_operator`, not raised."""
+
+    type: str
+    dtype: str
+    input: tuple[int, ...]
+    kernel: tuple[int, int] | None = None
+    out_channels: int | None = None
+    stride: int = 1
+    padding: int = 0
+    units: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input", _as_shape(self.input))
+        if self.kernel is not None:
+            object.__setattr__(self, "kernel", _as_shape(self.kernel))
+
+    # -- derived shapes -------------------------------------------------------------------
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        if self.type == "conv2d":
+            n, h, w, _c = self.input
+            kh, kw = self.kernel
+            oh = (h + 2 * self.padding - kh) // self.stride + 1
+            ow = (w + 2 * self.padding - kw) // self.stride + 1
+            return (n, oh, ow, int(self.out_channels))
+        if self.type == "dense":
+            return (self.input[0], int(self.units))
+        raise ValueError(f"unknown operator type {self.type!r}")
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.type == "conv2d":
+            return (self.kernel[0], self.kernel[1], self.input[3], int(self.out_channels))
+        return (self.input[1], int(self.units))
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(data shape, weight shape)."""
+        return (tuple(self.input), self.weight_shape)
+
+    @property
+    def output_dtype(self) -> str:
+        return "int32" if self.dtype == "int8" else "float32"
+
+    @property
+    def reduction_size(self) -> int:
+        """Multiply-accumulates per output element."""
+        if self.type == "conv2d":
+            return self.kernel[0] * self.kernel[1] * self.input[3]
+        return self.input[1]
+
+    @property
+    def macs(self) -> int:
+        return math.prod(self.output_shape) * self.reduction_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "dtype": self.dtype, "input": list(self.input)}
+        if self.type == "conv2d":
+            d.update(kernel=list(self.kernel) if self.kernel is not None else None,
+                     out_channels=self.out_channels, stride=self.stride, padding=self.padding)
+        else:
+            d["units"] = self.units
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OperatorSpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """Schedule parameters of one candidate. ``micro_tile=None`` means
+    :func:`default_micro_tile`; ``slice`` (slice budget, µs of virtual time) is recorded but
+    does not change the code."""
+
+    tile_size: int
+    micro_tile: int | None = None
+    unroll: int = 1
+    slice: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
+                "unroll": self.unroll, "slice": self.slice}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScheduleParams:
+        return cls(**d)
+
+    def resolved(self, op: OperatorSpec) -> ScheduleParams:
+        """A copy with ``micro_tile`` filled in by the default rule when it is None."""
+        if self.micro_tile is not None:
+            return self
+        return ScheduleParams(self.tile_size, default_micro_tile(op, self.tile_size),
+                              self.unroll, self.slice)
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Generated kernel (contract: docs/contracts.md "Kernel")."""
+
+    c_source: str
+    entry: str
+    args: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, ctype, shape), call order
+    micro_tiles: int
+    macro_tiles: int
+    tvm_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prototype(self) -> str:
+        params = ", ".join(f"{ctype}* {name}" for name, ctype, _ in self.args)
+        return f"void {self.entry}({params});"
+
+
+def default_micro_tile(op: OperatorSpec, tile_size: int) -> int:
+    """The micro-tile used when a schedule gives none.
+
+    - conv2d: ``min(4, tile_size)`` output pixels per side (a micro-tile is 4x4 output pixels x
+      all output channels: 16*K*KH*KW*C MACs, 9600 for the default 5x5x3 -> 8 conv).
+    - dense: the number of output units whose reductions add up to ~1024 MACs,
+      ``max(1, min(tile_size, 1024 // IN))``.
+    """
+    tile_size = max(1, int(tile_size))
+    if op.type == "dense":
+        n_in = max(1, int(op.input[1])) if len(op.input) == 2 else 1
+        return max(1, min(tile_size, 1024 // n_in))
+    return min(4, tile_size)
+
+
+def _is_pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def check_operator(op: OperatorSpec) -> list[str]:
+    """Reasons the operator itself is invalid (empty list = fine)."""
+    errs: list[str] = []
+    if op.type not in OP_TYPES:
+        return [f"type: {op.type!r} is not supported (valid: {', '.join(OP_TYPES)})"]
+    if op.dtype not in DTYPES:
+        errs.append(f"dtype: {op.dtype!r} is not supported (valid: {', '.join(DTYPES)})")
+    rank = 4 if op.type == "conv2d" else 2
+    names = "[N, H, W, C]" if op.type == "conv2d" else "[N, IN]"
+    if (not isinstance(op.input, tuple) or len(op.input) != rank
+            or not all(_is_pos_int(v) for v in op.input)):
+        errs.append(f"input: {op.input!r} must be {rank} positive integers {names}")
+        return errs
+    if op.type == "conv2d":
+        if (not isinstance(op.kernel, tuple) or len(op.kernel) != 2
+                or not all(_is_pos_int(v) for v in op.kernel)):
+            errs.append(f"kernel: {op.kernel!r} must be 2 positive integers [KH, KW]")
+        if not _is_pos_int(op.out_channels):
+            errs.append(f"out_channels: {op.out_channels!r} must be a positive integer")
+        if not _is_pos_int(op.stride):
+            errs.append(f"stride: {op.stride!r} must be a positive integer")
+        if not isinstance(op.padding, int) or isinstance(op.padding, bool) or op.padding < 0:
+            errs.append(f"padding: {op.padding!r} must be an integer >= 0")
+        if errs:
+            return errs
+        _, h, w, _ = op.input
+        kh, kw = op.kernel
+        if kh > h + 2 * op.padding or kw > w + 2 * op.padding:
+            errs.append(f"kernel: {list(op.kernel)} is larger than the padded input "
+                        f"{h + 2 * op.padding}x{w + 2 * op.padding} (valid: KH <= H+2*padding, "
+                        f"KW <= W+2*padding)")
+    else:
+        if not _is_pos_int(op.units):
+            errs.append(f"units: {op.units!r} must be a positive integer")
+    return errs
+
+
+def tiled_extents(op: OperatorSpec) -> dict[str, int]:
+    """The output extents the schedule tiles, by name (conv2d: rows, cols; dense: units)."""
+    if op.type == "conv2d":
+        _, oh, ow, _ = op.output_shape
+        return {"output height": oh, "output width": ow}
+    return {"units": op.output_shape[1]}
+
+
+def unroll_extent(op: OperatorSpec) -> tuple[str, int]:
+    """(name, extent) of the loop that ``unroll`` splits."""
+    if op.type == "conv2d":
+        return "out_channels", int(op.out_channels)
+    return "input features (reduction)", int(op.input[1])
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_schedule(op: OperatorSpec, sched: ScheduleParams) -> list[str]:
+    """Human-readable reasons the schedule is impossible for the operator (empty = fine).
+
+    Every message starts with the field name and gives the valid range.
+    """
+    errs = check_operator(op)
+    if errs:
+        return errs
+    ext = tiled_extents(op)
+    max_tile = min(ext.values())
+    limit_text = " and ".join(f"{k} {v}" for k, v in ext.items())
+    t = sched.tile_size
+    if not _is_pos_int(t):
+        errs.append(f"tile_size: {t!r} must be a positive integer (valid range 1..{max_tile})")
+    elif t > max_tile:
+        errs.append(f"tile_size: {t} is larger than the tiled output extent ({limit_text}); "
+                    f"valid range 1..{max_tile}")
+    m = sched.micro_tile
+    if m is not None:
+        upper = t if _is_pos_int(t) else max_tile
+        if not _is_pos_int(m):
+            errs.append(f"micro_tile: {m!r} must be a positive integer "
+                        f"(valid range 1..tile_size={upper})")
+        elif _is_pos_int(t) and m > t:
+            errs.append(f"micro_tile: {m} is larger than tile_size {t} "
+                        f"(valid range 1..{t})")
+    u = sched.unroll
+    uname, uext = unroll_extent(op)
+    divs = _divisors(uext)
+    shown = ", ".join(map(str, divs)) if len(divs) <= 16 else f"divisors of {uext}"
+    if not _is_pos_int(u):
+        errs.append(f"unroll: {u!r} must be a positive integer dividing {uname} {uext} "
+                    f"(valid: {shown})")
+    elif u > uext:
+        errs.append(f"unroll: {u} is larger than the loop it unrolls ({uname} = {uext}); "
+                    f"valid: {shown}")
+    elif uext % u:
+        errs.append(f"unroll: {u} does not divide the loop it unrolls ({uname} = {uext}); "
+                    f"valid: {shown}")
+    s = sched.slice
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int | float) or s <= 0):
+        errs.append(f"slice: {s!r} must be a positive number of microseconds")
+    return errs
+
+
+def tile_counts(op: OperatorSpec, sched: ScheduleParams) -> dict[str, int]:
+    """Loop extents of the tiled schedule and the tile counts, computed from the shapes.
+
+    ``micro_tiles`` = iterations of the micro-tile loop = yield checks per kernel call.
+    """
+    sched = sched.resolved(op)
+    t, m = sched.tile_size, sched.micro_tile
+    n = op.input[0]
+    if op.type == "conv2d":
+        _, oh, ow, _k = op.output_shape
+        mac_y, mac_x = -(-oh // t), -(-ow // t)
+        mic = -(-t // m)
+        macro = n * mac_y * mac_x
+        return {"macro_tiles": macro, "micro_tiles": macro * mic * mic,
+                "macro_tiles_y": mac_y, "macro_tiles_x": mac_x,
+                "micro_per_macro_side": mic, "micro_per_macro": mic * mic,
+                "nonempty_micro_tiles": n * _nonempty(oh, t, m) * _nonempty(ow, t, m)}
+    units = op.output_shape[1]
+    mac = -(-units // t)
+    mic = -(-t // m)
+    return {"macro_tiles": n * mac, "micro_tiles": n * mac * mic,
+            "macro_tiles_y": n, "macro_tiles_x": mac,
+            "micro_per_macro_side": mic, "micro_per_macro": mic,
+            "nonempty_micro_tiles": n * _nonempty(units, t, m)}
+
+
+def _nonempty(extent: int, t: int, m: int) -> int:
+    """Micro-tiles along one axis that hold at least one output element."""
+    count = 0
+    for start in range(0, extent, t):
+        count += -(-min(t, extent - start) // m)
+    return count
+
+
+def footprint(op: OperatorSpec) -> dict[str, int]:
+    """Data bytes on the board: inputs + weights are const (flash), the output is in RAM."""
+    data_shape, w_shape = op.input_shapes
+    isz = ITEMSIZE[op.dtype]
+    return {"flash_data_bytes": (math.prod(data_shape) + math.prod(w_shape)) * isz,
+            "ram_data_bytes": math.prod(op.output_shape) * ITEMSIZE[op.output_dtype]}

@@ -1,0 +1,209 @@
+"""`slicert run`, `slicert check` and the `slicert stage ...` faces used by Airflow tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from slicert_ops.errors import InputError
+from slicert_ops.manifest import Experiment, expand, load_manifest, parse_conf
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="measure every candidate of a manifest",
+                       description="Expand MANIFEST into candidates and measure each: TVM "
+                       "codegen, firmware build, QEMU run with the cycle plugin. Writes "
+                       "OUT/<experiment>/run_NNNN/. Exit 0 all ok, 1 some failed, 2 bad input.")
+    p.add_argument("manifest", type=Path)
+    _common(p)
+    p.add_argument("--track", action="store_true",
+                   help="validate (Great Expectations) and log every run to MLflow + S3")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate a manifest and count its candidates")
+    c.add_argument("manifest", type=Path)
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--conf", help="JSON object merged into the experiment (as Airflow's conf)")
+    c.add_argument("--verbose", "-v", action="store_true", help="list the candidates")
+    c.set_defaults(func=cmd_check)
+
+    st = sub.add_parser("stage", help="one pipeline stage (what orchestrated tasks run)")
+    stsub = st.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    sp = stsub.add_parser("plan", help="expand a manifest into batches; print the plan")
+    sp.add_argument("manifest", type=Path)
+    sp.add_argument("--conf", help="JSON object merged into the experiment")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--out", type=Path, default=Path("results"))
+    sp.add_argument("--batch-size", type=int, default=None)
+    sp.set_defaults(func=cmd_stage_plan)
+    sb = stsub.add_parser("batch", help="measure one batch of a plan")
+    sb.add_argument("plan", type=Path)
+    sb.add_argument("--batch", type=int, required=True)
+    sb.add_argument("--jobs", type=int, default=1)
+    sb.add_argument("--track", action="store_true")
+    sb.set_defaults(func=cmd_stage_batch)
+    sa = stsub.add_parser("aggregate", help="index + report (+ close the tracked sweep)")
+    sa.add_argument("plan", type=Path)
+    sa.add_argument("--track", action="store_true")
+    sa.set_defaults(func=cmd_stage_aggregate)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("results"),
+                   help="results folder (default: results)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a manifest field, e.g. "
+                   "experiment.repeat=1 (value parsed as YAML; repeatable)")
+    p.add_argument("--conf", help="JSON object merged into the experiment (as Airflow's conf)")
+
+
+def _load(args: argparse.Namespace) -> Experiment:
+    conf = parse_conf(args.conf) if getattr(args, "conf", None) else None
+    return load_manifest(args.manifest, args.overrides, conf)
+
+
+def _jobs(n: int) -> int:
+    if n < 1:
+        raise InputError(f"--jobs must be >= 1, got {n}", field="--jobs")
+    return n
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    exp = _load(args)
+    expansion = expand(exp)
+    n = len(expansion.candidates)
+    print(f"{exp.source}: ok: experiment {exp.name!r}, {n} candidates x {exp.repeat} "
+          f"repeats = {n * exp.repeat} runs")
+    for line in expansion.skipped:
+        print(f"  skipped (impossible together): {line}")
+    if args.verbose:
+        for c in expansion.candidates:
+            print(f"  {c.index:4d} {c.id} {json.dumps(c.schedule, sort_keys=True)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from slicert_ops.sweep import run_sweep, summarize
+
+    exp = _load(args)
+    jobs = _jobs(args.jobs)
+    expansion = expand(exp)
+    cands = expansion.candidates
+    _preflight()
+    print(f"{exp.name}: {len(cands)} candidates x {exp.repeat} repeats, {jobs} job(s) -> "
+          f"{args.out / exp.name}", file=sys.stderr)
+    for line in expansion.skipped:
+        print(f"  skipped (impossible together): {line}", file=sys.stderr)
+    tracking = _open_tracking(exp, args.out, cands) if args.track else None
+    result = run_sweep(exp, cands, args.out, jobs=jobs, progress=not args.no_progress,
+                       sinks=tracking.sinks if tracking else (),
+                       cost_model=tracking.cost_model if tracking else None)
+    _aggregate(result.exp_dir, exp.name, tracking, result.exit_code)
+    print(summarize(result))
+    return result.exit_code
+
+
+def cmd_stage_plan(args: argparse.Namespace) -> int:
+    from slicert_ops.plan import write_plan
+
+    conf = parse_conf(args.conf) if args.conf else None
+    exp = load_manifest(args.manifest, args.overrides, conf)
+    path, plan = write_plan(exp, args.out, args.batch_size, conf)
+    print(json.dumps({"experiment": exp.name, "plan": str(path.resolve()),
+                      "batches": list(range(len(plan["batches"]))),
+                      "candidates": len(plan["candidates"]), "repeat": exp.repeat}))
+    return 0
+
+
+def cmd_stage_batch(args: argparse.Namespace) -> int:
+    from slicert_ops.plan import check_toolchain, read_plan
+    from slicert_ops.sweep import run_sweep, summarize
+
+    exp, cands, plan = read_plan(args.plan)
+    if not 0 <= args.batch < len(plan["batches"]):
+        raise InputError(f"batch {args.batch} does not exist (plan has "
+                         f"{len(plan['batches'])})", file=str(args.plan), field="--batch")
+    check_toolchain(cands, args.plan)
+    _preflight()
+    chosen = [cands[i] for i in plan["batches"][args.batch]]
+    out_root = args.plan.resolve().parent.parent
+    tracking = _open_tracking(exp, out_root, chosen) if args.track else None
+    result = run_sweep(exp, chosen, out_root, jobs=_jobs(args.jobs), progress=True,
+                       sinks=tracking.sinks if tracking else (),
+                       cost_model=tracking.cost_model if tracking else None)
+    print(summarize(result))
+    return result.exit_code
+
+
+def cmd_stage_aggregate(args: argparse.Namespace) -> int:
+    from slicert_ops.plan import read_plan
+
+    exp, _, _ = read_plan(args.plan)
+    exp_dir = args.plan.resolve().parent
+    tracking = _open_tracking(exp, exp_dir.parent, []) if args.track else None
+    failed = _aggregate(exp_dir, exp.name, tracking, None)
+    return 1 if failed else 0
+
+
+def _preflight() -> None:
+    """Fail before any work when the toolchain is missing (not once per candidate)."""
+    from shutil import which
+
+    from slicert_ops.paths import PLUGIN_SO
+
+    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm") if not which(tool)]
+    if missing:
+        raise InputError(f"missing tools: {', '.join(missing)}", fix="run `make setup`")
+    if not PLUGIN_SO.is_file():
+        raise InputError(f"the QEMU cycle plugin is not built ({PLUGIN_SO})",
+                         fix="run `make setup` (or `make plugin`)")
+
+
+def _open_tracking(exp: Experiment, out_root: Path, cands: list[Any]) -> Any:
+    from slicert_ops.tracking.sweep_sink import open_tracking
+
+    return open_tracking(exp, Path(out_root), cands)
+
+
+def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -> int:
+    """Result index (Parquet) and report; closes the tracked sweep. Returns failed runs."""
+    failed = 0
+    try:
+        from slicert_ops.report.index import build_index, write_index
+        from slicert_ops.report.report import write_report
+    except ImportError:  # reporting not installed in this build
+        return failed
+    index = build_index(exp_dir.parent, experiment=name) if _accepts_experiment(build_index) \
+        else build_index(exp_dir)
+    if len(index):
+        write_index(exp_dir, exp_dir / "index.parquet", df=index) \
+            if _accepts_df(write_index) else write_index(exp_dir, exp_dir / "index.parquet")
+        report_dir = exp_dir / "report"
+        write_report(index, report_dir, name)
+        if "status" in index:
+            failed = int((index["status"] != "ok").sum())
+    if tracking is not None:
+        tracking.close(exp_dir, failed if exit_code is None else exit_code)
+    return failed
+
+
+def _accepts_experiment(fn: Any) -> bool:
+    import inspect
+
+    return "experiment" in inspect.signature(fn).parameters
+
+
+def _accepts_df(fn: Any) -> bool:
+    import inspect
+
+    return "df" in inspect.signature(fn).parameters
+
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")

@@ -1,0 +1,163 @@
+"""Expand a validated Experiment into candidates with content-hashed ids."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from slicert_ops.errors import InputError
+from slicert_ops.manifest.load import Experiment
+
+# Runner fields that cannot change a measurement (excluded from the candidate id).
+NON_MEASURING_RUNNER_FIELDS = ("timeout_s",)
+
+# lm3s6965evb memory, and what the runtime itself needs (stacks, runtime state, code).
+BOARD_MEMORY = {"lm3s6965evb": {"flash": 256 * 1024, "ram": 64 * 1024}}
+RUNTIME_RAM_RESERVE = 6 * 1024
+RUNTIME_FLASH_RESERVE = 24 * 1024
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the schedule space, with everything that determines its measurement."""
+
+    index: int
+    id: str
+    operator: dict[str, Any]
+    schedule: dict[str, int]
+    runner: dict[str, Any]
+    versions: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "operator": self.operator,
+                "schedule": self.schedule, "runner": self.runner, "versions": self.versions}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(index=data["index"], id=data["id"], operator=data["operator"],
+                   schedule=data["schedule"], runner=data["runner"], versions=data["versions"])
+
+
+@dataclass(frozen=True)
+class Expansion:
+    candidates: list[Candidate]
+    skipped: list[str]  # impossible combinations left out, with the reason
+
+
+def candidate_id(operator: dict[str, Any], schedule: dict[str, int], runner: dict[str, Any],
+                 versions: dict[str, str]) -> str:
+    measuring = {k: v for k, v in runner.items() if k not in NON_MEASURING_RUNNER_FIELDS}
+    blob = json.dumps({"operator": operator, "schedule": schedule, "runner": measuring,
+                       "versions": versions}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion:
+    """All candidates of the grid, in a fixed order; impossible ones are rejected or skipped.
+
+    A parameter value that no combination can use is an error (exit 2, nothing runs); a
+    combination that is impossible only together (e.g. micro_tile > tile_size) is skipped
+    and reported.
+    """
+    from slicert_ops.codegen.spec import (  # TVM-free value types and rules
+        ScheduleParams,
+        check_schedule,
+        default_micro_tile,
+    )
+
+    if versions is None:
+        from slicert_ops.versions import toolchain_versions
+        versions = toolchain_versions()
+    op = operator_spec(exp)
+    check_memory(exp, op)
+    params = exp.parameters
+    micro_values: list[int | None] = list(params["micro_tile"] or [None])
+    combos = itertools.product(params["tile_size"], micro_values, params["unroll"],
+                               params["slice"])
+    candidates: list[Candidate] = []
+    skipped: list[str] = []
+    reasons_by_value: dict[tuple[str, int], list[str]] = {}
+    used_values: set[tuple[str, int]] = set()
+    for tile, micro, unroll, slice_us in combos:
+        micro_eff = micro if micro is not None else default_micro_tile(op, tile)
+        sched = ScheduleParams(tile_size=tile, micro_tile=micro_eff, unroll=unroll,
+                               slice=slice_us)
+        reasons = check_schedule(op, sched)
+        named = {"tile_size": tile, "unroll": unroll, "slice": slice_us}
+        if micro is not None:
+            named["micro_tile"] = micro
+        if reasons:
+            label = ", ".join(f"{k}={v}" for k, v in sched.to_dict().items())
+            skipped.append(f"{label}: {'; '.join(reasons)}")
+            for key, value in named.items():
+                reasons_by_value.setdefault((key, value), []).extend(reasons)
+            continue
+        used_values.update(named.items())
+        schedule = sched.to_dict()
+        cid = candidate_id(op.to_dict(), schedule, exp.runner, versions)
+        candidates.append(Candidate(index=len(candidates), id=cid, operator=op.to_dict(),
+                                    schedule=schedule, runner=dict(exp.runner),
+                                    versions=dict(versions)))
+    never = sorted({kv for kv in reasons_by_value if kv not in used_values})
+    if never or not candidates:
+        lines = []
+        for key, value in never:
+            why = sorted(set(reasons_by_value[(key, value)]))
+            lines.append(f"experiment.parameters.{key}: value {value} fits no schedule: "
+                         + "; ".join(why))
+        if not candidates and not lines:
+            lines = skipped[:5]
+        raise InputError("impossible schedules for operator "
+                         f"{_op_label(op)}:\n  - " + "\n  - ".join(lines),
+                         file=exp.source,
+                         fix="remove these values from the parameter lists")
+    return Expansion(candidates=candidates, skipped=skipped)
+
+
+def operator_spec(exp: Experiment) -> Any:
+    try:
+        return operator_spec_from_dict(exp.operator)
+    except ValueError as exc:
+        raise InputError(str(exc), file=exp.source, field="experiment.operator") from None
+
+
+def operator_spec_from_dict(o: dict[str, Any]) -> Any:
+    """The codegen OperatorSpec of a normalized operator mapping."""
+    from slicert_ops.codegen.spec import OperatorSpec
+
+    if o["type"] == "conv2d":
+        return OperatorSpec(type="conv2d", dtype=o["dtype"], input=tuple(o["input"]),
+                            kernel=tuple(o["kernel"]), out_channels=o["out_channels"],
+                            stride=o["stride"], padding=o["padding"])
+    return OperatorSpec(type="dense", dtype=o["dtype"], input=tuple(o["input"]),
+                        units=o["units"])
+
+
+def check_memory(exp: Experiment, op: Any) -> None:
+    """Reject operators whose data cannot fit the board before anything is built."""
+    from slicert_ops.codegen.spec import footprint
+
+    mem = BOARD_MEMORY[exp.runner["board"]]
+    fp = footprint(op)
+    ram_free = mem["ram"] - RUNTIME_RAM_RESERVE
+    flash_free = mem["flash"] - RUNTIME_FLASH_RESERVE
+    if fp["ram_data_bytes"] > ram_free:
+        raise InputError(
+            f"the output tensor needs {fp['ram_data_bytes']} bytes of RAM but "
+            f"{exp.runner['board']} has {mem['ram']} bytes ({ram_free} after the runtime's "
+            "stacks and state)", file=exp.source, field="experiment.operator",
+            fix="make the input smaller or use fewer output channels/units")
+    if fp["flash_data_bytes"] > flash_free:
+        raise InputError(
+            f"inputs and weights need {fp['flash_data_bytes']} bytes of flash but "
+            f"{exp.runner['board']} has {mem['flash']} bytes ({flash_free} after code)",
+            file=exp.source, field="experiment.operator",
+            fix="make the input or the weights smaller")
+
+
+def _op_label(op: Any) -> str:
+    d = op.to_dict()
+    return " ".join(f"{k}={v}" for k, v in d.items())

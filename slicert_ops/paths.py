@@ -1,0 +1,13 @@
+"""Where the project's non-Python parts live (runtime sources, plugin, expectations)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(os.environ.get("SLICERT_ROOT", Path(__file__).resolve().parents[1]))
+ZEPHYR_DIR = ROOT / "zephyr"
+QEMU_DIR = ROOT / "qemu"
+EXPECTATIONS_DIR = ROOT / "expectations"
+EXPERIMENTS_DIR = ROOT / "experiments"
+PLUGIN_SO = Path(os.environ.get("SLICERT_PLUGIN", ROOT / "build" / "qemu" / "libslicert_cycles.so"))

@@ -1,0 +1,296 @@
+"""One candidate end to end: codegen -> build -> QEMU run per repeat -> trace -> run folders.
+
+Stages are imported lazily so that the parent process of a sweep stays light (TVM,
+numpy and friends load once per worker process).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slicert_ops.errors import StageError
+from slicert_ops.manifest.expand import Candidate
+from slicert_ops.rundir import (
+    RUN_SCHEMA,
+    RunWriter,
+    dumps,
+    finished_run,
+    run_name,
+    run_number,
+)
+
+# Calibration yield checks the harness runs before the kernel (cost of one check).
+CAL_CHECKS = 64
+
+
+@dataclass
+class SweepContext:
+    """What every candidate of a sweep shares (picklable: sent to worker processes)."""
+
+    experiment: str
+    exp_dir: Path
+    repeat: int
+    logging: dict[str, bool]
+    manifest_file: str
+    cost_model: dict[str, Any] | None = None  # champion version + predictions per candidate
+
+
+@dataclass
+class RunOutcome:
+    """The result of one (candidate, repeat) run, as the parent process needs it."""
+
+    number: int
+    candidate_id: str
+    candidate_index: int
+    repeat: int
+    status: str  # ok | failed
+    reused: bool = False
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def runtime_options(cand: Candidate) -> Any:
+    from slicert_ops.firmware.options import RuntimeOptions
+
+    r = cand.runner
+    return RuntimeOptions(
+        slice_us=cand.schedule["slice"],
+        irq_load=bool(r["simulate_irq_load"]),
+        irq_period_us=r["irq_period_us"],
+        irq_jitter_us=r["irq_jitter_us"],
+        rt_work_iters=r["rt_work_iters"],
+        rt_deadline_us=r["rt_deadline_us"],
+        cal_checks=CAL_CHECKS,
+    )
+
+
+def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
+    """All repeats of one candidate. Finished runs are reused; failures are recorded."""
+    numbers = [run_number(cand.index, r, ctx.repeat) for r in range(ctx.repeat)]
+    outcomes: dict[int, RunOutcome] = {}
+    todo = []
+    for r, n in enumerate(numbers):
+        man = finished_run(ctx.exp_dir / run_name(n), cand.id, r)
+        if man is not None:
+            outcomes[r] = RunOutcome(n, cand.id, cand.index, r, "ok", reused=True,
+                                     metrics=_read_metrics(ctx.exp_dir / run_name(n)),
+                                     schedule=cand.schedule)
+        else:
+            todo.append(r)
+    if not todo:
+        return [outcomes[r] for r in range(ctx.repeat)]
+
+    work = Path(tempfile.mkdtemp(prefix=f"slicert-{cand.id}-"))
+    timings: dict[str, float] = {}
+    try:
+        try:
+            prepared = _prepare(cand, work, timings)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a failed run
+            err = _describe(exc)
+            for r in todo:
+                outcomes[r] = _write_failed(cand, ctx, r, numbers[r], err, timings,
+                                            build_log=work / "build" / "zephyr_build.log")
+            return [outcomes[r] for r in range(ctx.repeat)]
+        for r in todo:
+            outcomes[r] = _run_repeat(cand, ctx, r, numbers[r], prepared, work, dict(timings))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return [outcomes[r] for r in range(ctx.repeat)]
+
+
+@dataclass
+class _Prepared:
+    kernel: Any
+    build: Any
+    reference: Any
+    tvm_config: dict[str, Any]
+
+
+def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepared:
+    from slicert_ops.codegen import generate_kernel, make_inputs, reference
+    from slicert_ops.codegen.spec import ScheduleParams
+    from slicert_ops.firmware import build_firmware
+    from slicert_ops.manifest.expand import operator_spec_from_dict
+
+    op = operator_spec_from_dict(cand.operator)
+    sched = ScheduleParams(**cand.schedule)
+    t = time.perf_counter()
+    try:
+        kernel = generate_kernel(op, sched)
+    except StageError:
+        raise
+    except Exception as exc:  # TVM raises its own types
+        raise StageError("codegen", f"{type(exc).__name__}: {exc}") from exc
+    timings["codegen"] = time.perf_counter() - t
+    inputs = make_inputs(op, seed=0)
+    ref = reference(op, inputs)
+    t = time.perf_counter()
+    build = build_firmware(kernel, inputs, runtime_options(cand), work / "build")
+    timings["build"] = time.perf_counter() - t
+    return _Prepared(kernel=kernel, build=build, reference=ref, tvm_config=kernel.tvm_config)
+
+
+def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _Prepared,
+                work: Path, timings: dict[str, float]) -> RunOutcome:
+    import numpy as np
+
+    from slicert_ops.paths import PLUGIN_SO
+    from slicert_ops.sim.cycles_txt import format_cycles_txt
+    from slicert_ops.sim.qemu import run_firmware
+    from slicert_ops.sim.trace import build_trace, compute_metrics
+
+    writer = RunWriter(ctx.exp_dir, number)
+    sim_dir = work / f"sim_{r}"
+    sim_dir.mkdir()
+    build = prep.build
+    sizes = {"text_bytes": build.text_bytes, "data_bytes": build.data_bytes,
+             "bss_bytes": build.bss_bytes}
+    try:
+        t = time.perf_counter()
+        sim = run_firmware(build.elf, seed=r, handlers=build.handlers, out_dir=sim_dir,
+                           timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
+                           ws=cand.runner["flash_wait_states"])
+        timings["run"] = time.perf_counter() - t
+        _keep_raw(writer, sim, ctx.logging)
+        if sim.timed_out:
+            raise StageError("run", f"QEMU did not finish within {cand.runner['timeout_s']:g} s "
+                             "and was killed (a hung kernel or runtime); raise "
+                             "experiment.runner.timeout_s if the kernel is just slow")
+        if sim.exit_code != 0:
+            raise StageError("run", f"firmware exited with code {sim.exit_code} "
+                             f"({_exit_meaning(sim.exit_code)})")
+        t = time.perf_counter()
+        correct, mismatch = _check_output(sim.output, prep.reference, np)
+        deadline_ns = cand.runner["rt_deadline_us"] * 1000
+        metrics = compute_metrics(sim.events, sim.totals, sizes, correct,
+                                  deadline_ns=deadline_ns)
+        trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=r, seed=r,
+                            exit_code=sim.exit_code, sizes=sizes, metrics=metrics)
+        timings["parse"] = time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
+        writer.write_text("zephyr_build.log", build.log_path.read_text())
+        writer.write_json("tvm_config.json", prep.tvm_config)
+        err = _describe(exc)
+        writer.publish(_manifest(cand, ctx, r, number, "failed", err, timings))
+        return RunOutcome(number, cand.id, cand.index, r, "failed", error=err,
+                          schedule=cand.schedule, timings=timings)
+    writer.write_json("tvm_config.json", prep.tvm_config)
+    writer.write_text("zephyr_build.log", build.log_path.read_text())
+    writer.write_json("qemu_trace.json", trace)
+    writer.write_text("cycles.txt", format_cycles_txt(metrics))
+    status = "ok" if correct else "failed"
+    err = None if correct else f"wrong kernel output: {mismatch}"
+    man = _manifest(cand, ctx, r, number, status, err, timings)
+    man["prediction"] = _prediction(ctx, cand, metrics)
+    writer.publish(man)
+    return RunOutcome(number, cand.id, cand.index, r, status, error=err, metrics=metrics,
+                      schedule=cand.schedule, timings=timings)
+
+
+def _check_output(output: bytes | None, ref: Any, np: Any) -> tuple[bool, str]:
+    if output is None:
+        return False, "the firmware sent no output frame"
+    if len(output) != ref.nbytes:
+        return False, f"{len(output)} bytes received, {ref.nbytes} expected"
+    got = np.frombuffer(output, dtype=ref.dtype).reshape(ref.shape)
+    if np.issubdtype(ref.dtype, np.integer):
+        bad = int(np.count_nonzero(got != ref))
+    else:
+        bad = int(np.count_nonzero(~np.isclose(got, ref, rtol=1e-4, atol=1e-4)))
+    if bad:
+        idx = tuple(int(i) for i in np.argwhere(got != ref)[0]) if np.issubdtype(
+            ref.dtype, np.integer) else ()
+        where = f", first at index {idx}: got {got[idx]}, want {ref[idx]}" if idx else ""
+        return False, f"{bad} of {ref.size} output values differ from the numpy reference{where}"
+    return True, ""
+
+
+def _keep_raw(writer: RunWriter, sim: Any, logging: dict[str, bool]) -> None:
+    if not logging.get("raw"):
+        return
+    compress = bool(logging.get("compress"))
+    for name, path in sorted((getattr(sim, "raw_files", None) or {}).items()):
+        if Path(path).is_file():
+            writer.add_raw(Path(path), name, compress)
+
+
+def _manifest(cand: Candidate, ctx: SweepContext, r: int, number: int, status: str,
+              error: str | None, timings: dict[str, float]) -> dict[str, Any]:
+    return {
+        "schema": RUN_SCHEMA,
+        "experiment": ctx.experiment,
+        "manifest_file": ctx.manifest_file,
+        "run": run_name(number),
+        "run_index": number,
+        "candidate_id": cand.id,
+        "candidate_index": cand.index,
+        "repeat": r,
+        "seed": r,
+        "operator": cand.operator,
+        "schedule": cand.schedule,
+        "runner": cand.runner,
+        "logging": ctx.logging,
+        "versions": cand.versions,
+        "status": status,
+        "error": error,
+        # Host timings vary run to run: they live here, never in the trace or cycles.txt.
+        "host_timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _prediction(ctx: SweepContext, cand: Candidate, metrics: dict[str, Any]) -> Any:
+    """The champion cost model's prediction beside the measured value, when one was loaded."""
+    cm = ctx.cost_model
+    if not cm:
+        return None
+    pred = cm.get("predictions", {}).get(cand.id)
+    if pred is None:
+        return None
+    return {"model": cm.get("name"), "version": cm.get("version"), **pred,
+            "measured_kernel_cycles": metrics.get("kernel_cycles"),
+            "measured_max_preemption_latency_cycles":
+                metrics.get("max_preemption_latency_cycles")}
+
+
+def _write_failed(cand: Candidate, ctx: SweepContext, r: int, number: int, err: str,
+                  timings: dict[str, float], build_log: Path) -> RunOutcome:
+    writer = RunWriter(ctx.exp_dir, number)
+    if build_log.is_file():
+        writer.write_text("zephyr_build.log", build_log.read_text())
+    writer.publish(_manifest(cand, ctx, r, number, "failed", err, timings))
+    return RunOutcome(number, cand.id, cand.index, r, "failed", error=err,
+                      schedule=cand.schedule, timings=timings)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((run_dir / "qemu_trace.json").read_text()).get("metrics", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, StageError):
+        return str(exc)
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"internal error {type(exc).__name__}: {exc}{where}"
+
+
+def _exit_meaning(code: int) -> str:
+    return {1: "runtime assertion failed", 2: "hard fault", 3: "stack overflow"}.get(
+        code, "unexpected exit code")
+
+
+__all__ = ["RunOutcome", "SweepContext", "run_candidate", "dumps"]

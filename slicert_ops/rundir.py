@@ -1,0 +1,112 @@
+"""Run folders: atomic writes, completeness, and reuse by candidate id."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_SCHEMA = "slicert-run/1"
+RUN_FILES = ("manifest.json", "tvm_config.json", "zephyr_build.log", "qemu_trace.json",
+             "cycles.txt")
+
+
+def run_name(number: int) -> str:
+    return f"run_{number:04d}"
+
+
+def run_number(candidate_index: int, repeat: int, repeats: int) -> int:
+    """Runs are numbered in expansion order: candidate-major, repeat-minor, from 1."""
+    return candidate_index * repeats + repeat + 1
+
+
+def dumps(data: Any) -> str:
+    """Stable JSON: sorted keys, fixed separators, trailing newline (byte-identical reruns)."""
+    return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(run_dir: Path, candidate_id: str, repeat: int) -> dict[str, Any] | None:
+    """The manifest of a complete, successful run of this candidate+repeat, else None."""
+    man = read_manifest(run_dir)
+    if not man or man.get("candidate_id") != candidate_id or man.get("repeat") != repeat:
+        return None
+    if man.get("status") != "ok":
+        return None
+    if not all((run_dir / f).is_file() for f in RUN_FILES):
+        return None
+    return man
+
+
+class RunWriter:
+    """Writes one run folder under a temporary name and publishes it by rename.
+
+    A folder named run_NNNN therefore always holds a complete run; an interrupted write
+    leaves only a run_NNNN.tmp-* folder, which the next run of the sweep removes.
+    """
+
+    def __init__(self, exp_dir: Path, number: int) -> None:
+        self.final = exp_dir / run_name(number)
+        self.tmp = exp_dir / f"{run_name(number)}.tmp-{os.getpid()}"
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, dumps(data))
+
+    def add_raw(self, src: Path, name: str, compress: bool) -> None:
+        """Keep a raw log beside the run (gzip with a fixed mtime: deterministic bytes)."""
+        raw = self.tmp / "raw"
+        raw.mkdir(exist_ok=True)
+        if compress:
+            with open(src, "rb") as fin, open(raw / f"{name}.gz", "wb") as fout, \
+                    gzip.GzipFile(filename=name, mode="wb", fileobj=fout, mtime=0) as gz:
+                shutil.copyfileobj(fin, gz)
+        else:
+            shutil.copyfile(src, raw / name)
+
+    def publish(self, manifest: dict[str, Any]) -> Path:
+        """Write manifest.json last, then swap the folder into place."""
+        self.write_json("manifest.json", manifest)
+        if self.final.exists():
+            supersede(self.final)
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def supersede(run_dir: Path) -> None:
+    """Move an older run folder aside instead of deleting it: nothing is lost."""
+    man = read_manifest(run_dir) or {}
+    if man.get("status") != "ok":
+        shutil.rmtree(run_dir, ignore_errors=True)  # a failed run holds no measurement
+        return
+    attic = run_dir.parent / ".superseded"
+    attic.mkdir(exist_ok=True)
+    tag = man.get("candidate_id", "unknown")
+    target = attic / f"{run_dir.name}-{tag}-{int(time.time())}"
+    os.replace(run_dir, target)
+
+
+def clean_stale_tmp(exp_dir: Path) -> None:
+    for p in exp_dir.glob("run_*.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)

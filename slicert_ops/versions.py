@@ -1,0 +1,68 @@
+"""Toolchain, runtime and cycle-model versions: part of every candidate id and every run."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from slicert_ops import __version__
+from slicert_ops.paths import QEMU_DIR, ZEPHYR_DIR
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def _tree_hash(paths: list[Path], suffixes: tuple[str, ...]) -> str:
+    """Content hash of source files (sorted by relative path): changes with the sources."""
+    digest = hashlib.sha256()
+    for base in paths:
+        files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix in suffixes) \
+            if base.is_dir() else ([base] if base.is_file() else [])
+        for f in files:
+            digest.update(str(f.relative_to(base.parent)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _pkg(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+@cache
+def cycle_model_version() -> str:
+    src = QEMU_DIR / "slicert_cycles.c"
+    if src.is_file():
+        m = re.search(r'CYCLE_MODEL_VERSION\s+"([^"]+)"', src.read_text())
+        if m:
+            return m.group(1)
+    return "unknown"
+
+
+@cache
+def toolchain_versions() -> dict[str, str]:
+    """Everything that can change a measurement. Cached per process."""
+    return {
+        "slicert": __version__,
+        "tvm": _pkg("apache-tvm"),
+        "tvm_ffi": _pkg("apache-tvm-ffi"),
+        "gcc": _first_line(["arm-none-eabi-gcc", "--version"]),
+        "qemu": _first_line(["qemu-system-arm", "--version"]),
+        "runtime": "slicert-rt-" + _tree_hash(
+            [ZEPHYR_DIR / "include", ZEPHYR_DIR / "core", ZEPHYR_DIR / "ports" / "baremetal-cm3",
+             ZEPHYR_DIR / "apps" / "microbench"], (".c", ".h", ".S", ".s", ".ld")),
+        "plugin": "slicert-cycles-" + _tree_hash([QEMU_DIR / "slicert_cycles.c"], (".c",)),
+        "cycle_model": cycle_model_version(),
+    }
