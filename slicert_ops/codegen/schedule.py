@@ -17,10 +17,11 @@ dense::
       u_in: acc = 0; for r_out: for r_in (unroll, unrolled): acc += ...; out <- acc
       slicert_yield_check()     appended to the body of u_mic
 
-The accumulators are a ``local`` cache (``cache_write``), initialised before the reduction
-(``decompose_reduction``): a few scalars that the C compiler keeps in registers. The
-micro-tile loop carries the annotation :data:`YIELD_ANNOTATION`; the lowering pipeline
-(``lower_c.py``) appends the extern call there and removes the annotation.
+The accumulators are a small cache (``cache_write``, scope :data:`ACC_SCOPE`) initialised
+before the reduction (``decompose_reduction``): ``unroll`` (conv2d) or 1 (dense) scalars that
+the C compiler keeps in registers. The micro-tile loop carries the annotation
+:data:`YIELD_ANNOTATION`; the lowering pipeline (``lower_c.py``) appends the extern call
+there and removes the annotation. The schedule trace (``sch.trace``) records all of it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from .operators import BLOCK
 from .spec import OperatorSpec, ScheduleParams
 
 YIELD_ANNOTATION = "slicert.yield_check"
+# Scope of the accumulator cache. In this TVM generation LowerTVMBuiltin turns a small (< 1 KiB)
+# "global" allocation into a C stack array, but any "local" one into TVMBackendAllocWorkspace.
+ACC_SCOPE = "global"
 
 
 def _unroll_last_loop(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
@@ -46,12 +50,13 @@ def schedule_conv2d(sch: s_tir.Schedule, sched: ScheduleParams) -> None:
     x_mic, x_in = sch.split(x_t, [None, sched.micro_tile])
     k_out, k_in = sch.split(k, [None, sched.unroll])
     sch.reorder(n, y_mac, x_mac, y_mic, x_mic, y_in, x_in, k_out, rh, rw, rc, k_in)
-    acc = sch.cache_write(blk, 0, "local")
+    acc = sch.cache_write(blk, 0, ACC_SCOPE)
     sch.reverse_compute_at(acc, k_out)
     init = sch.decompose_reduction(blk, rh)
-    sch.unroll(k_in)
-    _unroll_last_loop(sch, init)
-    _unroll_last_loop(sch, acc)
+    if sched.unroll > 1:  # a unit loop marked unrolled would unroll its parent (k_out)
+        sch.unroll(k_in)
+        _unroll_last_loop(sch, init)
+        _unroll_last_loop(sch, acc)
     sch.annotate(x_mic, YIELD_ANNOTATION, 1)
 
 
@@ -62,10 +67,11 @@ def schedule_dense(sch: s_tir.Schedule, sched: ScheduleParams) -> None:
     u_mic, u_in = sch.split(u_t, [None, sched.micro_tile])
     r_out, r_in = sch.split(r, [None, sched.unroll])
     sch.reorder(n, u_mac, u_mic, u_in, r_out, r_in)
-    acc = sch.cache_write(blk, 0, "local")
+    acc = sch.cache_write(blk, 0, ACC_SCOPE)
     sch.reverse_compute_at(acc, u_in)
     sch.decompose_reduction(blk, r_out)
-    sch.unroll(r_in)
+    if sched.unroll > 1:
+        sch.unroll(r_in)
     sch.annotate(u_mic, YIELD_ANNOTATION, 1)
 
 

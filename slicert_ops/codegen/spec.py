@@ -21,9 +21,11 @@ Tiling (see ``schedule.py``)
 - dense: output units are split by ``tile_size`` then ``micro_tile`` (a micro-tile is
   ``micro_tile`` output units of one batch row, whole reduction); ``unroll`` splits the
   reduction (``unroll`` multiply-accumulates per iteration of the unrolled body).
-- Tiles that do not divide the extent are allowed: TVM guards the partial tiles. Every
-  iteration of the micro-tile loop calls the yield check once, even a (guarded) micro-tile
-  that holds no output, so ``micro_tiles`` counts loop iterations, not only non-empty tiles.
+- ``micro_tile`` must divide ``tile_size`` (a micro-tile never straddles two macro-tiles);
+  ``tile_size`` need not divide the output extent: TVM guards the partial macro-tiles.
+  Every iteration of the micro-tile loop calls the yield check once, even a guarded
+  micro-tile that holds no output, so ``micro_tiles`` counts loop iterations
+  (``tile_counts(...)["nonempty_micro_tiles"]`` counts the ones holding output).
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ OP_TYPES = ("conv2d", "dense")
 DTYPES = ("int8", "float32")
 ITEMSIZE = {"int8": 1, "int32": 4, "float32": 4}
 CTYPE = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+# TVM turns a temporary below this size into a C stack array, a larger one into a call to the
+# TVM runtime (TVMBackendAllocWorkspace), which the MCU kernel must not have.
+MAX_ACC_BYTES = 1024
 
 
 def _as_shape(value: Any) -> Any:
-    """Lists (from YAML/JSON) become tuples so that specs are hashable; other values pass."""
-    if isinstance(value, list | tuple):
-        return tuple(int(v) if isinstance(v, int | float) and float(v).is_integer() else v
-                     for v in value)
-    return value
+    """Lists (from YAML/JSON) become tuples so that specs are hashable; other values pass
+    (``check_operator`` reports bad ones)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True)
@@ -163,18 +166,22 @@ class KernelSource:
 
 
 def default_micro_tile(op: OperatorSpec, tile_size: int) -> int:
-    """The micro-tile used when a schedule gives none.
+    """The micro-tile used when a schedule gives none: the largest divisor of ``tile_size``
+    (a micro-tile never straddles two macro-tiles) that is at most
 
-    - conv2d: ``min(4, tile_size)`` output pixels per side (a micro-tile is 4x4 output pixels x
-      all output channels: 16*K*KH*KW*C MACs, 9600 for the default 5x5x3 -> 8 conv).
-    - dense: the number of output units whose reductions add up to ~1024 MACs,
-      ``max(1, min(tile_size, 1024 // IN))``.
+    - conv2d: 4 output pixels per side, i.e. ``min(4, tile_size)`` whenever that divides
+      (tile 8 -> 4, 16 -> 4, 6 -> 3, 10 -> 2, 5 -> 1). A 4x4 micro-tile x all output channels
+      is 16*K*KH*KW*C MACs (9600 for the default 5x5x3 -> 8 conv);
+    - dense: ``max(1, 1024 // IN)`` output units, so one micro-tile is ~1024 MACs or less
+      (IN = 256: 4 units).
     """
     tile_size = max(1, int(tile_size))
     if op.type == "dense":
-        n_in = max(1, int(op.input[1])) if len(op.input) == 2 else 1
-        return max(1, min(tile_size, 1024 // n_in))
-    return min(4, tile_size)
+        n_in = int(op.input[1]) if len(op.input) == 2 and int(op.input[1]) > 0 else 1
+        cap = max(1, 1024 // n_in)
+    else:
+        cap = 4
+    return max(d for d in _divisors(tile_size) if d <= cap)
 
 
 def _is_pos_int(v: Any) -> bool:
@@ -255,14 +262,18 @@ def check_schedule(op: OperatorSpec, sched: ScheduleParams) -> list[str]:
         errs.append(f"tile_size: {t} is larger than the tiled output extent ({limit_text}); "
                     f"valid range 1..{max_tile}")
     m = sched.micro_tile
+    t_ok = _is_pos_int(t) and t <= max_tile
     if m is not None:
-        upper = t if _is_pos_int(t) else max_tile
+        upper = t if t_ok else max_tile
         if not _is_pos_int(m):
             errs.append(f"micro_tile: {m!r} must be a positive integer "
                         f"(valid range 1..tile_size={upper})")
-        elif _is_pos_int(t) and m > t:
+        elif t_ok and m > t:
             errs.append(f"micro_tile: {m} is larger than tile_size {t} "
-                        f"(valid range 1..{t})")
+                        f"(valid: divisors of {t}: {', '.join(map(str, _divisors(t)))})")
+        elif t_ok and t % m:
+            errs.append(f"micro_tile: {m} does not divide tile_size {t}; a micro-tile must not "
+                        f"straddle two macro-tiles (valid: {', '.join(map(str, _divisors(t)))})")
     u = sched.unroll
     uname, uext = unroll_extent(op)
     divs = _divisors(uext)
@@ -276,6 +287,11 @@ def check_schedule(op: OperatorSpec, sched: ScheduleParams) -> list[str]:
     elif uext % u:
         errs.append(f"unroll: {u} does not divide the loop it unrolls ({uname} = {uext}); "
                     f"valid: {shown}")
+    elif op.type == "conv2d" and u * ITEMSIZE[op.output_dtype] >= MAX_ACC_BYTES:
+        errs.append(f"unroll: {u} accumulators need {u * ITEMSIZE[op.output_dtype]} bytes; "
+                    f"they must stay below {MAX_ACC_BYTES} bytes (a C stack array: larger ones "
+                    f"would need a TVM workspace): valid: divisors of {uext} up to "
+                    f"{(MAX_ACC_BYTES - 1) // ITEMSIZE[op.output_dtype]}")
     s = sched.slice
     if s is not None and (isinstance(s, bool) or not isinstance(s, int | float) or s <= 0):
         errs.append(f"slice: {s!r} must be a positive number of microseconds")
