@@ -59,7 +59,8 @@ fi
 
 # --- 4. download the source package (no unpack, no build deps) -----------------------------
 work=$(mktemp -d)
-chmod 0755 "$work"   # lets apt download as _apt (sandboxed)
+# let apt download as its unprivileged _apt user (else it warns and runs unsandboxed)
+if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$work"; fi
 trap 'rm -rf "$work"' EXIT INT TERM
 (cd "$work" && apt-get source -qq --download-only "qemu=$version" >&2) \
     || die "apt-get source --download-only qemu=$version failed"

@@ -1,0 +1,101 @@
+"""Trace event ids and names: the Python mirror of docs/contracts.md ("Trace events").
+
+The firmware marks an event by calling a one-instruction stub (``bx lr``) at
+``TRACE_BASE + 2*id``; a payload is sent first, byte by byte, by calling lane stubs at
+``TRACE_BASE + 0x100 + lane*0x200 + 2*byte`` (lane 0..3 = payload bits 0-7 .. 24-31).
+The C side is ``zephyr/include/slicert/trace.h``; keep both in step with the contract.
+"""
+
+from __future__ import annotations
+
+TRACE_BASE = 0x0003E000
+TRACE_SPAN = 0x900          # events 0x000-0x0ff, payload lanes 0x100-0x8ff
+LANES_OFFSET = 0x100
+LANE_SPAN = 0x200
+MAX_EVENT_ID = 127
+
+CYCLE_MODEL_VERSION = "cm3-v1"   # qemu/cycle_model.md; must match the plugin header line
+PLUGIN_VERSION = "1.0.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
+
+KERNEL_START = 0
+KERNEL_END = 1
+TILE_END = 2
+SLICE_EXPIRE = 3
+PENDSV_ENTER = 4
+PENDSV_EXIT = 5
+IRQ_ENTER = 6
+IRQ_EXIT = 7
+RT_RELEASE = 8
+RT_START = 9
+RT_END = 10
+YIELD = 11
+CAL_START = 12
+CAL_END = 13
+BOOT = 14
+OUTPUT_READY = 15
+
+EVENT_NAMES: dict[int, str] = {
+    KERNEL_START: "kernel_start",
+    KERNEL_END: "kernel_end",
+    TILE_END: "tile_end",
+    SLICE_EXPIRE: "slice_expire",
+    PENDSV_ENTER: "pendsv_enter",
+    PENDSV_EXIT: "pendsv_exit",
+    IRQ_ENTER: "irq_enter",
+    IRQ_EXIT: "irq_exit",
+    RT_RELEASE: "rt_release",
+    RT_START: "rt_start",
+    RT_END: "rt_end",
+    YIELD: "yield",
+    CAL_START: "cal_start",
+    CAL_END: "cal_end",
+    BOOT: "boot",
+    OUTPUT_READY: "output_ready",
+}
+EVENT_IDS: dict[str, int] = {name: eid for eid, name in EVENT_NAMES.items()}
+
+# Payload meanings (documentation; the plugin does not interpret payloads).
+PAYLOADS: dict[str, str] = {
+    "pendsv_exit": "task id switched to (0 kernel, 1 rt)",
+    "irq_enter": "latency in timer ticks",
+    "rt_release": "release index",
+    "rt_start": "release index",
+    "rt_end": "release index",
+    "yield": "reason bits (1 slice, 2 rt ready)",
+    "cal_start": "N (number of calibration yield checks)",
+}
+YIELD_REASON_SLICE = 1
+YIELD_REASON_RT = 2
+TASK_KERNEL = 0
+TASK_RT = 1
+
+
+def event_name(event_id: int) -> str:
+    """Name of an event id; ids outside the contract table are named ``event_<id>``."""
+    return EVENT_NAMES.get(event_id, f"event_{event_id}")
+
+
+def event_id(name: str) -> int:
+    """Id of an event name (inverse of :func:`event_name`)."""
+    if name in EVENT_IDS:
+        return EVENT_IDS[name]
+    if name.startswith("event_") and name[6:].isdigit():
+        eid = int(name[6:])
+        if 0 <= eid <= MAX_EVENT_ID:
+            return eid
+    raise KeyError(f"unknown trace event name {name!r}")
+
+
+def stub_address(event: int | str, base: int = TRACE_BASE) -> int:
+    """Flash address of an event stub (thumb bit clear)."""
+    eid = event_id(event) if isinstance(event, str) else event
+    if not 0 <= eid <= MAX_EVENT_ID:
+        raise ValueError(f"event id {eid} outside 0..{MAX_EVENT_ID}")
+    return base + 2 * eid
+
+
+def lane_address(lane: int, byte: int, base: int = TRACE_BASE) -> int:
+    """Flash address of the payload stub for ``byte`` in ``lane`` (thumb bit clear)."""
+    if not (0 <= lane <= 3 and 0 <= byte <= 0xFF):
+        raise ValueError(f"bad payload lane/byte {lane}/{byte}")
+    return base + LANES_OFFSET + lane * LANE_SPAN + 2 * byte

@@ -1,0 +1,274 @@
+"""Run a firmware ELF in QEMU (lm3s6965evb, deterministic -icount) under the cycle plugin.
+
+``run_firmware`` returns a :class:`SimResult` for every outcome of the *guest* (normal
+exit, non-zero exit code, no output frame, timeout); it raises
+:class:`~slicert_ops.errors.StageError` (stage ``run``) only when it cannot run at all
+(missing ELF, plugin or QEMU binary) and (stage ``parse``) when a run that exited
+normally left a corrupt plugin file. Call :meth:`SimResult.raise_for_status` to turn a
+failed run into a ``StageError("run", ...)`` naming the cause.
+
+On timeout the whole QEMU process group gets SIGTERM (QEMU shuts down cleanly, so the
+plugin still writes the events recorded so far: useful to see where it hung), then
+SIGKILL after a grace period; the result has ``timed_out=True`` and ``exit_code=None``.
+
+The command line is built as a list (no shell). Plugin options: see docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slicert_ops.errors import StageError
+from slicert_ops.paths import PLUGIN_SO
+from slicert_ops.sim import events as ev
+from slicert_ops.sim.trace import Event, parse_plugin_output
+
+DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICERT_PLUGIN
+DEFAULT_QEMU = "qemu-system-arm"
+MACHINE = "lm3s6965evb"
+ICOUNT = "shift=0,align=off,sleep=off"
+PLUGIN_FILE = "plugin_events.txt"
+STDOUT_FILE = "qemu_stdout.bin"
+STDERR_FILE = "qemu_stderr.txt"
+FRAME_MAGIC = b"SLICERT-OUT "
+TERM_GRACE_S = 3.0
+
+EXIT_MEANINGS = {1: "runtime assertion", 2: "hard fault", 3: "stack overflow guard"}
+
+
+@dataclass
+class SimResult:
+    """Outcome of one QEMU run."""
+
+    exit_code: int | None               # None when timed out / killed by a signal
+    events: list[Event]
+    totals: dict[str, int] | None       # {"cycles", "instructions"}; None if raw / no file
+    output: bytes | None                # payload of the SLICERT-OUT frame
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    command: list[str]
+    wall_s: float = 0.0
+    plugin_file: Path | None = None
+    frame_error: str | None = None      # why ``output`` is None
+    plugin_error: str | None = None     # plugin file unreadable after a failed run
+    timeout_s: float | None = None
+    raw_files: dict[str, Path] = field(default_factory=dict)   # artifact name -> file
+
+    @property
+    def ok(self) -> bool:
+        return not self.timed_out and self.exit_code == 0 and self.output is not None
+
+    def describe_failure(self) -> str | None:
+        """Why the run failed, or None when it succeeded."""
+        tail = self.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+        hint = f"; QEMU stderr: {' | '.join(tail)}" if tail else ""
+        where = ""
+        if self.events:
+            last = self.events[-1]
+            where = f"; last event {last.type} at {last.insns} instructions"
+        if self.timed_out:
+            return (f"QEMU timed out after {self.timeout_s:g}s and was killed (the firmware "
+                    f"hangs or needs more time: raise the run timeout){where}{hint}")
+        if self.exit_code is None:
+            return f"QEMU was killed by a signal{where}{hint}"
+        if self.exit_code != 0:
+            meaning = EXIT_MEANINGS.get(self.exit_code, "unknown")
+            return f"firmware exited with code {self.exit_code} ({meaning}){where}{hint}"
+        if self.output is None:
+            return f"no output: {self.frame_error}{where}{hint}"
+        return None
+
+    def raise_for_status(self) -> SimResult:
+        """Raise ``StageError("run", ...)`` if the run failed; return self otherwise."""
+        msg = self.describe_failure()
+        if msg:
+            raise StageError("run", msg)
+        return self
+
+
+def parse_output_frame(stdout: bytes) -> bytes:
+    """The bytes of the first ``SLICERT-OUT <8 hex>\\n<bytes>`` frame in ``stdout``.
+
+    Raises ValueError describing what is wrong (missing, bad header, truncated).
+    """
+    pos = stdout.find(FRAME_MAGIC)
+    if pos < 0:
+        raise ValueError("no 'SLICERT-OUT' frame on stdout")
+    head_end = pos + len(FRAME_MAGIC) + 9
+    head = stdout[pos + len(FRAME_MAGIC):head_end]
+    if len(head) < 9 or head[8:9] != b"\n":
+        raise ValueError(f"bad SLICERT-OUT header {stdout[pos:head_end]!r}")
+    try:
+        n = int(head[:8].decode("ascii"), 16)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"bad SLICERT-OUT length {head[:8]!r}") from None
+    data = stdout[head_end:head_end + n]
+    if len(data) != n:
+        raise ValueError(f"truncated SLICERT-OUT frame: {len(data)} of {n} bytes")
+    return data
+
+
+def _opt(value: str | os.PathLike[str]) -> str:
+    """Escape a value for a QEMU option list (',' is doubled)."""
+    return os.fspath(value).replace(",", ",,")
+
+
+def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int] = (),
+                  plugin: str | os.PathLike[str] | None = DEFAULT_PLUGIN,
+                  plugin_out: str | os.PathLike[str] | None = None, ws: int = 0,
+                  trace_base: int = ev.TRACE_BASE, qemu: str = DEFAULT_QEMU,
+                  extra_args: Sequence[str] = ()) -> list[str]:
+    """The QEMU argv. ``plugin=None`` gives the plain ``-icount`` baseline."""
+    cmd = [
+        qemu, "-M", MACHINE, "-display", "none", "-serial", "null", "-monitor", "none",
+        "-no-reboot",
+        "-icount", ICOUNT,
+        "-semihosting-config", "enable=on,target=native",
+        "-append", f"seed={int(seed)}",
+        "-kernel", os.fspath(elf),
+    ]
+    if plugin is not None:
+        if plugin_out is None:
+            raise ValueError("build_command: plugin_out is required with a plugin")
+        parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}"]
+        if ws:
+            parts.append(f"ws={int(ws)}")
+        parts += [f"handler={int(h) & ~1:#x}" for h in handlers]
+        cmd += ["-plugin", ",".join(parts)]
+    cmd += list(extra_args)
+    return cmd
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int],
+                 out_dir: str | os.PathLike[str], timeout_s: float,
+                 plugin: str | os.PathLike[str] = DEFAULT_PLUGIN, raw: bool = False,
+                 ws: int = 0, qemu: str | None = None,
+                 extra_args: Sequence[str] = ()) -> SimResult:
+    """Run ``elf`` once and collect events, totals and the output frame.
+
+    ``handlers``: exception handler addresses (thumb bit ignored) that get the exception
+    entry cost (see :func:`elf_symbols` to look them up). ``out_dir`` receives the plugin
+    file (``plugin_events.txt``) and QEMU's stdout/stderr (``qemu_stdout.bin``,
+    ``qemu_stderr.txt``), listed in ``SimResult.raw_files``. ``raw=True`` runs plain
+    QEMU without the plugin (the overhead baseline): no events, ``totals=None``.
+    ``qemu`` defaults to ``$SLICERT_QEMU`` or ``qemu-system-arm``.
+    """
+    elf_path = Path(elf)
+    if not elf_path.is_file():
+        raise StageError("run", f"{elf_path}: firmware ELF not found")
+    qemu_bin = qemu or os.environ.get("SLICERT_QEMU", DEFAULT_QEMU)
+    if shutil.which(qemu_bin) is None:
+        raise StageError("run", f"QEMU binary {qemu_bin!r} not found (apt-get install "
+                                "qemu-system-arm, or set SLICERT_QEMU)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plugin_file: Path | None = None
+    if not raw:
+        if not Path(plugin).is_file():
+            raise StageError("run", f"{plugin}: cycle plugin not built (run qemu/build.sh "
+                                    "or make setup)")
+        plugin_file = out / PLUGIN_FILE
+        for stale in (plugin_file, plugin_file.with_name(plugin_file.name + ".part")):
+            stale.unlink(missing_ok=True)
+    cmd = build_command(elf_path, seed=seed, handlers=handlers,
+                        plugin=None if raw else plugin, plugin_out=plugin_file, ws=ws,
+                        qemu=qemu_bin, extra_args=extra_args)
+
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise StageError("run", f"cannot start {qemu_bin}: {exc}") from None
+    timed_out = False
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+    except BaseException:
+        _kill_group(proc, signal.SIGKILL)
+        proc.wait()
+        raise
+    wall = time.monotonic() - t0
+    rc = proc.returncode
+    raw_files = {STDOUT_FILE: out / STDOUT_FILE, STDERR_FILE: out / STDERR_FILE}
+    raw_files[STDOUT_FILE].write_bytes(stdout)
+    raw_files[STDERR_FILE].write_bytes(stderr)
+    if plugin_file is not None and plugin_file.is_file():
+        raw_files[PLUGIN_FILE] = plugin_file
+    exit_code = None if (timed_out or rc is None or rc < 0) else rc
+
+    output: bytes | None = None
+    frame_error: str | None = None
+    try:
+        output = parse_output_frame(stdout)
+    except ValueError as exc:
+        frame_error = str(exc)
+
+    events: list[Event] = []
+    totals: dict[str, int] | None = None
+    plugin_error: str | None = None
+    if plugin_file is not None:
+        try:
+            events, totals = parse_plugin_output(plugin_file, allow_overflow=timed_out)
+        except StageError as exc:
+            if exit_code == 0:
+                raise
+            plugin_error = str(exc)
+    return SimResult(exit_code=exit_code, events=events, totals=totals, output=output,
+                     stdout=stdout, stderr=stderr, timed_out=timed_out, command=cmd,
+                     wall_s=wall, plugin_file=plugin_file, frame_error=frame_error,
+                     plugin_error=plugin_error, timeout_s=timeout_s, raw_files=raw_files)
+
+
+def elf_symbols(elf: str | os.PathLike[str]) -> dict[str, int]:
+    """Symbol name -> address (thumb bit as stored) from an ELF32 little-endian file.
+
+    Pure Python, for looking up exception handler addresses, e.g.
+    ``[syms["SysTick_Handler"], syms["PendSV_Handler"]]``.
+    """
+    path = os.fspath(elf)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StageError("run", f"{path}: cannot read ELF: {exc}") from None
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise StageError("run", f"{path}: not a 32-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<I", data, 0x20)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x2E)
+    sections = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize)
+                for i in range(shnum)]
+    out: dict[str, int] = {}
+    for sec in sections:
+        if sec[1] != 2:          # SHT_SYMTAB
+            continue
+        strtab = sections[sec[6]]
+        str_off = strtab[4]
+        for off in range(sec[4], sec[4] + sec[5], 16):
+            st_name, st_value = struct.unpack_from("<II", data, off)
+            if st_name:
+                end = data.index(b"\0", str_off + st_name)
+                out[data[str_off + st_name:end].decode("utf-8", "replace")] = st_value
+    return out
