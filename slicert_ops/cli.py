@@ -11,6 +11,9 @@ from slicert_ops.errors import SliceRTError
 # Modules that expose `register(subparsers)`; each adds its own subcommands.
 COMMAND_MODULES = [
     "slicert_ops.commands_run",
+    "slicert_ops.commands_model",
+    "slicert_ops.commands_services",
+    "slicert_ops.commands_airflow",
 ]
 
 

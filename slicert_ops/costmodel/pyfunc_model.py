@@ -15,7 +15,6 @@ On-disk layout of a model directory (``NativePredictor.save``)::
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +133,6 @@ class NativePredictor:
                    meta.get("onehot_columns"), meta.get("log_target", True))
 
 
-def _finite_or_none(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 # Executed only when MLflow loads this file as a "model from code" (it imports it under a
 # generated module name); importing it as part of slicert_ops does not import mlflow.
 if __name__ != "slicert_ops.costmodel.pyfunc_model":
@@ -150,7 +145,8 @@ if __name__ != "slicert_ops.costmodel.pyfunc_model":
         def load_context(self, context) -> None:
             self.predictor = NativePredictor.load(context.artifacts["cost_model"])
 
-        def predict(self, context, model_input, params=None):
+        def predict(self, context, model_input: pd.DataFrame,
+                    params: dict | None = None) -> pd.DataFrame:
             return self.predictor.predict(pd.DataFrame(model_input))
 
     mlflow.models.set_model(SliceRTCostModelPyfunc())

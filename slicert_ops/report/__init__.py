@@ -1,0 +1,1 @@
+"""Result index (Parquet) and sweep reports (PNG plots + Markdown/HTML summary)."""

@@ -1,0 +1,196 @@
+"""Result index (Parquet) and sweep reports (PNG plots, summary.md/.html)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from support.synthetic_runs import DENSE, write_sweep
+
+from slicert_ops import commands_model
+from slicert_ops.errors import InputError
+from slicert_ops.report.index import METRICS, build_index, write_index
+from slicert_ops.report.plots import pareto_mask
+from slicert_ops.report.report import candidate_table, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CONV = "conv2d_5x5_latency"
+DENSE_EXP = "dense_no_irq"
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="slicert")
+    commands_model.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report") / "results"
+    write_sweep(root, CONV, tile_sizes=(8, 16, 32), micro_tiles=(1, 2, 4), unrolls=(1, 2, 4),
+                slices=(32, 64), repeat=3, failed=lambda c, r: c == 0 and r == 1,
+                incorrect=lambda c, r: c == 1 and r == 0,
+                validation=lambda c, r: (False if c == 2 else True) if c < 4 else None,
+                prediction_version="3")
+    write_sweep(root, DENSE_EXP, operator=DENSE, tile_sizes=(8, 16), micro_tiles=(1, 2),
+                unrolls=(1, 4), slices=(32,), repeat=2,
+                runner={"simulate_irq_load": False, "irq_period_us": 0, "irq_jitter_us": 0})
+    # an interrupted write and a superseded run: the index must skip both
+    shutil.copytree(root / CONV / "run_0001", root / CONV / "run_0999.tmp-1234")
+    shutil.copytree(root / CONV / "run_0001", root / CONV / ".superseded" / "run_0001-x-1")
+    return root
+
+
+def assert_png(path: Path, min_bytes: int = 8000) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > min_bytes, (path, len(data))
+
+
+# -- index ----------------------------------------------------------------------------------
+
+def test_index_one_row_per_run_folder(results):
+    df = build_index(results)
+    assert len(df) == 54 * 3 + 8 * 2  # the .tmp-* folder is not a run
+    assert set(df["experiment"]) == {CONV, DENSE_EXP}
+    for col in ["experiment", "run", "run_index", "candidate_id", "candidate_index", "repeat",
+                "seed", "status", "error", "validation_success", "valid", "run_dir",
+                "schedule.tile_size", "schedule.micro_tile", "schedule.unroll", "schedule.slice",
+                "operator.type", "operator.input_0", "runner.irq_period_us", "versions.tvm",
+                "versions.cycle_model", "f_macs", "f_micro_tile", "host_timings_s.build",
+                "prediction.predicted_kernel_cycles", *METRICS]:
+        assert col in df.columns, col
+    # schedule parameters in manifest-spec order
+    sched = [c for c in df.columns if c.startswith("schedule.")]
+    assert sched == ["schedule.tile_size", "schedule.micro_tile", "schedule.unroll",
+                     "schedule.slice"]
+    conv = df[df["experiment"] == CONV].set_index("run")
+    assert conv.loc["run_0002", "status"] == "failed"
+    assert pd.isna(conv.loc["run_0002", "kernel_cycles"])
+    assert conv.loc["run_0004", "correct"] == 0 and not conv.loc["run_0004", "valid"]
+    assert conv.loc["run_0007", "validation_success"] == False  # noqa: E712
+    assert not conv.loc["run_0007", "valid"]
+    assert conv.loc["run_0001", "validation_success"] == True  # noqa: E712
+    assert pd.isna(conv.loc["run_0013", "validation_success"])  # no validation.json
+    assert conv.loc["run_0013", "valid"]
+    trace = json.loads((results / CONV / "run_0013" / "qemu_trace.json").read_text())
+    for name in METRICS:
+        assert conv.loc["run_0013", name] == trace["metrics"][name], name
+
+
+def test_index_of_one_experiment(results):
+    assert len(build_index(results, experiment=CONV)) == 54 * 3
+    assert len(build_index(results / CONV)) == 54 * 3
+    assert set(build_index(results, experiment=DENSE_EXP)["experiment"]) == {DENSE_EXP}
+
+
+def test_write_index_parquet_roundtrip(results, tmp_path):
+    path = write_index(results, tmp_path / "idx" / "index.parquet")
+    back = pd.read_parquet(path)
+    assert len(back) == len(build_index(results))
+    assert back["validation_success"].isna().any() and back["valid"].dtype == bool
+    assert back["kernel_cycles"].dtype.kind in "if"
+
+
+def test_index_of_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="results folder not found"):
+        build_index(tmp_path / "nope")
+
+
+# -- plots and report ------------------------------------------------------------------------
+
+def test_pareto_mask():
+    x = np.array([1, 2, 3, 4, 2, 5])
+    y = np.array([9, 5, 6, 1, 5, 0.5])
+    assert pareto_mask(x, y).tolist() == [True, True, False, True, True, True]
+
+
+def test_candidate_table_aggregates_valid_repeats(results):
+    df = build_index(results)
+    runs = df[(df["experiment"] == CONV) & df["valid"]]
+    cand = candidate_table(runs)
+    assert len(cand) == 54 - 1  # candidate 2 failed validation in every repeat
+    assert cand["kernel_cycles"].is_monotonic_increasing
+    row = cand[cand["candidate_id"] == runs["candidate_id"].iloc[0]].iloc[0]
+    sub = runs[runs["candidate_id"] == row["candidate_id"]]
+    assert row["runs"] == len(sub)
+    assert row["max_preemption_latency_cycles"] == sub["max_preemption_latency_cycles"].max()
+    front = cand[cand["pareto"]]
+    assert len(front) >= 2
+    assert front["kernel_cycles"].min() == cand["kernel_cycles"].min()
+    assert front["max_preemption_latency_cycles"].min() == cand[
+        "max_preemption_latency_cycles"].min()
+
+
+def test_write_report_files(results, tmp_path):
+    df = build_index(results)
+    out = tmp_path / "rep"
+    paths = write_report(df, out, CONV)
+    names = {p.name for p in paths}
+    assert {"cycles_vs_tile_size.png", "cycles_vs_micro_tile.png", "cycles_vs_unroll.png",
+            "cycles_vs_slice.png", "pareto_kernel_vs_preemption.png", "irq_latency.png",
+            "cost_model_predicted_vs_measured.png", "summary.md", "summary.html",
+            "candidates.csv"} == names
+    for p in paths:
+        assert p.is_file() and p.parent == out
+        if p.suffix == ".png":
+            assert_png(p)
+    md = (out / "summary.md").read_text()
+    cand = candidate_table(df[(df["experiment"] == CONV) & df["valid"]])
+    best_kernel = cand.iloc[0]["candidate_id"]
+    best_preempt = cand.sort_values(["max_preemption_latency_cycles", "kernel_cycles"]).iloc[0]
+    section = md.split("## Best by kernel cycles")[1].split("##")[0]
+    assert section.splitlines()[4].startswith(f"| {best_kernel} |")
+    section = md.split("## Best by worst preemption latency")[1].split("##")[0]
+    assert section.splitlines()[4].startswith(f"| {best_preempt['candidate_id']} |")
+    assert "## Pareto set" in md and "## Runs left out" in md
+    for name in names - {"summary.md", "summary.html", "candidates.csv"}:
+        assert f"]({name})" in md
+    html = (out / "summary.html").read_text()
+    assert html.startswith("<!doctype html>") and 'src="pareto_kernel_vs_preemption.png"' in html
+    assert "162 runs" in md and "1 failed" in md and "1 with wrong output" in md
+
+
+def test_report_without_irq_load_or_variation(results, tmp_path):
+    df = build_index(results)
+    paths = write_report(df, tmp_path / "dense", DENSE_EXP)
+    names = {p.name for p in paths}
+    assert "cycles_vs_slice.png" not in names  # one value only: stated in the summary
+    assert {"cycles_vs_tile_size.png", "pareto_kernel_vs_preemption.png",
+            "irq_latency.png"} <= names
+    for p in paths:
+        if p.suffix == ".png":
+            assert_png(p, 5000)
+    assert "Fixed in this sweep: slice = 32" in (tmp_path / "dense" / "summary.md").read_text()
+
+
+def test_report_when_every_run_failed(tmp_path):
+    root = tmp_path / "results"
+    write_sweep(root, "broken", limit=3, repeat=2, failed=lambda c, r: True)
+    df = build_index(root)
+    assert len(df) == 6 and not df["valid"].any() and "kernel_cycles" in df
+    paths = write_report(df, tmp_path / "rep", "broken")
+    assert {p.name for p in paths} == {"summary.md", "summary.html"}
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "6 runs, 0 valid" in md and "## Runs left out (6)" in md and "hard fault" in md
+
+
+def test_cli_index_and_report(results, tmp_path, capsys):
+    assert run_cli(["index", str(results), "--out", str(tmp_path / "i.parquet")]) == 0
+    assert "178 runs" in capsys.readouterr().out
+    assert run_cli(["report", str(results), "--out", str(tmp_path / "reports")]) == 0
+    out = capsys.readouterr().out
+    assert CONV in out and DENSE_EXP in out
+    assert (tmp_path / "reports" / CONV / "summary.html").is_file()
+    assert (tmp_path / "reports" / DENSE_EXP / "pareto_kernel_vs_preemption.png").is_file()
+    assert run_cli(["report", str(results / CONV), "--experiment", CONV,
+                    "--out", str(tmp_path / "one")]) == 0
+    assert [p.name for p in (tmp_path / "one").iterdir()] == [CONV]
+    with pytest.raises(InputError, match="experiment 'nope' not found"):
+        run_cli(["report", str(results), "--experiment", "nope"])
