@@ -1,0 +1,177 @@
+"""Turn a run folder (trace events + metrics + manifest + features) into pandas frames that the
+GX suites check. Derived columns make order / pairing / consistency rules plain column checks.
+
+events frame (one row per event, suite ``trace_events``):
+  seq, type, cycles, insns, payload, phase ("pre"|"kernel"|"post"), in_cal (0/1),
+  pendsv_depth, irq_depth (running enter-minus-exit counts), tile_end_misplaced (0/1)
+
+summary frame (one row, suite ``trace_metrics``):
+  every trace metric, plus schema, exit_code, status, micro_tiles, n_kernel_start,
+  n_kernel_end, kernel_order_ok, tile_end_in_kernel, tile_end_minus_micro_tiles,
+  yield_checks_minus_micro_tiles, pendsv_open, irq_open, rt_unfinished, ids_match,
+  cycles_txt_mismatches, wall_minus_stamps, ram_bytes, missing_metrics (names of absent
+  or null contract metrics, "" when complete), negative_metrics, stats_order_violations
+  (e.g. "irq_latency_p99_cycles>irq_latency_max_cycles")
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+EVENT_NAMES = [
+    "kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter", "pendsv_exit",
+    "irq_enter", "irq_exit", "rt_release", "rt_start", "rt_end", "yield", "cal_start",
+    "cal_end", "boot", "output_ready",
+]
+
+METRIC_NAMES = [
+    "kernel_cycles", "wall_cycles", "instructions", "kernel_instructions", "yield_checks",
+    "yield_check_cycles", "yield_overhead_cycles", "slices", "pendsv_count",
+    "pendsv_overhead_mean_cycles", "pendsv_overhead_max_cycles", "irq_count",
+    "irq_latency_min_cycles", "irq_latency_mean_cycles", "irq_latency_p99_cycles",
+    "irq_latency_max_cycles", "rt_releases", "rt_jobs", "max_preemption_latency_cycles",
+    "mean_preemption_latency_cycles", "deadline_misses", "text_bytes", "data_bytes",
+    "bss_bytes", "correct",
+]
+
+
+# (smaller, larger) metric pairs that must be ordered
+ORDERED_PAIRS = [
+    ("irq_latency_min_cycles", "irq_latency_mean_cycles"),
+    ("irq_latency_mean_cycles", "irq_latency_p99_cycles"),
+    ("irq_latency_p99_cycles", "irq_latency_max_cycles"),
+    ("pendsv_overhead_mean_cycles", "pendsv_overhead_max_cycles"),
+    ("mean_preemption_latency_cycles", "max_preemption_latency_cycles"),
+    ("rt_jobs", "rt_releases"),
+    ("yield_overhead_cycles", "wall_cycles"),
+    ("kernel_instructions", "instructions"),
+]
+
+
+def parse_cycles_txt(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        try:
+            out[parts[0]] = float(parts[1])
+        except ValueError:
+            continue
+    return out
+
+
+def events_frame(trace: dict) -> pd.DataFrame:
+    events = trace.get("events") or []
+    rows = []
+    for i, ev in enumerate(events):
+        ev = ev if isinstance(ev, dict) else {}
+        rows.append({
+            "seq": i,
+            "type": str(ev.get("type", "")),
+            "cycles": ev.get("cycles"),
+            "insns": ev.get("insns"),
+            "payload": ev.get("payload", 0),
+        })
+    df = pd.DataFrame(rows, columns=["seq", "type", "cycles", "insns", "payload"])
+    for col in ("cycles", "insns", "payload"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    types = df["type"].tolist()
+
+    phase, in_cal, pend, irq, misplaced = [], [], [], [], []
+    state, cal, p_depth, i_depth = "pre", 0, 0, 0
+    for t in types:
+        if t == "kernel_start" and state == "pre":
+            state = "kernel"
+            phase.append("kernel")  # the marker itself opens the window
+        elif t == "kernel_end" and state == "kernel":
+            phase.append("kernel")
+            state = "post"
+        else:
+            phase.append(state)
+        if t == "cal_start":
+            cal = 1
+        in_cal.append(cal)
+        if t == "cal_end":
+            cal = 0
+        p_depth += (t == "pendsv_enter") - (t == "pendsv_exit")
+        i_depth += (t == "irq_enter") - (t == "irq_exit")
+        pend.append(p_depth)
+        irq.append(i_depth)
+        misplaced.append(int(t == "tile_end" and phase[-1] != "kernel" and not in_cal[-1]))
+    df["phase"] = phase
+    df["in_cal"] = in_cal
+    df["pendsv_depth"] = pend
+    df["irq_depth"] = irq
+    df["tile_end_misplaced"] = misplaced
+    return df
+
+
+def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: dict,
+                  cycles_txt: dict[str, float] | None) -> pd.DataFrame:
+    metrics = dict(trace.get("metrics") or {})
+    row: dict = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    types = events["type"]
+    count = types.value_counts().to_dict()
+
+    def n(name: str) -> int:
+        return int(count.get(name, 0))
+
+    row["schema"] = str(trace.get("schema", ""))
+    row["exit_code"] = trace.get("exit_code")
+    row["status"] = str(manifest.get("status", ""))
+    micro = features.get("micro_tiles")
+    row["micro_tiles"] = micro
+    row["n_kernel_start"] = n("kernel_start")
+    row["n_kernel_end"] = n("kernel_end")
+    starts = events.index[types == "kernel_start"].tolist()
+    ends = events.index[types == "kernel_end"].tolist()
+    row["kernel_order_ok"] = int(bool(starts) and bool(ends) and starts[0] < ends[0])
+    in_kernel_tiles = int(((types == "tile_end") & (events["phase"] == "kernel")).sum())
+    row["tile_end_in_kernel"] = in_kernel_tiles
+    row["tile_end_minus_micro_tiles"] = (in_kernel_tiles - micro) if micro is not None else None
+    yc = metrics.get("yield_checks")
+    row["yield_checks_minus_micro_tiles"] = (
+        (yc - micro) if (yc is not None and micro is not None) else None)
+    row["pendsv_open"] = n("pendsv_enter") - n("pendsv_exit")
+    row["irq_open"] = n("irq_enter") - n("irq_exit")
+    row["rt_unfinished"] = n("rt_start") - n("rt_end")
+    row["ids_match"] = int(
+        str(trace.get("candidate_id")) == str(manifest.get("candidate_id"))
+        and trace.get("repeat") == manifest.get("repeat"))
+    if cycles_txt is None:
+        row["cycles_txt_mismatches"] = None
+    else:
+        bad = 0
+        for key, value in cycles_txt.items():
+            if key in metrics and isinstance(metrics[key], (int, float)):
+                if abs(float(metrics[key]) - value) > 1e-3 * max(1.0, abs(value)):
+                    bad += 1
+        row["cycles_txt_mismatches"] = bad
+    if starts and ends and "wall_cycles" in metrics:
+        stamps = events["cycles"]
+        row["wall_minus_stamps"] = metrics["wall_cycles"] - (stamps[ends[0]] - stamps[starts[0]])
+    else:
+        row["wall_minus_stamps"] = None
+    if "data_bytes" in metrics and "bss_bytes" in metrics:
+        row["ram_bytes"] = metrics["data_bytes"] + metrics["bss_bytes"]
+
+    def num(name: str):
+        v = metrics.get(name)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    # Compound checks as named lists: the GX report shows the offending names.
+    row["missing_metrics"] = ",".join(m for m in METRIC_NAMES if num(m) is None
+                                      and not isinstance(metrics.get(m), bool))
+    row["negative_metrics"] = ",".join(m for m in METRIC_NAMES
+                                       if num(m) is not None and num(m) < 0)
+    order = []
+    for lo, hi in ORDERED_PAIRS:
+        a, b = num(lo), num(hi)
+        if a is not None and b is not None and a > b:
+            order.append(f"{lo}>{hi}")
+    row["stats_order_violations"] = ",".join(order)
+    return pd.DataFrame([row])
