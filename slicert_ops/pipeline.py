@@ -155,7 +155,7 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
              "bss_bytes": build.bss_bytes}
     try:
         t = time.perf_counter()
-        sim = run_firmware(build.elf, seed=r, handlers=build.handlers, out_dir=sim_dir,
+        sim = run_firmware(build.elf, seed=r, handlers=sorted(build.handlers.values()), out_dir=sim_dir,
                            timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
                            ws=cand.runner["flash_wait_states"])
         timings["run"] = time.perf_counter() - t

@@ -1,0 +1,373 @@
+"""Firmware build stage + SliceRT runtime, in real arm-none-eabi-gcc and real QEMU.
+
+No cycle plugin here: the output frame and the runtime's stats line (semihosting
+stderr) are checked, and the event sequence is read from QEMU's own TB execution log
+(`-d exec,nochain`: every stub call is a one-instruction TB at its marker address).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from slicert_ops.errors import InputError, StageError
+from slicert_ops.firmware import HANDLER_SYMBOLS, ZEPHYR_DIR, RuntimeOptions, build_firmware
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None
+                       or shutil.which("qemu-system-arm") is None,
+                       reason="needs arm-none-eabi-gcc and qemu-system-arm"),
+]
+
+QEMU_TIMEOUT = 60
+EVENTS = ["kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter",
+          "pendsv_exit", "irq_enter", "irq_exit", "rt_release", "rt_start", "rt_end",
+          "yield", "cal_start", "cal_end", "boot", "output_ready"]
+TRACE_BASE = 0x3E000
+
+M, K, N = 16, 64, 24
+
+# Hand-written stand-in for a generated kernel: same shape as KernelSource.c_source
+# (includes yield.h, then a TVM-style extern declaration of the yield check).
+MATMUL_SRC = r"""
+#include <stdint.h>
+#include "slicert/yield.h"
+int32_t slicert_yield_check(void);
+
+void slicert_kernel(int8_t* data, int8_t* weight, int32_t* out)
+{
+  for (int32_t m = 0; m < %(M)d; ++m) {
+    for (int32_t n0 = 0; n0 < %(N)d; n0 += 4) {
+      for (int32_t n = n0; n < n0 + 4; ++n) {
+        int32_t acc = 0;
+        for (int32_t k = 0; k < %(K)d; ++k) {
+          acc += (int32_t)data[m * %(K)d + k] * (int32_t)weight[n * %(K)d + k];
+        }
+        out[m * %(N)d + n] = acc;
+      }
+      (void)slicert_yield_check();  /* one micro-tile = 4 outputs */
+    }
+  }
+}
+"""
+
+
+def matmul_kernel(m: int = M, k: int = K, n: int = N, src: str = MATMUL_SRC):
+    return SimpleNamespace(
+        c_source=src % {"M": m, "K": k, "N": n}, entry="slicert_kernel",
+        args=[("data", "int8_t", (m, k)), ("weight", "int8_t", (n, k)),
+              ("out", "int32_t", (m, n))])
+
+
+def matmul_inputs(m: int = M, k: int = K, n: int = N, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-128, 128, (m, k), dtype=np.int8),
+            rng.integers(-128, 128, (n, k), dtype=np.int8)]
+
+
+def reference(inputs):
+    a, w = inputs
+    return a.astype(np.int32) @ w.astype(np.int32).T
+
+
+def qemu_cmd(elf: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["qemu-system-arm", "-M", "lm3s6965evb", "-display", "none", "-serial", "null",
+            "-monitor", "none", "-icount", "shift=0,align=off,sleep=off",
+            "-semihosting-config", "enable=on,target=native", "-append", f"seed={seed}",
+            *extra, "-kernel", str(elf)]
+
+
+def run_qemu(elf: Path, seed: int = 0, extra: tuple[str, ...] = ()):
+    return subprocess.run(qemu_cmd(elf, seed, extra), capture_output=True,
+                          timeout=QEMU_TIMEOUT)
+
+
+def parse_frame(stdout: bytes, dtype: str, shape) -> np.ndarray:
+    m = re.match(rb"SLICERT-OUT ([0-9a-fA-F]{8})\n", stdout)
+    assert m, f"no output frame in {stdout[:80]!r}"
+    n = int(m.group(1), 16)
+    payload = stdout[m.end():]
+    assert len(payload) == n, f"frame says {n} bytes, got {len(payload)}"
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
+
+
+def parse_stats(stderr: bytes) -> dict[str, int]:
+    line = next(ln for ln in stderr.decode().splitlines() if ln.startswith("SLICERT-STATS"))
+    return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+
+def trace_events(elf: Path, tmp: Path, seed: int = 0) -> list[tuple[str, int]]:
+    """Event sequence decoded like the plugin does, from QEMU's exec log."""
+    log = tmp / f"exec-{seed}.log"
+    proc = run_qemu(elf, seed, ("-d", "exec,nochain", "-D", str(log)))
+    assert proc.returncode == 0
+    pat = re.compile(r"Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/")
+    events, pending = [], 0
+    for line in log.read_text().splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        off = int(m.group(1), 16) - TRACE_BASE
+        if not 0 <= off < 0x900:
+            continue
+        if off < 0x100:
+            events.append((EVENTS[off // 2], pending))
+            pending = 0
+        else:
+            lane, byte2 = divmod(off - 0x100, 0x200)
+            pending |= (byte2 // 2) << (8 * lane)
+    return events
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_cache(tmp_path_factory):
+    """A fresh runtime-object cache: the first build of each option set compiles the
+    runtime (cold path), later ones reuse it (warm path)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLICERT_CACHE_DIR", str(tmp_path_factory.mktemp("slicert-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return matmul_inputs()
+
+
+def build(tmp_path: Path, name: str, inputs, **opts):
+    return build_firmware(matmul_kernel(), inputs, RuntimeOptions(**opts), tmp_path / name)
+
+
+def test_build_result_and_log(tmp_path, inputs):
+    res = build(tmp_path, "a", inputs, slice_us=50)
+    assert res.elf.is_file() and res.elf.name == "firmware.elf"
+    assert res.text_bytes > 2304 and res.bss_bytes >= M * N * 4 + 6 * 1024
+    assert set(res.handlers) == set(HANDLER_SYMBOLS)
+    assert all(addr % 2 == 0 and addr < 0x3E000 for addr in res.handlers.values())
+    assert res.gcc_version.startswith("arm-none-eabi-gcc") and "12.2" in res.gcc_version
+    log = res.log_path.read_text()
+    assert res.log_path.name == "zephyr_build.log"
+    assert "$ arm-none-eabi-gcc" in log and "-DSLICERT_SLICE_US=50" in log
+    assert "arm-none-eabi-size" in log and "slicert_trace" in log
+    assert f"text={res.text_bytes} data={res.data_bytes} bss={res.bss_bytes}" in log
+    assert (tmp_path / "a" / "build" / "slicert_data.c").is_file()
+
+
+def test_trace_stubs_at_contract_addresses(tmp_path, inputs):
+    res = build(tmp_path, "a", inputs)
+    nm = subprocess.run(["arm-none-eabi-nm", str(res.elf)], capture_output=True, text=True)
+    syms = {p[2]: int(p[0], 16) for p in (ln.split() for ln in nm.stdout.splitlines())
+            if len(p) == 3}
+    assert syms["slicert_trace_base"] == TRACE_BASE
+    dump = subprocess.run(["arm-none-eabi-objdump", "-s", "-j", ".slicert_trace",
+                           str(res.elf)], capture_output=True, text=True).stdout
+    words = re.findall(r"^ ([0-9a-f]{5}) ((?:[0-9a-f]{8} ?){1,4})", dump, re.M)
+    body = "".join(w[1].replace(" ", "") for w in words)
+    assert int(words[0][0], 16) == TRACE_BASE and len(body) == 0x900 * 2
+    assert body == "7047" * 0x480  # every halfword is `bx lr`
+
+
+@pytest.mark.parametrize("opts", [
+    dict(slice_us=0),
+    dict(slice_us=20),
+    dict(slice_us=20, irq_load=True, irq_period_us=30, irq_jitter_us=10,
+         rt_work_iters=200, rt_deadline_us=50),
+], ids=["no-slicing", "small-slice", "small-slice+irq-load"])
+def test_output_matches_reference(tmp_path, inputs, opts):
+    res = build(tmp_path, "fw", inputs, **opts)
+    proc = run_qemu(res.elf)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert np.array_equal(parse_frame(proc.stdout, "<i4", (M, N)), reference(inputs))
+    st = parse_stats(proc.stderr)
+    assert st["tick_ns"] == 20
+    if opts.get("slice_us"):
+        assert st["slices"] >= 3 and st["yields"] >= st["slices"]
+    else:
+        assert st["slices"] == 0 and st["switches"] == 0
+    if opts.get("irq_load"):
+        assert st["irqs"] >= 3 and st["rt_releases"] == st["irqs"]
+        assert st["rt_jobs"] == st["rt_releases"] and st["rt_dropped"] == 0
+        assert st["deadline_misses"] == 0
+        assert st["stack_rt"] > 64  # the RT task really ran on its own stack
+    else:
+        assert st["irqs"] == 0 and st["rt_jobs"] == 0
+
+
+def test_deterministic_runs_and_builds(tmp_path, inputs):
+    opts = dict(slice_us=20, irq_load=True, irq_period_us=25, irq_jitter_us=20)
+    a = build(tmp_path, "a", inputs, **opts)  # compiles the runtime (cold cache)
+    b = build(tmp_path, "other/dir/b", inputs, **opts)  # reuses it
+    assert "runtime objects: compiled into" in a.log_path.read_text()
+    assert "runtime objects: cached in" in b.log_path.read_text()
+    assert a.elf.read_bytes() == b.elf.read_bytes()
+    assert b.seconds < 1.0
+    r1, r2 = run_qemu(a.elf, seed=3), run_qemu(a.elf, seed=3)
+    assert r1.returncode == r2.returncode == 0
+    assert r1.stdout == r2.stdout and r1.stderr == r2.stderr
+
+
+def test_seed_drives_the_jitter(tmp_path, inputs):
+    res = build(tmp_path, "fw", inputs, slice_us=20, irq_load=True, irq_period_us=25,
+                irq_jitter_us=20)
+    ev0, ev1 = trace_events(res.elf, tmp_path, 0), trace_events(res.elf, tmp_path, 1)
+    assert ev0 != ev1  # releases land between different micro-tiles
+    r0, r1 = run_qemu(res.elf, seed=0), run_qemu(res.elf, seed=1)
+    assert r0.stdout == r1.stdout  # ...but the kernel output is the same
+
+
+def test_event_sequence_follows_the_contract(tmp_path, inputs):
+    res = build(tmp_path, "fw", inputs, slice_us=20, irq_load=True, irq_period_us=30,
+                irq_jitter_us=10, rt_work_iters=50, cal_checks=32)
+    ev = trace_events(res.elf, tmp_path)
+    names = [e[0] for e in ev]
+    assert names[0] == "boot" and ev[1] == ("cal_start", 32)
+    assert names[2:34] == ["tile_end"] * 32 and names[34] == "cal_end"
+    assert names[35] == "kernel_start" and names[-1] == "output_ready"
+    ks, ke = names.index("kernel_start"), names.index("kernel_end")
+    assert names[ks:ke].count("tile_end") == M * N // 4
+    for i, (name, payload) in enumerate(ev):
+        if name == "yield":  # decided at a tile boundary, then PendSV
+            assert names[i - 1] == "tile_end" and payload in (1, 2, 3)
+            assert names[i + 1] == "pendsv_enter"
+        if name == "pendsv_exit":
+            assert payload in (0, 1)
+        if name == "irq_enter":
+            assert names[i + 1] == "rt_release" and names[i + 2] == "irq_exit"
+        if name == "slice_expire":
+            assert ks < i < ke
+    releases = [p for n, p in ev if n == "rt_release"]
+    starts = [p for n, p in ev if n == "rt_start"]
+    ends = [p for n, p in ev if n == "rt_end"]
+    assert releases == starts == ends == list(range(len(releases))) and releases
+    # an RT job runs right after a switch to task 1, never inside the kernel's tile
+    for i, name in enumerate(names):
+        if name == "rt_start" and ks < i < ke:
+            assert ev[i - 1] == ("pendsv_exit", 1) or names[i - 1] == "rt_end" \
+                or names[i - 1] == "irq_exit"
+
+
+@pytest.mark.parametrize("period_us", [7, 30, 100])
+def test_irq_load_fires_with_the_programmed_period(tmp_path, period_us):
+    """No jitter, no slicing: the k-th IRQ enters (k+1) periods after the load started,
+    to the tick (latency 0 when nothing masks interrupts)."""
+    m = 64  # ~0.5 ms of kernel
+    res = build_firmware(matmul_kernel(m=m), matmul_inputs(m=m),
+                         RuntimeOptions(slice_us=0, irq_load=True, irq_period_us=period_us,
+                                        rt_work_iters=10), tmp_path / "fw")
+    proc = run_qemu(res.elf)
+    assert proc.returncode == 0
+    st = parse_stats(proc.stderr)
+    ticks = period_us * 50
+    assert st["irqs"] >= 2
+    assert st["irq_lat_max"] <= 5  # a few ticks at most, behind a PendSV
+    assert st["irq_first"] - st["irq_lat_min"] == ticks or st["irq_first"] == ticks
+    span = st["irq_last"] - st["irq_first"]
+    assert abs(span - (st["irqs"] - 1) * ticks) <= st["irq_lat_max"]
+    if st["irq_lat_max"] == 0:
+        assert span == (st["irqs"] - 1) * ticks
+
+
+def test_deadline_misses_are_counted(tmp_path, inputs):
+    res = build(tmp_path, "fw", inputs, slice_us=0, irq_load=True, irq_period_us=40,
+                rt_work_iters=2000, rt_deadline_us=1)
+    proc = run_qemu(res.elf)
+    assert proc.returncode == 0
+    st = parse_stats(proc.stderr)
+    assert st["rt_jobs"] >= 1 and st["deadline_misses"] == st["rt_jobs"]
+
+
+def test_too_large_output_fails_with_a_clear_message(tmp_path):
+    kern = matmul_kernel(m=128, k=8, n=160)  # 128*160 int32 = 80 KiB > 64 KiB SRAM
+    with pytest.raises(StageError) as exc:
+        build_firmware(kern, matmul_inputs(128, 8, 160), RuntimeOptions(), tmp_path / "big")
+    msg = str(exc.value)
+    assert exc.value.stage == "build"
+    assert "does not fit" in msg and "RAM" in msg and "overflowed by" in msg
+    assert "output buffer needs 81920 bytes" in msg
+    overflow = int(re.search(r"overflowed by (\d+) bytes", msg).group(1))
+    assert 81920 - 64 * 1024 < overflow < 81920
+    assert "region `RAM' overflowed" in (tmp_path / "big" / "zephyr_build.log").read_text()
+
+
+def test_bad_inputs_and_options_are_rejected(tmp_path, inputs):
+    with pytest.raises(StageError, match="shape"):
+        build_firmware(matmul_kernel(), [inputs[0].T, inputs[1]], RuntimeOptions(),
+                       tmp_path / "x")
+    with pytest.raises(StageError, match="takes 2 input"):
+        build_firmware(matmul_kernel(), inputs[:1], RuntimeOptions(), tmp_path / "x")
+    with pytest.raises(InputError, match="irq_jitter_us"):
+        RuntimeOptions(irq_load=True, irq_period_us=10, irq_jitter_us=10)
+    with pytest.raises(InputError, match="slice_us"):
+        RuntimeOptions(slice_us=400_000)
+
+
+FAULT_SRC = r"""
+#include <stdint.h>
+#include "slicert/yield.h"
+void slicert_kernel(int8_t* data, int8_t* weight, int32_t* out)
+{
+  (void)slicert_yield_check();
+  if (data[0] != 127) __asm__ volatile(".short 0xde00");  /* udf: UsageFault */
+  out[0] = weight[0];
+}
+"""
+
+STACK_SRC = r"""
+#include <stdint.h>
+#include "slicert/yield.h"
+static int32_t deep(volatile int8_t* p, int32_t n)
+{
+  volatile int8_t buf[512];
+  buf[0] = p[0]; buf[511] = (int8_t)n;
+  (void)slicert_yield_check();
+  return n ? deep(buf, n - 1) + buf[511] : buf[0];
+}
+void slicert_kernel(int8_t* data, int8_t* weight, int32_t* out)
+{
+  out[0] = deep(data, 64) + weight[0];  /* ~33 KiB of stack: far beyond 4 KiB */
+}
+"""
+
+
+@pytest.mark.parametrize("src,code", [(FAULT_SRC, 2), (STACK_SRC, 3)],
+                         ids=["hardfault", "stack-overflow"])
+def test_fault_exit_codes(tmp_path, src, code):
+    kern = SimpleNamespace(c_source=src, entry="slicert_kernel",
+                           args=[("data", "int8_t", (4,)), ("weight", "int8_t", (4,)),
+                                 ("out", "int32_t", (1,))])
+    data = [np.zeros(4, np.int8), np.zeros(4, np.int8)]
+    res = build_firmware(kern, data, RuntimeOptions(), tmp_path / "fw")
+    proc = run_qemu(res.elf)
+    assert proc.returncode == code
+    assert b"SLICERT-OUT" not in proc.stdout
+
+
+def test_qemu_clock_facts(tmp_path):
+    """What QEMU 7.2 lm3s6965evb really does with RCC, SysTick and the GPTM under
+    -icount shift=0 (documented in zephyr/README.md)."""
+    probe = ZEPHYR_DIR / "ports" / "baremetal-cm3" / "probe"
+    elf = tmp_path / "probe.elf"
+    subprocess.run(["arm-none-eabi-gcc", "-O2", "-mcpu=cortex-m3", "-mthumb",
+                    "-ffreestanding", "-nostdlib", "-Wall", "-Werror",
+                    "-T", str(probe / "probe.ld"), str(probe / "qemu_clock_probe.c"),
+                    "-o", str(elf), "-lgcc"], check=True)
+    proc = run_qemu(elf)
+    assert proc.returncode == 0
+    facts = dict(ln.split("=") for ln in proc.stdout.decode().split())
+    ticks = {k: int(v) for k, v in facts.items()}
+    # tick = 5 * (SYSDIV + 1) ns: 10000 instructions = 10000 ns
+    assert ticks["ticks_per_10000_insns_reset"] == 125        # SYSDIV 15: 80 ns
+    assert ticks["ticks_per_10000_insns_sysdiv0"] == 2000     # 5 ns
+    assert ticks["ticks_per_10000_insns_sysdiv3"] == 500      # 50 MHz: 20 ns
+    assert ticks["ticks_per_10000_insns_sysdiv3_clksource0"] == 500  # CLKSOURCE ignored
+    assert ticks["systick_rvr99_val_min"] == 0 and ticks["systick_rvr99_val_max"] == 99
+    assert ticks["gptm_tar_read"] == 0                        # counter not readable
+    intervals = [ticks[f"gptm_interval_{i}"] for i in range(1, 12)]
+    assert intervals == [5000] * 8 + [10000] * 3              # TAILR ticks, 1 period lag
