@@ -33,6 +33,8 @@ CAL_START = 12
 CAL_END = 13
 BOOT = 14
 OUTPUT_READY = 15
+TICK_ENTER = 16
+TICK_EXIT = 17
 
 EVENT_NAMES: dict[int, str] = {
     KERNEL_START: "kernel_start",
@@ -51,6 +53,8 @@ EVENT_NAMES: dict[int, str] = {
     CAL_END: "cal_end",
     BOOT: "boot",
     OUTPUT_READY: "output_ready",
+    TICK_ENTER: "tick_enter",
+    TICK_EXIT: "tick_exit",
 }
 EVENT_IDS: dict[str, int] = {name: eid for eid, name in EVENT_NAMES.items()}
 

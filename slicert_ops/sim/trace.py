@@ -20,8 +20,8 @@ Metric definitions (the names are the contract's; see also qemu/cycle_model.md):
   RT task (``rt_start``..``rt_end``, and whenever the last ``pendsv_exit`` switched to
   a task other than 0). Nested/overlapping intervals are counted once. Not visible to
   markers and so counted as kernel time: exception entry cycles and the ISR prologue
-  before ``irq_enter`` / epilogue after ``irq_exit``, and the SysTick ISR (it has only
-  ``slice_expire``, no enter/exit pair).
+  before ``irq_enter`` / epilogue after ``irq_exit`` (and the same few instructions around
+  ``tick_enter``/``tick_exit`` of the SysTick ISR).
 - ``yield_check_cycles``: (``cal_end`` - ``cal_start``) cycles / N (the ``cal_start``
   payload), rounded to an integer; 0 without calibration events.
   ``yield_overhead_cycles`` = ``yield_checks`` x ``yield_check_cycles``, where
@@ -311,9 +311,9 @@ def compute_metrics(events: Iterable[Any], totals: Mapping[str, int],
         if irq_depth == 0 and pendsv_depth == 0 and task == ev.TASK_KERNEL and not rt_active:
             k_cycles += cur.cycles - prev.cycles
             k_insns += cur.insns - prev.insns
-        if cur.id == ev.IRQ_ENTER:
+        if cur.id in (ev.IRQ_ENTER, ev.TICK_ENTER):
             irq_depth += 1
-        elif cur.id == ev.IRQ_EXIT:
+        elif cur.id in (ev.IRQ_EXIT, ev.TICK_EXIT):
             irq_depth = max(0, irq_depth - 1)
         elif cur.id == ev.PENDSV_ENTER:
             pendsv_depth += 1

@@ -21,7 +21,7 @@ import pandas as pd
 EVENT_NAMES = [
     "kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter", "pendsv_exit",
     "irq_enter", "irq_exit", "rt_release", "rt_start", "rt_end", "yield", "cal_start",
-    "cal_end", "boot", "output_ready",
+    "cal_end", "boot", "output_ready", "tick_enter", "tick_exit",
 ]
 
 METRIC_NAMES = [

@@ -241,8 +241,11 @@ uint32_t slicert_timebase_now(void)
 
 void SysTick_Handler(void)
 {
+	/* Bracketed so the host can exclude the slice timer's ISR from kernel-thread time. */
+	slicert_trace(SLICERT_EV_TICK_ENTER);
 	tb_wraps++;
 	slicert_core_slice_tick();
+	slicert_trace(SLICERT_EV_TICK_EXIT);
 }
 
 /* ---------------- IRQ load (GPTM Timer0A) ---------------- */
