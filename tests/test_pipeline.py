@@ -224,8 +224,9 @@ def test_hung_qemu_is_killed_and_the_sweep_goes_on(tmp_path: Path,
     assert [o.status for o in result.outcomes] == ["ok", "failed", "ok"]
     assert "did not finish within 3 s" in (result.outcomes[1].error or "")
     assert result.exit_code == 1
-    man = json.loads((tmp_path / "hang" / "run_0002" / "manifest.json").read_text())
-    assert man["status"] == "failed" and not (tmp_path / "hang" / "run_0002" / "cycles.txt").exists()
+    hung = tmp_path / "hang" / "run_0002"
+    man = json.loads((hung / "manifest.json").read_text())
+    assert man["status"] == "failed" and not (hung / "cycles.txt").exists()
 
 
 def test_wrong_kernel_output_fails_the_run(tmp_path: Path,
