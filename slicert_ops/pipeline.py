@@ -155,8 +155,8 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
              "bss_bytes": build.bss_bytes}
     try:
         t = time.perf_counter()
-        sim = run_firmware(build.elf, seed=r, handlers=sorted(build.handlers.values()), out_dir=sim_dir,
-                           timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
+        sim = run_firmware(build.elf, seed=r, handlers=sorted(build.handlers.values()),
+                           out_dir=sim_dir, timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
                            ws=cand.runner["flash_wait_states"])
         timings["run"] = time.perf_counter() - t
         _keep_raw(writer, sim, ctx.logging)

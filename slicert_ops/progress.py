@@ -29,7 +29,8 @@ class Progress:
         if not self.tty and self.done < self.total and now - self._last_line < 2.0:
             return  # logs and CI: at most one line every 2 s
         self._last_line = now
-        self.stream.write(("\r" if self.tty else "") + self._render(now) + ("" if self.tty else "\n"))
+        line = self._render(now)
+        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
         self.stream.flush()
 
     def _render(self, now: float) -> str:
