@@ -1,0 +1,146 @@
+"""Pipeline cost on the spec's manifest, as ratios measured in one run.
+
+Prints
+  1. the per-candidate host time split (codegen / build / run / parse) of `slicert run`;
+  2. `slicert run` wall time against the bare tool invocations it makes for the same
+     candidates: TVM code generation + the arm-none-eabi-gcc compile/link command from the
+     build log + one QEMU run per repeat (target <= 1.3x);
+  3. QEMU with the cycle plugin against plain `-icount` QEMU on the same ELFs (target <= 15 %).
+
+Usage: .venv/bin/python bench/bench_pipeline.py [--manifest M] [--repeat R] [--candidates N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slicert_ops.codegen import generate_kernel, make_inputs  # noqa: E402
+from slicert_ops.codegen.spec import ScheduleParams  # noqa: E402
+from slicert_ops.firmware import build_firmware  # noqa: E402
+from slicert_ops.manifest import expand, load_manifest  # noqa: E402
+from slicert_ops.manifest.expand import operator_spec_from_dict  # noqa: E402
+from slicert_ops.paths import PLUGIN_SO  # noqa: E402
+from slicert_ops.pipeline import runtime_options  # noqa: E402
+from slicert_ops.sim.qemu import build_command  # noqa: E402
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> float:
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=300)
+    dt = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(f"bench: {cmd[0]} failed ({res.returncode}): {res.stderr[-500:]!r}")
+    return dt
+
+
+def link_commands(build_dir: Path) -> list[list[str]]:
+    """The gcc invocation(s) that compile the kernel and link the ELF (runtime objects are
+    compiled once per option set and cached, by the pipeline and here alike)."""
+    cmds = []
+    for line in (build_dir / "zephyr_build.log").read_text().splitlines():
+        if line.startswith("$ arm-none-eabi-gcc") and "firmware.elf" in line:
+            cmds.append(shlex.split(line[2:]))
+    if not cmds:
+        raise SystemExit("bench: no link command found in the build log")
+    return cmds
+
+
+def bare_tools(cands: list, repeat: int, work: Path) -> dict[str, float]:
+    """Time each tool the pipeline drives, called directly, for the same candidates."""
+    out = {"tvm": 0.0, "gcc": 0.0, "qemu_plugin": 0.0, "qemu_plain": 0.0}
+    for cand in cands:
+        op = operator_spec_from_dict(cand.operator)
+        sched = ScheduleParams(**cand.schedule)
+        t = time.perf_counter()
+        kernel = generate_kernel(op, sched)
+        out["tvm"] += time.perf_counter() - t
+        bdir = work / cand.id
+        build = build_firmware(kernel, make_inputs(op, seed=0), runtime_options(cand), bdir)
+        for cmd in link_commands(bdir):
+            out["gcc"] += timed(cmd, cwd=bdir)
+        handlers = sorted(build.handlers.values())
+        for r in range(repeat):
+            plugin_cmd = build_command(build.elf, seed=r, handlers=handlers, plugin=PLUGIN_SO,
+                                       plugin_out=bdir / f"plugin_{r}.txt")
+            plain_cmd = build_command(build.elf, seed=r, plugin=None)
+            # alternate the two so machine noise hits both alike
+            out["qemu_plugin"] += timed(plugin_cmd)
+            out["qemu_plain"] += timed(plain_cmd)
+    return out
+
+
+def pipeline(manifest: Path, repeat: int, n_cands: int, out: Path) -> tuple[float, Path]:
+    cmd = [sys.executable, "-m", "slicert_ops.cli", "run", str(manifest), "--out", str(out),
+           "--jobs", "1", "--no-progress", "--set", f"experiment.repeat={repeat}"]
+    t = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(f"bench: slicert run failed:\n{res.stderr[-2000:]}")
+    return wall, out
+
+
+def split_table(exp_dir: Path) -> list[str]:
+    per_cand: dict[str, dict[str, list[float]]] = {}
+    for man_path in sorted(exp_dir.glob("run_*/manifest.json")):
+        man = json.loads(man_path.read_text())
+        t = man["host_timings_s"]
+        row = per_cand.setdefault(man["candidate_id"], {
+            "codegen": [], "build": [], "run": [], "parse": [], "sched": man["schedule"]})
+        if man["repeat"] == 0:
+            row["codegen"].append(t.get("codegen", 0.0))
+            row["build"].append(t.get("build", 0.0))
+        row["run"].append(t.get("run", 0.0))
+        row["parse"].append(t.get("parse", 0.0))
+    lines = [f"{'candidate':<16} {'tile':>4} {'micro':>5} {'unroll':>6} {'slice':>5} "
+             f"{'codegen s':>9} {'build s':>8} {'run s/rep':>9} {'parse s/rep':>11}"]
+    for cid, row in per_cand.items():
+        s = row["sched"]
+        lines.append(f"{cid:<16} {s['tile_size']:>4} {s['micro_tile']:>5} {s['unroll']:>6} "
+                     f"{s['slice']:>5} {sum(row['codegen']):>9.3f} {sum(row['build']):>8.3f} "
+                     f"{statistics.mean(row['run']):>9.3f} {statistics.mean(row['parse']):>11.4f}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, default=ROOT / "experiments" / "conv2d_5x5.yaml")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="repeats per candidate (default: the manifest's)")
+    args = ap.parse_args()
+    exp = load_manifest(args.manifest)
+    repeat = args.repeat or exp.repeat
+    cands = expand(exp).candidates
+    print(f"bench: {args.manifest.name}: {len(cands)} candidates x {repeat} repeats",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="slicert-bench-") as tmp:
+        work = Path(tmp)
+        wall, out = pipeline(args.manifest, repeat, len(cands), work / "results")
+        bare = bare_tools(cands, repeat, work / "bare")
+        print("\nper-candidate host time split (slicert run --jobs 1):")
+        print("\n".join(split_table(out / exp.name)))
+    bare_total = bare["tvm"] + bare["gcc"] + bare["qemu_plugin"]
+    print("\nbare tools for the same candidates: "
+          f"TVM codegen {bare['tvm']:.2f} s, gcc {bare['gcc']:.2f} s, "
+          f"QEMU+plugin {bare['qemu_plugin']:.2f} s = {bare_total:.2f} s")
+    print(f"slicert run (whole pipeline, one process, incl. start-up, checks, trace files, "
+          f"index and report): {wall:.2f} s")
+    print(f"ratio pipeline / bare tools       = {wall / bare_total:.3f}  (target <= 1.30)")
+    print(f"ratio QEMU+plugin / plain -icount = {bare['qemu_plugin'] / bare['qemu_plain']:.3f}"
+          f"  (target <= 1.15)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
