@@ -29,7 +29,7 @@ pytestmark = [
 QEMU_TIMEOUT = 60
 EVENTS = ["kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter",
           "pendsv_exit", "irq_enter", "irq_exit", "rt_release", "rt_start", "rt_end",
-          "yield", "cal_start", "cal_end", "boot", "output_ready"]
+          "yield", "cal_start", "cal_end", "boot", "output_ready", "tick_enter", "tick_exit"]
 TRACE_BASE = 0x3E000
 
 M, K, N = 16, 64, 24
@@ -225,7 +225,15 @@ def test_seed_drives_the_jitter(tmp_path, inputs):
 def test_event_sequence_follows_the_contract(tmp_path, inputs):
     res = build(tmp_path, "fw", inputs, slice_us=20, irq_load=True, irq_period_us=30,
                 irq_jitter_us=10, rt_work_iters=50, cal_checks=32)
-    ev = trace_events(res.elf, tmp_path)
+    all_ev = trace_events(res.elf, tmp_path)
+    # the SysTick ISR is bracketed by tick_enter/tick_exit; slice_expire happens inside it
+    depth = 0
+    for name, _ in all_ev:
+        depth += {"tick_enter": 1, "tick_exit": -1}.get(name, 0)
+        assert depth in (0, 1)
+        if name == "slice_expire":
+            assert depth == 1
+    ev = [e for e in all_ev if e[0] not in ("tick_enter", "tick_exit")]
     names = [e[0] for e in ev]
     assert names[0] == "boot" and ev[1] == ("cal_start", 32)
     assert names[2:34] == ["tile_end"] * 32 and names[34] == "cal_end"
