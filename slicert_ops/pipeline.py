@@ -189,7 +189,9 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
     status = "ok" if correct else "failed"
     err = None if correct else f"wrong kernel output: {mismatch}"
     man = _manifest(cand, ctx, r, number, status, err, timings)
-    man["prediction"] = _prediction(ctx, cand, metrics)
+    prediction = _prediction(ctx, cand)
+    if prediction:
+        man["cost_model"] = prediction
     writer.publish(man)
     return RunOutcome(number, cand.id, cand.index, r, status, error=err, metrics=metrics,
                       schedule=cand.schedule, timings=timings)
@@ -247,18 +249,13 @@ def _manifest(cand: Candidate, ctx: SweepContext, r: int, number: int, status: s
     }
 
 
-def _prediction(ctx: SweepContext, cand: Candidate, metrics: dict[str, Any]) -> Any:
-    """The champion cost model's prediction beside the measured value, when one was loaded."""
+def _prediction(ctx: SweepContext, cand: Candidate) -> dict[str, Any] | None:
+    """The champion cost model's prediction (made before the run) and the model version."""
     cm = ctx.cost_model
-    if not cm:
+    pred = (cm or {}).get("predictions", {}).get(cand.id)
+    if not cm or pred is None:
         return None
-    pred = cm.get("predictions", {}).get(cand.id)
-    if pred is None:
-        return None
-    return {"model": cm.get("name"), "version": cm.get("version"), **pred,
-            "measured_kernel_cycles": metrics.get("kernel_cycles"),
-            "measured_max_preemption_latency_cycles":
-                metrics.get("max_preemption_latency_cycles")}
+    return {"name": cm.get("name"), "version": cm.get("version"), **pred}
 
 
 def _write_failed(cand: Candidate, ctx: SweepContext, r: int, number: int, err: str,
