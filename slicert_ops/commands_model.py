@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from slicert_ops.errors import InputError
+from slicert_ops.errors import InputError, InsufficientDataError
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="held-out split seed (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.25, metavar="F",
                    help="share of candidates held out (default: %(default)s)")
+    p.add_argument("--skip-if-insufficient", action="store_true",
+                   help="exit 0 with a note (instead of 2) when there are too few valid runs "
+                        "(scheduled pipelines that run after small sweeps)")
     p.add_argument("--no-register", action="store_true",
                    help="log to MLflow but do not register or promote")
     p.add_argument("--model-name", default=None, help="registered model name "
@@ -90,7 +93,13 @@ def cmd_train(args) -> int:
     config = TrainConfig(input=args.input, output=args.output, min_runs=args.min_runs,
                          seed=args.seed, register=not args.no_register,
                          test_fraction=args.test_fraction, model_name=_name(args))
-    result = train(config)
+    try:
+        result = train(config)
+    except InsufficientDataError as exc:
+        if not args.skip_if_insufficient:
+            raise
+        print(f"train: skipped: {exc}")
+        return 0
     t = result.timings_s
     print(f"done in {t['total']:.1f} s (fit: "
           + ", ".join(f"{k[4:]} {v:.1f} s" for k, v in t.items() if k.startswith("fit_"))

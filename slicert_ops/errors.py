@@ -27,6 +27,10 @@ class InputError(SliceRTError):
         super().__init__(text)
 
 
+class InsufficientDataError(InputError):
+    """Too few valid measurements for what was asked (e.g. training a cost model)."""
+
+
 class ServiceError(SliceRTError):
     """A service (S3, MLflow, Airflow, Docker) is down or refused us."""
 

@@ -35,7 +35,7 @@ from slicert_ops.costmodel import evaluate as ev
 from slicert_ops.costmodel import registry
 from slicert_ops.costmodel.features import TARGETS, FeatureTable, load_table
 from slicert_ops.costmodel.models import FAMILIES, TreeCostModel, make_model
-from slicert_ops.errors import InputError, ServiceError
+from slicert_ops.errors import InputError, InsufficientDataError, ServiceError
 
 MIN_RUNS = 20
 MIN_CANDIDATES = 6
@@ -91,7 +91,7 @@ def check_enough(table: FeatureTable, min_runs: int) -> None:
         return
     excluded = ", ".join(f"{n} {why}" for why, n in sorted(table.excluded.items()))
     detail = f" (excluded: {excluded})" if excluded else ""
-    raise InputError(
+    raise InsufficientDataError(
         f"too few valid runs to train a cost model: need at least {min_runs} valid runs over "
         f"at least {MIN_CANDIDATES} distinct candidates, found {table.n_valid_runs} valid "
         f"run(s) of {table.n_runs} over {n_cand} candidate(s){detail}",

@@ -320,7 +320,7 @@ def separate_promotion() -> bool:
 def train_argv(results: str, artifacts: str) -> list[str]:
     # The glob is expanded by `slicert train` (no shell here).
     argv = ["train", "--input", f"{results}/*/run_*/qemu_trace.json",
-            "--output", f"{artifacts}/cost_model.pkl"]
+            "--output", f"{artifacts}/cost_model.pkl", "--skip-if-insufficient"]
     if separate_promotion():
         argv.append("--no-register")
     return argv
