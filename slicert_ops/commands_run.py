@@ -80,6 +80,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     n = len(expansion.candidates)
     print(f"{exp.source}: ok: experiment {exp.name!r}, {n} candidates x {exp.repeat} "
           f"repeats = {n * exp.repeat} runs")
+    if exp.search and exp.search.get("strategy", "grid") != "grid":
+        print(f"  search {exp.search['strategy']}: at most {exp.search['budget']} candidates "
+              f"measured, objective {exp.search['objective']!r}")
     for line in expansion.skipped:
         print(f"  skipped (impossible together): {line}")
     if args.verbose:
@@ -93,6 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exp = _load(args)
     jobs = _jobs(args.jobs)
+    if exp.search and exp.search.get("strategy", "grid") != "grid":
+        from slicert_ops.search.cli import cmd_search
+
+        return cmd_search(exp, args, jobs)
     expansion = expand(exp)
     cands = expansion.candidates
     _preflight()
@@ -133,10 +140,16 @@ def cmd_stage_batch(args: argparse.Namespace) -> int:
     _preflight()
     chosen = [cands[i] for i in plan["batches"][args.batch]]
     out_root = args.plan.resolve().parent.parent
+    if exp.search and exp.search.get("strategy", "grid") != "grid":
+        from slicert_ops.search.cli import search_stage_batch
+
+        return search_stage_batch(exp, chosen, out_root, _jobs(args.jobs), args.track)
     tracking = _open_tracking(exp, out_root, chosen) if args.track else None
     result = run_sweep(exp, chosen, out_root, jobs=_jobs(args.jobs), progress=True,
                        sinks=tracking.sinks if tracking else (),
                        cost_model=tracking.cost_model if tracking else None)
+    if tracking is not None:
+        tracking.finish()  # the runs are logged in the background: wait for them
     print(summarize(result))
     return result.exit_code
 
@@ -175,21 +188,25 @@ def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -
     """Result index (Parquet) and report; closes the tracked sweep. Returns failed runs."""
     failed = 0
     try:
-        from slicert_ops.report.index import build_index, write_index
-        from slicert_ops.report.report import write_report
-    except ImportError:  # reporting not installed in this build
-        return failed
-    index = build_index(exp_dir.parent, experiment=name) if _accepts_experiment(build_index) \
-        else build_index(exp_dir)
-    if len(index):
-        write_index(exp_dir, exp_dir / "index.parquet", df=index) \
-            if _accepts_df(write_index) else write_index(exp_dir, exp_dir / "index.parquet")
-        report_dir = exp_dir / "report"
-        write_report(index, report_dir, name)
-        if "status" in index:
-            failed = int((index["status"] != "ok").sum())
-    if tracking is not None:
-        tracking.close(exp_dir, failed if exit_code is None else exit_code)
+        try:
+            from slicert_ops.report.index import build_index, write_index
+            from slicert_ops.report.report import write_report
+        except ImportError:  # reporting not installed in this build
+            return failed
+        if tracking is not None:
+            tracking.wait_validated()  # the index needs every verdict; logging goes on
+        index = build_index(exp_dir.parent, experiment=name) \
+            if _accepts_experiment(build_index) else build_index(exp_dir)
+        if len(index):
+            write_index(exp_dir, exp_dir / "index.parquet", df=index) \
+                if _accepts_df(write_index) else write_index(exp_dir, exp_dir / "index.parquet")
+            report_dir = exp_dir / "report"
+            write_report(index, report_dir, name)
+            if "status" in index:
+                failed = int((index["status"] != "ok").sum())
+    finally:
+        if tracking is not None:
+            tracking.close(exp_dir, failed if exit_code is None else exit_code)
     return failed
 
 

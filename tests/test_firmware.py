@@ -8,7 +8,6 @@ stderr) are checked, and the event sequence is read from QEMU's own TB execution
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,12 +18,7 @@ import pytest
 from slicert_ops.errors import InputError, StageError
 from slicert_ops.firmware import HANDLER_SYMBOLS, ZEPHYR_DIR, RuntimeOptions, build_firmware
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None
-                       or shutil.which("qemu-system-arm") is None,
-                       reason="needs arm-none-eabi-gcc and qemu-system-arm"),
-]
+pytestmark = [pytest.mark.integration]
 
 QEMU_TIMEOUT = 60
 EVENTS = ["kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter",

@@ -49,7 +49,7 @@ def test_env_file_is_git_ignored():
 @pytest.fixture(scope="module")
 def compose_config(tmp_path_factory) -> dict:
     if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose (1.29, apt) is not installed")
+        pytest.fail("docker-compose (1.29, apt) is not installed: run `make setup`")
     tmp = tmp_path_factory.mktemp("compose")
     assert _gen_env(tmp / ".env").returncode == 0
     r = subprocess.run(["docker-compose", "--env-file", str(tmp / ".env"), "-f",
@@ -108,7 +108,7 @@ def _engine_env() -> dict | None:
 def engine():
     env = _engine_env()
     if env is None:
-        pytest.skip("no Docker engine with slicert-worker:latest (scripts/dockerd.sh start; "
+        pytest.fail("no Docker engine with slicert-worker:latest (scripts/dockerd.sh start; "
                     "images/build.sh worker)")
     return env
 

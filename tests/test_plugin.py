@@ -18,8 +18,8 @@ import pytest
 
 from slicert_ops.errors import StageError
 from slicert_ops.sim import events as ev
-from slicert_ops.sim.qemu import SimResult, elf_symbols, run_firmware
-from slicert_ops.sim.trace import read_plugin_output
+from slicert_ops.sim.qemu import SimResult, build_command, elf_symbols, run_firmware
+from slicert_ops.sim.trace import PluginOutput, read_plugin_output
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ EXC_ENTRY = 12
 def _need_tools() -> None:
     for tool in (CC, QEMU, "gcc"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+            pytest.fail(f"{tool} not installed: run `make setup`")
 
 
 @pytest.fixture(scope="session")
@@ -235,7 +235,7 @@ def test_missing_plugin_and_elf_are_clear_errors(fw: dict[str, Path], tmp_path: 
 
 
 def test_plugin_rejects_bad_arguments(fw: dict[str, Path], tmp_path: Path) -> None:
-    for arg in ("bogus=1", "ws=x", "trace_base=zz"):
+    for arg in ("bogus=1", "ws=x", "trace_base=zz", "verify=2"):
         cmd = [QEMU, "-M", "lm3s6965evb", "-display", "none", "-serial", "null",
                "-monitor", "none", "-icount", "shift=0", "-kernel", str(fw["main"]),
                "-plugin", f"{PLUGIN},out={tmp_path / 'x.txt'},{arg}"]
@@ -250,3 +250,115 @@ def test_build_script_is_idempotent(plugin: Path) -> None:
     subprocess.run(["sh", str(ROOT / "qemu" / "build.sh")], check=True)
     assert time.monotonic() - t0 < 2.0
     assert os.stat(plugin).st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------------------
+# The byte decoder against the capstone-text classifier of plugin 1.0.0 (verify=1)
+
+
+def _run_verify(elf: Path, out: Path, *, handlers: tuple[int, ...] = (),
+                ws: int = 0) -> tuple[PluginOutput, PluginOutput, int]:
+    """Plugin files of the same run without and with verify=1, and the mismatch count."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for verify in (False, True):
+        po = out / f"plugin_verify{int(verify)}.txt"
+        cmd = build_command(elf, seed=1, handlers=handlers, plugin=PLUGIN, plugin_out=po,
+                            ws=ws)
+        if verify:
+            cmd[cmd.index("-plugin") + 1] += ",verify=1"
+        proc = subprocess.run(cmd, capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+        files.append(read_plugin_output(po))
+    plain, checked = files
+    assert not any(c.startswith("verify") for c in plain.comments)
+    line = next(c for c in checked.comments if c.startswith("verify "))
+    words = line.split()            # verify insns N mismatches M distinct K
+    insns, mismatches = int(words[2]), int(words[4])
+    assert insns > 300, line
+    detail = "\n".join(c for c in checked.comments if c.startswith("mismatch"))
+    assert mismatches == 0, f"{line}\n{detail}"
+    # verify=1 only adds comments: same events, same totals
+    assert checked.events == plain.events and checked.totals == plain.totals
+    assert any("unclassified 0" in c for c in plain.comments), plain.comments
+    return plain, checked, insns
+
+
+def test_verify_mode_agrees_on_test_firmware(fw: dict[str, Path], tmp_path: Path) -> None:
+    for ws in (0, 2):
+        plain, _, _ = _run_verify(fw["main"], tmp_path / f"ws{ws}",
+                                  handlers=(_handler(fw["main"]),), ws=ws)
+        ids = [e.id for e in plain.events]
+        a, b = plain.events[ids.index(20)], plain.events[ids.index(21)]
+        assert (b.cycles - a.cycles, b.insns - a.insns) == _expected("MIX", ws=ws)
+
+
+REAL_FIRMWARE = {
+    # the default operator (int8 conv2d 5x5) of experiments/conv2d_5x5.yaml
+    "int8": ["parameters.tile_size=[8]", "parameters.unroll=[1,4]", "parameters.slice=[32]"],
+    # float32: soft-float libgcc (shifts, clz, umull, ...)
+    "float32": ["operator.type=conv2d", "operator.input=[1,12,12,3]",
+                "operator.out_channels=4", "operator.dtype=float32",
+                "parameters.tile_size=[4]", "parameters.unroll=[1,4]",
+                "parameters.slice=[32]"],
+}
+
+
+RealFirmware = dict[str, tuple[Path, tuple[int, ...]]]
+
+
+@pytest.fixture(scope="module")
+def real_fw(tmp_path_factory: pytest.TempPathFactory) -> RealFirmware:
+    """Firmware built by the real pipeline stages: {name: (elf, handler addresses)}."""
+    _need_tools()
+    pytest.importorskip("tvm")
+    from slicert_ops.codegen import generate_kernel, make_inputs
+    from slicert_ops.codegen.spec import ScheduleParams
+    from slicert_ops.firmware import build_firmware
+    from slicert_ops.manifest import expand, load_manifest
+    from slicert_ops.manifest.expand import operator_spec_from_dict
+    from slicert_ops.pipeline import runtime_options
+
+    base = tmp_path_factory.mktemp("real_fw")
+    built = {}
+    for name, overrides in REAL_FIRMWARE.items():
+        exp = load_manifest(ROOT / "experiments" / "conv2d_5x5.yaml",
+                            ["experiment.repeat=1", *overrides])
+        for cand in expand(exp).candidates:
+            op = operator_spec_from_dict(cand.operator)
+            kernel = generate_kernel(op, ScheduleParams(**cand.schedule))
+            tag = f"{name}_u{cand.schedule['unroll']}"
+            res = build_firmware(kernel, make_inputs(op, seed=0), runtime_options(cand),
+                                 base / tag)
+            built[tag] = (res.elf, tuple(sorted(res.handlers.values())))
+    assert len(built) == 4
+    return built
+
+
+def test_verify_mode_agrees_on_real_firmware(plugin: Path, real_fw: RealFirmware,
+                                             tmp_path: Path) -> None:
+    checked = 0
+    for i, (tag, (elf, handlers)) in enumerate(sorted(real_fw.items())):
+        plain, _, n = _run_verify(elf, tmp_path / tag, handlers=handlers, ws=i % 2)
+        assert plain.totals["instructions"] > 1_000_000
+        checked += n
+    assert checked > 8000
+
+
+def test_decoder_matches_capstone_classifier_over_encodings(plugin: Path, tmp_path: Path) -> None:
+    """All 16-bit Thumb encodings and sampled 32-bit ones (every first halfword, all
+    second halfwords for a few), through capstone as QEMU 7.2 calls it."""
+    if not Path("/usr/include/capstone/capstone.h").is_file():
+        pytest.fail("capstone headers not installed: run `make setup` (libcapstone-dev)")
+    exe = tmp_path / "decoder_check"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11",
+                    "-I", str(ROOT / "qemu" / "include" / "qemu"), "-o", str(exe),
+                    str(ROOT / "tests" / "support" / "decoder_check.c"), "-lcapstone"],
+                   check=True)
+    # full second halfwords: pop.w/ldm sp!, ldr literal, ldr.w [sp], mrs, ldrh/ldrb literal,
+    # stm/push.w, ldrex/tbb, b/bl/misc control
+    proc = subprocess.run([str(exe), "128", "e8bd", "f85f", "f85d", "f3ef", "f83f", "f81f",
+                           "e92d", "e8d0", "f3af", "f000"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+    assert proc.stdout.strip().endswith("mismatches 0")

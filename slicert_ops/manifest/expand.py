@@ -118,10 +118,17 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
 
 
 def operator_spec(exp: Experiment) -> Any:
+    from slicert_ops.codegen.spec import check_operator
+
     try:
-        return operator_spec_from_dict(exp.operator)
+        op = operator_spec_from_dict(exp.operator)
+        problems = check_operator(op)
     except ValueError as exc:
-        raise InputError(str(exc), file=exp.source, field="experiment.operator") from None
+        problems = [str(exc)]
+    if problems:
+        raise InputError("impossible operator:\n  - " + "\n  - ".join(
+            f"experiment.operator.{p}" for p in problems), file=exp.source)
+    return op
 
 
 def operator_spec_from_dict(o: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from slicert_ops.manifest.schema import (
     EXPERIMENT_FIELDS,
     OPERATOR_FIELDS,
     RESERVED_SECTIONS,
+    SEARCH_FIELDS,
     SECTIONS,
     Field,
     Problems,
@@ -39,6 +40,7 @@ class Experiment:
     runner: dict[str, Any]
     logging: dict[str, bool]
     source: str  # the manifest file (for error messages and provenance)
+    search: dict[str, Any] | None = None  # experiment.search, normalized (None: grid sweep)
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized manifest, as it would be written back to YAML."""
@@ -47,6 +49,7 @@ class Experiment:
             "description": self.description, "operator": dict(self.operator),
             "parameters": {k: v for k, v in self.parameters.items() if v is not None},
             "runner": dict(self.runner), "logging": dict(self.logging),
+            **({"search": dict(self.search)} if self.search else {}),
         }}
 
 
@@ -137,11 +140,10 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
     if not isinstance(exp, dict):
         problems.add("experiment", f"must be a mapping, got {_type(exp)}")
         _raise(problems)
-    known = set(EXPERIMENT_FIELDS) | set(SECTIONS) | {"operator"}
+    known = set(EXPERIMENT_FIELDS) | set(SECTIONS) | {"operator", "search"}
     for key in exp:
         if key in RESERVED_SECTIONS:
-            problems.add(f"experiment.{key}", "search strategies are not available yet; "
-                         "remove this block (the parameter grid is swept exhaustively)")
+            problems.add(f"experiment.{key}", "reserved section; remove this block")
         elif key not in known:
             problems.add(f"experiment.{key}", "unknown field" + _suggest(key, known)
                          + f"; valid fields: {', '.join(sorted(known))}")
@@ -153,6 +155,7 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
     sections = {sec: check_section(f"experiment.{sec}", exp.get(sec), fields, problems)
                 for sec, fields in SECTIONS.items()}
     operator = check_operator(exp.get("operator"), problems)
+    search = check_search(exp.get("search"), problems) if "search" in exp else None
     if problems:
         _raise(problems)
     runner = sections["runner"]
@@ -163,11 +166,17 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
                      f"{runner['irq_jitter_us']} must be smaller than irq_period_us "
                      f"({runner['irq_period_us']})")
         _raise(problems)
+    irq_bounds = _irq_bounds(search)
+    if irq_bounds and not runner["simulate_irq_load"]:
+        problems.add("experiment.search.objective",
+                     f"bounds {', '.join(irq_bounds)}, which is only measured under IRQ load "
+                     "(0 without it); set experiment.runner.simulate_irq_load: true")
+        _raise(problems)
     return Experiment(
         name=top["name"], repeat=top["repeat"], nightly=top["nightly"],
         description=top["description"] or "", operator=operator,
         parameters=sections["parameters"], runner=runner, logging=sections["logging"],
-        source=file,
+        source=file, search=search,
     )
 
 
@@ -184,6 +193,42 @@ def check_section(path: str, value: Any, fields: dict[str, Field],
                          + f"; valid fields: {', '.join(fields)}")
     return {name: check_field(f"{path}.{name}", value.get(name), spec, problems)
             for name, spec in fields.items()}
+
+
+def check_search(value: Any, problems: Problems) -> dict[str, Any] | None:
+    """experiment.search: strategy, budget, objective (parsed strictly), seed, rounds,
+    exploration. Returns the normalized section (None when absent)."""
+    from slicert_ops.search.objective import ObjectiveError, parse_objective
+
+    if value is None:
+        return None
+    search = check_section("experiment.search", value, SEARCH_FIELDS, problems)
+    if not isinstance(value, dict):
+        return None
+    if search["strategy"] != "grid" and search["budget"] is None and "budget" not in value:
+        problems.add("experiment.search.budget", f"is required with strategy "
+                     f"{search['strategy']!r} (how many candidates to measure, e.g. 64)")
+    if search["exploration"] is not None and search["exploration"] > 1:
+        problems.add("experiment.search.exploration",
+                     f"{search['exploration']:g} is above 1 (a share of each round: 0..1)")
+    if isinstance(search["objective"], str):
+        try:
+            obj = parse_objective(search["objective"])
+        except ObjectiveError as exc:
+            problems.add("experiment.search.objective", str(exc))
+        else:
+            search["objective"] = obj.text
+    return search
+
+
+def _irq_bounds(search: dict[str, Any] | None) -> list[str]:
+    """Bounds of the (valid) objective on metrics measured only under IRQ load."""
+    from slicert_ops.search.objective import IRQ_METRICS, parse_objective
+
+    if not search:
+        return []
+    return [b.text for b in parse_objective(search["objective"]).bounds
+            if b.metric in IRQ_METRICS]
 
 
 def check_operator(value: Any, problems: Problems) -> dict[str, Any]:

@@ -112,8 +112,28 @@ SECTIONS: dict[str, dict[str, Field]] = {
     "logging": LOGGING_FIELDS,
 }
 
-# Search is a later capability; named here so the error for it is specific.
-RESERVED_SECTIONS = ("search",)
+# experiment.search.*: optional; without it (or with strategy grid) the grid is swept.
+SEARCH_STRATEGIES = ("grid", "random", "cost_model", "meta_schedule")
+SEARCH_FIELDS: dict[str, Field] = {
+    "strategy": Field("enum", default="grid", choices=SEARCH_STRATEGIES,
+                      help="grid sweeps every candidate; the others measure at most "
+                           "'budget' candidates"),
+    "budget": Field("int", default=None, minimum=1,
+                    help="candidates measured (each with all its repeats); required "
+                         "unless strategy is grid"),
+    "objective": Field("str", default="kernel_cycles",
+                       help="'kernel_cycles' or 'kernel_cycles subject to "
+                            "max_preemption_latency_us <= 40'"),
+    "seed": Field("int", default=0, minimum=0, help="seed of sampling and exploration"),
+    "rounds": Field("int", default=None, minimum=1,
+                    help="cost_model: rounds after the initial sample (default: rounds of "
+                         "4 candidates)"),
+    "exploration": Field("float", default=0.2, minimum=0,
+                         help="cost_model: share of each round drawn at random (0..1)"),
+}
+
+# Sections that are no longer accepted (none at present).
+RESERVED_SECTIONS: tuple[str, ...] = ()
 
 
 @dataclass

@@ -15,7 +15,7 @@ LANE_SPAN = 0x200
 MAX_EVENT_ID = 127
 
 CYCLE_MODEL_VERSION = "cm3-v1"   # qemu/cycle_model.md; must match the plugin header line
-PLUGIN_VERSION = "1.0.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
+PLUGIN_VERSION = "1.1.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
 
 KERNEL_START = 0
 KERNEL_END = 1

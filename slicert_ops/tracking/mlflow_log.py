@@ -1,4 +1,4 @@
-"""MLflow logging of sweeps and runs (artifacts proxied by the MLflow server to S3).
+"""MLflow logging of sweeps and runs (artifacts in S3).
 
 Layout in MLflow:
   experiment  = the manifest's experiment name (one per manifest)
@@ -13,6 +13,22 @@ with ``.tracked`` (the MLflow run id) only once everything is uploaded. A run th
 failed validation is logged with status FAILED and tag ``slicert.valid=false``: it is never
 a valid measurement (filter on ``tags.slicert.valid = 'true'``).
 
+Artifacts: the MLflow server proxies artifacts (``--artifacts-destination s3://B/P``; a run's
+artifact_uri is ``mlflow-artifacts:/<exp>/<run>/artifacts``, stored at
+``s3://B/P/<exp>/<run>/artifacts``). When that mapping is verified -- the sweep's
+``sweep/manifest.json``, uploaded through the server, is found at the mapped key with our own
+S3 settings -- run folders are written straight to that location with the S3 client, files in
+parallel (the MLflow UI and API list and serve them as before); otherwise, or with
+``SLICERT_ARTIFACT_UPLOAD=proxy``, they go through the server. ``SLICERT_ARTIFACTS_DESTINATION``
+names the server's destination when it is not ``s3://<bucket>/mlflow``.
+
+Many folders at once: ``log_runs`` locks them, finds existing children with one search per
+candidate, and logs the runs concurrently: three requests per run (create with its tags;
+upload; one log_batch with params, metrics and the ``complete`` tag; end).
+
+The tracking server is spoken to through its REST API (mlflow_rest.py: the ``mlflow`` package
+is not imported, which saves seconds of CPU per sweep).
+
 Errors: ``ServiceUnavailable`` (a ServiceError) names the service (MLflow or the object
 store) and the fix, after bounded retries with back-off (see retry.py).
 """
@@ -24,9 +40,11 @@ import fcntl
 import hashlib
 import json
 import logging
+import mimetypes
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +67,9 @@ SKIP_UPLOAD = {TRACKED_FILE}
 TAG = "slicert."
 KIND_SWEEP, KIND_RUN = "sweep", "measurement"
 _PARAM_MAX = 6000
+ARTIFACT_MODE_ENV = "SLICERT_ARTIFACT_UPLOAD"         # "proxy": always through MLflow
+ARTIFACT_DEST_ENV = "SLICERT_ARTIFACTS_DESTINATION"   # the server's --artifacts-destination
+PROBE_ARTIFACT = "sweep/manifest.json"                # uploaded through MLflow by open_sweep
 _STATUS = {"ok": "FINISHED", "finished": "FINISHED", "success": "FINISHED",
            "failed": "FAILED", "error": "FAILED", "killed": "KILLED", "interrupted": "KILLED"}
 
@@ -142,10 +163,9 @@ class Tracker:
     """Logs sweeps and runs to an MLflow tracking server (``MLFLOW_TRACKING_URI``)."""
 
     def __init__(self, tracking_uri: str | None = None, *, s3_settings=None,
-                 policy: RetryPolicy | None = None, upload_threads: int = 4) -> None:
+                 policy: RetryPolicy | None = None, upload_threads: int = 8,
+                 log_threads: int = 3) -> None:
         _configure_client_env()
-        from mlflow import MlflowClient
-
         if tracking_uri is None:
             tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking_uri:
@@ -153,15 +173,33 @@ class Tracker:
 
             tracking_uri = ServicesConfig.from_env().mlflow_uri
         self.tracking_uri = tracking_uri.rstrip("/")
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        from slicert_ops.tracking.mlflow_rest import MlflowRest
+
+        # the REST API with requests: importing mlflow would cost seconds of CPU per sweep
+        self.client = MlflowRest(self.tracking_uri)
+        self._lock = threading.Lock()
         self.policy = policy or RetryPolicy.from_env()
         self._s3_settings = s3_settings
         self._s3_checked = s3_settings is not None
         self.upload_threads = max(1, upload_threads)
+        self.log_threads = max(1, log_threads)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self._exp_ids: dict[str, str] = {}
         self._run_exp: dict[str, str] = {}
+        self._run_uri: dict[str, str] = {}
+        self._direct: bool | None = None  # straight to S3 (verified) / through MLflow / unknown
+        self._store = None
         self._defer_until = 0.0
         self.last: dict = {}
+        self.last_batch: list[dict] = []
+
+    def _pool(self, name: str, size: int) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = self._pools[name] = ThreadPoolExecutor(
+                    size, thread_name_prefix=f"slicert-{name}")
+            return pool
 
     # ---------------------------------------------------------------- error handling
     def _s3(self):
@@ -205,9 +243,13 @@ class Tracker:
         return down_error("mlflow", self.tracking_uri, detail)
 
     def _classify(self, exc: BaseException) -> ServiceError | None:
-        import requests
-        from mlflow.exceptions import MlflowException
+        import sys
 
+        import requests
+
+        from slicert_ops.tracking.mlflow_rest import RestError
+
+        mlflow_exc = getattr(sys.modules.get("mlflow.exceptions"), "MlflowException", RestError)
         chain, e = [], exc
         while e is not None and len(chain) < 8:
             chain.append(e)
@@ -216,7 +258,7 @@ class Tracker:
             if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                               ConnectionError, TimeoutError)):
                 return self._blame(type(e).__name__)
-        if isinstance(exc, MlflowException):
+        if isinstance(exc, (RestError, mlflow_exc)):
             msg = str(exc)
             if "failed with exception" in msg or "failed with timeout" in msg:
                 return self._blame("connection failed")
@@ -258,14 +300,14 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         if name in self._exp_ids:
             return self._exp_ids[name]
-        from mlflow.exceptions import MlflowException
+        from slicert_ops.tracking.mlflow_rest import RestError
 
         exp = self._ml("get experiment", lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             try:
                 exp_id = self._ml("create experiment", lambda: self.client.create_experiment(
                     name, tags={"slicert.managed": "true"}))
-            except MlflowException as exc:  # created concurrently by another worker
+            except RestError as exc:  # created concurrently by another worker
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 exp_id = self._ml("get experiment",
@@ -282,20 +324,22 @@ class Tracker:
             [exp_id], filter_string=flt, max_results=max_results,
             order_by=["attributes.start_time ASC"])))
 
-    def _search_all(self, exp_id: str, flt: str) -> list:
+    def _search_all(self, exp_id: str, flt: str, order_by: list[str] | None = None) -> list:
         runs, token = [], None
         while True:
             page = self._ml("search runs", lambda t=token: self.client.search_runs(
-                [exp_id], filter_string=flt, max_results=1000, page_token=t))
+                [exp_id], filter_string=flt, max_results=1000, page_token=t,
+                order_by=order_by))
             runs += list(page)
             token = page.token
             if not token:
                 return runs
 
     def _run_experiment(self, run_id: str) -> str:
-        if run_id not in self._run_exp:
+        if run_id not in self._run_exp or run_id not in self._run_uri:
             run = self._ml("get run", lambda: self.client.get_run(run_id))
             self._run_exp[run_id] = run.info.experiment_id
+            self._run_uri[run_id] = run.info.artifact_uri
         return self._run_exp[run_id]
 
     def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
@@ -307,23 +351,99 @@ class Tracker:
             self._ml("log batch", lambda m=m, p=p, t=t: self.client.log_batch(
                 run_id, metrics=m, params=p, tags=t))
 
-    def _upload(self, run_id: str, files: list[tuple[Path, str | None]]) -> None:
-        def one(item: tuple[Path, str | None]) -> None:
-            path, art_dir = item
-            self._ml(f"upload {path.name}",
-                     lambda: self.client.log_artifact(run_id, str(path), art_dir))
+    # ---------------------------------------------------------------- artifacts
+    def _artifact_root(self, artifact_uri: str) -> tuple[str, str] | None:
+        """(bucket, key prefix) in S3 where the server keeps this artifact_uri, or None."""
+        from urllib.parse import urlparse
 
+        uri = urlparse(artifact_uri or "")
+        if uri.scheme == "s3":
+            return uri.netloc, uri.path.strip("/")
+        if uri.scheme != "mlflow-artifacts":
+            return None
+        settings = self._s3()
+        dest = os.environ.get(ARTIFACT_DEST_ENV)
+        if not dest and settings is not None:
+            from slicert_ops.services.config import ARTIFACT_PREFIX
+
+            dest = f"s3://{settings.bucket}/{ARTIFACT_PREFIX}"
+        d = urlparse(dest or "")
+        if d.scheme != "s3" or not d.netloc:
+            return None
+        return d.netloc, "/".join(p for p in (d.path.strip("/"), uri.path.strip("/")) if p)
+
+    def _verify_direct(self, parent_run_id: str) -> None:
+        """Decide once whether run folders can be written straight to S3: the parent's
+        PROBE_ARTIFACT (uploaded through the MLflow server) must be where we expect it."""
+        if self._direct is not None:
+            return
+        if os.environ.get(ARTIFACT_MODE_ENV, "").strip().lower() == "proxy":
+            self._direct = False
+            return
+        settings = self._s3()
+        self._run_experiment(parent_run_id)
+        root = self._artifact_root(self._run_uri.get(parent_run_id, ""))
+        if settings is None or root is None or root[0] != settings.bucket:
+            self._direct = False
+            return
+        from slicert_ops.tracking.s3 import S3Store, object_exists
+
+        store = S3Store(settings, policy=self.policy)
+        key = f"{root[1]}/{PROBE_ARTIFACT}"
+        if not store._call("S3 stat artifact",
+                           lambda: object_exists(store.client, root[0], key)):
+            log.info("artifacts go through the MLflow server (%s not found in S3)", key)
+            self._direct = False
+            return
+        self._store = store
+        self._direct = True  # each run's key prefix comes from its own artifact_uri
+
+    def _direct_root(self, run_id: str, artifact_uri: str | None) -> tuple[str, str] | None:
+        if self._direct is not True or self._store is None:
+            return None
+        if artifact_uri is None:
+            self._run_experiment(run_id)
+            artifact_uri = self._run_uri.get(run_id)
+        root = self._artifact_root(artifact_uri or "")
+        if root is None or root[0] != self._store.bucket:
+            return None
+        return root
+
+    def _upload(self, run_id: str, files: list[tuple[Path, str | None]],
+                artifact_uri: str | None = None) -> None:
         if not files:
             return
+        root = self._direct_root(run_id, artifact_uri)
+        if root is not None:
+            store, (bucket, prefix) = self._store, root
+
+            def one(item: tuple[Path, str | None]) -> None:
+                path, art_dir = item
+                rel = f"{art_dir}/{path.name}" if art_dir else path.name
+                ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                store._call(f"S3 upload {rel}", lambda: store.client.fput_object(
+                    bucket, f"{prefix}/{rel}", str(path), content_type=ctype))
+            threads = self.upload_threads
+        else:
+            if artifact_uri is None:
+                self._run_experiment(run_id)
+                artifact_uri = self._run_uri.get(run_id)
+
+            def one(item: tuple[Path, str | None]) -> None:
+                path, art_dir = item
+                self._ml(f"upload {path.name}", lambda: self.client.log_artifact(
+                    run_id, str(path), art_dir, artifact_uri=artifact_uri))
+            threads = min(4, self.upload_threads)
+
         one(files[0])  # a dead service shows here once, not once per file
         rest = files[1:]
-        if len(rest) <= 1 or self.upload_threads == 1:
+        if len(rest) <= 1 or threads == 1:
             for item in rest:
                 one(item)
             return
-        with ThreadPoolExecutor(self.upload_threads) as pool:
-            futures = [pool.submit(one, item) for item in rest]
-            errors = [f.exception() for f in futures]
+        pool = self._pool("upload", threads)
+        futures = [pool.submit(one, item) for item in rest]
+        errors = [f.exception() for f in futures]
         for err in errors:
             if err is not None:
                 raise err
@@ -334,7 +454,7 @@ class Tracker:
         """Find or create the parent run of this sweep (key: hash of experiment name +
         manifest). Writes ``out_dir/sweep.json`` first, so `slicert sync` can open the same
         sweep later if MLflow is down now. Returns the parent run id."""
-        from mlflow.entities import RunStatus
+        from slicert_ops.tracking.mlflow_rest import Param
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +479,7 @@ class Tracker:
                 run_id = run.info.run_id
                 if reopen and run.info.status != "RUNNING":
                     self._ml("reopen sweep", lambda: self.client.update_run(
-                        run_id, status=RunStatus.to_string(RunStatus.RUNNING)))
+                        run_id, status="RUNNING"))
             else:
                 tags = {f"{TAG}kind": KIND_SWEEP, f"{TAG}sweep_key": key,
                         f"{TAG}experiment": experiment_name, f"{TAG}out_dir": str(out_dir),
@@ -367,17 +487,18 @@ class Tracker:
                 run = self._ml("create sweep run", lambda: self.client.create_run(
                     exp_id, tags=tags, run_name=f"sweep {experiment_name} {key[:8]}"))
                 run_id = run.info.run_id
-                from mlflow.entities import Param
-
                 self._log_batch(run_id, params=[Param(k, v) for k, v in
                                                 flatten(manifest, "manifest").items()])
             self._run_exp[run_id] = exp_id
+            self._run_uri[run_id] = run.info.artifact_uri
             if run.data.tags.get(f"{TAG}manifest_logged") != "true":
                 self._ml("upload sweep manifest", lambda: self.client.log_dict(
                     run_id, {"experiment": experiment_name, "sweep_key": key,
-                             "manifest": manifest}, "sweep/manifest.json"))
+                             "manifest": manifest}, PROBE_ARTIFACT,
+                    artifact_uri=run.info.artifact_uri))
                 self._ml("tag sweep", lambda: self.client.set_tag(
                     run_id, f"{TAG}manifest_logged", "true"))
+            self._verify_direct(run_id)
         record["parent_run_id"] = run_id
         record["experiment_id"] = exp_id
         _write_text_atomic(sweep_file, json.dumps(record, indent=1, default=str))
@@ -387,7 +508,7 @@ class Tracker:
                     report_dir: Path | str | None = None) -> None:
         """Upload report_dir (under ``report/``), log sweep counts and end the parent run
         with FINISHED / FAILED / KILLED ("ok", "failed", "killed" are accepted too)."""
-        from mlflow.entities import Metric
+        from slicert_ops.tracking.mlflow_rest import Metric
 
         mstatus = _STATUS.get(str(status).lower(), str(status).upper())
         if mstatus not in ("FINISHED", "FAILED", "KILLED"):
@@ -418,80 +539,182 @@ class Tracker:
         ``.tracked`` once everything is uploaded. Raises ServiceUnavailable (a ServiceError)
         naming MLflow or the object store when they stay down after the retries.
         """
-        from mlflow.entities import Metric, Param, RunTag
+        result = self.log_runs(parent_run_id, [run_dir], [validation])[0]
+        self.last = self.last_batch[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
+    def log_runs(self, parent_run_id: str, run_dirs: Sequence[Path | str],
+                 validations: Sequence[Any] | None = None) -> list[str | BaseException]:
+        """``log_run`` for many folders at once: the folders are locked together, existing
+        children are found with one search per candidate, and the runs are logged
+        concurrently (``log_threads``). Returns, per folder, the MLflow run id or the exception
+        that stopped it (ServiceUnavailable when a service is down); ``last_batch`` holds the
+        details per folder. Folders without a ValidationResult use their validation.json, or
+        are validated now (together, one GX call per suite)."""
         t0 = time.perf_counter()
-        run_dir = Path(run_dir)
-        done = read_tracked(run_dir)
-        if done:
-            self.last = {"run_id": done, "created": False, "already_tracked": True}
-            return done
+        dirs = [Path(d) for d in run_dirs]
+        vals = list(validations) if validations is not None else [None] * len(dirs)
+        out: list[str | BaseException | None] = [None] * len(dirs)
+        info: list[dict] = [{} for _ in dirs]
+        manifests: dict[int, dict] = {}
+        for i, d in enumerate(dirs):
+            done = read_tracked(d)
+            if done:
+                out[i], info[i] = done, {"run_id": done, "created": False,
+                                         "already_tracked": True}
+                continue
+            try:
+                manifests[i] = self._read_run_manifest(d)
+            except Exception as exc:  # noqa: BLE001 - reported per folder
+                out[i], info[i] = exc, {"error": str(exc)}
+        todo = sorted(manifests, key=lambda i: str(dirs[i]))
+        try:
+            self._resolve_validations(dirs, vals, todo)
+            if todo:
+                exp_id = self._run_experiment(parent_run_id)
+                self._verify_direct(parent_run_id)
+                with contextlib.ExitStack() as stack:
+                    for i in todo:
+                        stack.enter_context(_dir_lock(dirs[i]))
+                    pending = []
+                    for i in todo:
+                        done = read_tracked(dirs[i])
+                        if done:
+                            out[i], info[i] = done, {"run_id": done, "created": False,
+                                                     "already_tracked": True}
+                        else:
+                            pending.append(i)
+                    found = self._find_children(
+                        exp_id, {str(manifests[i]["candidate_id"]) for i in pending})
+
+                    def one(i: int) -> tuple[str, dict]:
+                        return self._log_locked(parent_run_id, exp_id, dirs[i], manifests[i],
+                                                vals[i], found)
+
+                    if len(pending) <= 1 or self.log_threads == 1:
+                        results = []
+                        for i in pending:
+                            try:
+                                results.append(one(i))
+                            except Exception as exc:  # noqa: BLE001 - reported per folder
+                                results.append(exc)
+                    else:
+                        pool = self._pool("log", self.log_threads)
+                        futures = [pool.submit(one, i) for i in pending]
+                        results = [f.exception() or f.result() for f in futures]
+                    for i, res in zip(pending, results, strict=True):
+                        if isinstance(res, BaseException):
+                            out[i], info[i] = res, {"error": str(res)}
+                        else:
+                            out[i], info[i] = res
+        except Exception as exc:  # noqa: BLE001 - a service down before any run was logged
+            for i in todo:
+                if out[i] is None:
+                    out[i], info[i] = exc, {"error": str(exc)}
+        if len(dirs) == 1 and "seconds" in info[0]:
+            info[0]["seconds"] = round(time.perf_counter() - t0, 3)
+        self.last_batch = info
+        if info:
+            self.last = info[-1]
+        return out  # type: ignore[return-value]
+
+    def _read_run_manifest(self, run_dir: Path) -> dict:
         manifest = _read_json(run_dir / "manifest.json")
         for field_name in ("candidate_id", "repeat"):
             if field_name not in manifest:
                 raise InputError("field is missing", file=str(run_dir / "manifest.json"),
                                  field=field_name)
-        if validation is None:
-            from slicert_ops.validate.gx_runner import REPORT_JSON, ValidationResult, validate_run
+        return manifest
 
-            vpath = run_dir / REPORT_JSON
-            validation = ValidationResult.from_json(vpath) if vpath.exists() \
-                else validate_run(run_dir)
+    @staticmethod
+    def _resolve_validations(dirs: list[Path], vals: list[Any], todo: list[int]) -> None:
+        missing = [i for i in todo if vals[i] is None]
+        if not missing:
+            return
+        from slicert_ops.validate.gx_runner import REPORT_JSON, ValidationResult, validate_runs
+
+        fresh = []
+        for i in missing:
+            vpath = dirs[i] / REPORT_JSON
+            if vpath.exists():
+                vals[i] = ValidationResult.from_json(vpath)
+            else:
+                fresh.append(i)
+        if fresh:
+            for i, res in zip(fresh, validate_runs([dirs[i] for i in fresh]), strict=True):
+                vals[i] = res
+
+    def _find_children(self, exp_id: str, candidate_ids: set[str]) -> dict[tuple[str, str], list]:
+        """Existing child runs by (candidate id, repeat), oldest first: one search per
+        candidate (MLflow's filter has no IN for tags)."""
+        found: dict[tuple[str, str], list] = {}
+        for cid in sorted(candidate_ids):
+            flt = f"tags.`{TAG}candidate_id` = '{cid}' and tags.`{TAG}kind` = '{KIND_RUN}'"
+            for run in self._search_all(exp_id, flt, order_by=["attributes.start_time ASC"]):
+                rep = run.data.tags.get(f"{TAG}repeat")
+                found.setdefault((cid, str(rep)), []).append(run)
+        return found
+
+    def _log_locked(self, parent_run_id: str, exp_id: str, run_dir: Path, manifest: dict,
+                    validation, found: dict[tuple[str, str], list]) -> tuple[str, dict]:
+        """One folder (locked by the caller): create or resume its child run, upload the
+        folder, log params, metrics, tags and the complete mark, end the run, write
+        .tracked."""
+        from slicert_ops.tracking.mlflow_rest import Metric, Param, RunTag
+
+        t0 = time.perf_counter()
         cid, rep = str(manifest["candidate_id"]), str(manifest["repeat"])
         run_ok = manifest.get("status", "ok") == "ok"
         valid = bool(run_ok and validation.success)
-        exp_id = self._run_experiment(parent_run_id)
-
-        with _dir_lock(run_dir):
-            done = read_tracked(run_dir)
-            if done:
-                self.last = {"run_id": done, "created": False, "already_tracked": True}
-                return done
-            flt = (f"tags.`{TAG}candidate_id` = '{cid}' and tags.`{TAG}repeat` = '{rep}' "
-                   f"and tags.`{TAG}kind` = '{KIND_RUN}'")
-            found = self._search(exp_id, flt, 5)
-            if len(found) > 1:
-                log.warning("%d MLflow runs for candidate %s repeat %s; using the oldest",
-                            len(found), cid, rep)
-            run = found[0] if found else None
-            created = run is None
-            if run is not None and run.data.tags.get(f"{TAG}complete") == "true":
-                _write_text_atomic(run_dir / TRACKED_FILE, run.info.run_id + "\n")
-                self.last = {"run_id": run.info.run_id, "created": False, "valid":
-                             run.data.tags.get(f"{TAG}valid") == "true", "resumed": False}
-                return run.info.run_id
-            tags = self._run_tags(manifest, run_dir, parent_run_id, validation, valid)
-            if run is None:
-                run = self._ml("create run", lambda: self.client.create_run(
-                    exp_id, tags=tags, run_name=str(manifest.get("run", run_dir.name))))
-            run_id = run.info.run_id
-            have_params = dict(run.data.params)
-            have_metrics = set(run.data.metrics)
-            params = [Param(k, v) for k, v in self._run_params(manifest).items()
-                      if k not in have_params]
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, v, now, 0) for k, v in self._run_metrics(run_dir, manifest)
-                       .items() if k not in have_metrics]
-            self._log_batch(run_id, metrics=metrics, params=params,
-                            tags=[RunTag(k, v) for k, v in tags.items()] if not created else ())
-            files = [(p, p.parent.relative_to(run_dir).as_posix() if p.parent != run_dir
-                      else None)
-                     for p in sorted(run_dir.rglob("*"))
-                     if p.is_file() and p.name not in SKIP_UPLOAD and ".part" not in p.name]
-            for rp in (getattr(validation, "report_html", None),
-                       getattr(validation, "report_json", None)):
-                if rp and Path(rp).exists() and run_dir.resolve() not in Path(rp).resolve().parents:
-                    files.append((Path(rp), "validation"))
-            self._upload(run_id, files)
-            self._ml("tag run complete", lambda: self.client.set_tag(
-                run_id, f"{TAG}complete", "true"))
-            self._ml("end run", lambda: self.client.set_terminated(
-                run_id, "FINISHED" if valid else "FAILED"))
-            _write_text_atomic(run_dir / TRACKED_FILE, run_id + "\n")
-        self.last = {"run_id": run_id, "created": created, "resumed": not created,
-                     "valid": valid, "files": len(files),
-                     "seconds": round(time.perf_counter() - t0, 3)}
-        return run_id
+        runs = found.get((cid, rep), [])
+        if len(runs) > 1:
+            log.warning("%d MLflow runs for candidate %s repeat %s; using the oldest",
+                        len(runs), cid, rep)
+        run = runs[0] if runs else None
+        created = run is None
+        if run is not None and run.data.tags.get(f"{TAG}complete") == "true":
+            _write_text_atomic(run_dir / TRACKED_FILE, run.info.run_id + "\n")
+            return run.info.run_id, {"run_id": run.info.run_id, "created": False, "valid":
+                                     run.data.tags.get(f"{TAG}valid") == "true",
+                                     "resumed": False}
+        tags = self._run_tags(manifest, run_dir, parent_run_id, validation, valid)
+        if run is None:
+            run = self._ml("create run", lambda: self.client.create_run(
+                exp_id, tags=tags, run_name=str(manifest.get("run", run_dir.name))))
+        run_id = run.info.run_id
+        have_params = dict(run.data.params)
+        have_metrics = set(run.data.metrics)
+        params = [Param(k, v) for k, v in self._run_params(manifest).items()
+                  if k not in have_params]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in self._run_metrics(run_dir, manifest)
+                   .items() if k not in have_metrics]
+        run_tags = [RunTag(k, v) for k, v in tags.items()] if not created else []
+        files = [(p, p.parent.relative_to(run_dir).as_posix() if p.parent != run_dir
+                  else None)
+                 for p in sorted(run_dir.rglob("*"))
+                 if p.is_file() and p.name not in SKIP_UPLOAD and ".part" not in p.name]
+        for rp in (getattr(validation, "report_html", None),
+                   getattr(validation, "report_json", None)):
+            if rp and Path(rp).exists() and run_dir.resolve() not in Path(rp).resolve().parents:
+                files.append((Path(rp), "validation"))
+        self._upload(run_id, files, run.info.artifact_uri)
+        # Params, metrics and the completion tag in one request when they fit in one (after
+        # the upload: "complete" must never precede the artifacts or the params).
+        complete = RunTag(f"{TAG}complete", "true")
+        if len(metrics) <= 900 and len(params) <= 100 and len(run_tags) < 100:
+            self._log_batch(run_id, metrics=metrics, params=params, tags=[*run_tags, complete])
+        else:
+            self._log_batch(run_id, metrics=metrics, params=params, tags=run_tags)
+            self._log_batch(run_id, tags=[complete])
+        self._ml("end run", lambda: self.client.set_terminated(
+            run_id, "FINISHED" if valid else "FAILED"))
+        _write_text_atomic(run_dir / TRACKED_FILE, run_id + "\n")
+        return run_id, {"run_id": run_id, "created": created, "resumed": not created,
+                        "valid": valid, "files": len(files),
+                        "seconds": round(time.perf_counter() - t0, 3)}
 
     def log_run_or_defer(self, parent_run_id: str | None, run_dir: Path | str,
                          validation=None, *, defer_s: float = 30.0) -> str | None:

@@ -210,3 +210,15 @@ def ensure_bucket(client: Minio, bucket: str) -> bool:
             return False
         raise
     return True
+
+
+def object_exists(client: Minio, bucket: str, key: str) -> bool:
+    """True when the object exists, False when the store says it does not (other errors
+    propagate)."""
+    try:
+        client.stat_object(bucket, key)
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound", "NoSuchBucket"):
+            return False
+        raise
+    return True

@@ -3,8 +3,9 @@
 Run folders are ``<dir>/run_NNNN/`` holding ``manifest.json`` (``*.tmp-*`` folders, still
 being written, are skipped). Each folder's parent is one sweep: its ``sweep.json`` (written
 by ``Tracker.open_sweep``) names the experiment and manifest; without it, the experiment comes
-from the runs' manifest.json. Logging is idempotent (tags + ``.tracked``): running sync twice,
-or after a sweep that was partly logged, creates no duplicate MLflow runs.
+from the runs' manifest.json. Folders are validated and logged in batches
+(``Tracker.log_runs``). Logging is idempotent (tags + ``.tracked``): running sync twice, or
+after a sweep that was partly logged, creates no duplicate MLflow runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from slicert_ops.errors import InputError, ServiceError
 from slicert_ops.tracking.mlflow_log import SWEEP_FILE, TRACKED_FILE, Tracker
 
 RUN_DIR_RE = re.compile(r"^run_\d+$")
+SYNC_BATCH = 32  # run folders validated (one GX call per suite) and logged together
 
 
 def find_run_dirs(root: Path | str) -> list[Path]:
@@ -81,14 +83,22 @@ def sync(results_dir: Path | str, *, tracker: Tracker | None = None,
             experiment, manifest = _sweep_for(group, runs)
             parent = tracker.open_sweep(experiment, manifest, group, reopen=False)
             counts["sweeps"] += 1
-            for run in runs:
-                tracker.log_run(parent, run)
-                counts["uploaded"] += 1
-                if tracker.last.get("valid") is False:
-                    counts["invalid"] += 1
-                if progress:
-                    progress(f"{run}: {tracker.last.get('run_id')}"
-                             f"{'' if tracker.last.get('valid', True) else ' (invalid)'}")
+            for start in range(0, len(runs), SYNC_BATCH):
+                chunk = runs[start:start + SYNC_BATCH]
+                results = tracker.log_runs(parent, chunk)
+                first_error = None
+                for run, res, info in zip(chunk, results, tracker.last_batch, strict=True):
+                    if isinstance(res, BaseException):
+                        first_error = first_error or res
+                        continue
+                    counts["uploaded"] += 1
+                    if info.get("valid") is False:
+                        counts["invalid"] += 1
+                    if progress:
+                        progress(f"{run}: {res}"
+                                 f"{'' if info.get('valid', True) else ' (invalid)'}")
+                if first_error is not None:
+                    raise first_error
         except ServiceError as exc:
             left = pending - counts["uploaded"]
             exc.args = (f"{exc.args[0]} -- sync uploaded {counts['uploaded']} of {pending} "

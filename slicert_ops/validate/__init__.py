@@ -1,6 +1,7 @@
 """Great Expectations validation of run folders and the results table.
 
-    from slicert_ops.validate import validate_run, validate_results_table, ValidationResult
+    from slicert_ops.validate import (ValidationResult, validate_results_table, validate_run,
+                                      validate_runs)
 
 Imports are lazy: importing this package does not import great_expectations (~3 s).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ValidationResult", "validate_results_table", "validate_run"]
+__all__ = ["ValidationResult", "validate_results_table", "validate_run", "validate_runs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,10 +3,15 @@ GX suites check. Derived columns make order / pairing / consistency rules plain 
 
 events frame (one row per event, suite ``trace_events``):
   seq, type, cycles, insns, payload, phase ("pre"|"kernel"|"post"), in_cal (0/1),
-  pendsv_depth, irq_depth (running enter-minus-exit counts), tile_end_misplaced (0/1)
+  pendsv_depth, irq_depth (running enter-minus-exit counts), tile_end_misplaced (0/1),
+  cycles_step, insns_step (stamp minus the previous non-null stamp of the same run; 0 for the
+  first; null where the stamp is null)
+
+Every check of the suites is row-wise (order rules are the step columns, counts live in the
+summary row), so the frames of many runs can be validated in one GX call (gx_runner).
 
 summary frame (one row, suite ``trace_metrics``):
-  every trace metric, plus schema, exit_code, status, micro_tiles, n_kernel_start,
+  every trace metric, plus schema, exit_code, status, micro_tiles, n_events, n_kernel_start,
   n_kernel_end, kernel_order_ok, tile_end_in_kernel, tile_end_minus_micro_tiles,
   yield_checks_minus_micro_tiles, pendsv_open, irq_open, rt_unfinished, ids_match,
   cycles_txt_mismatches, wall_minus_stamps, ram_bytes, missing_metrics (names of absent
@@ -16,6 +21,9 @@ summary frame (one row, suite ``trace_metrics``):
 
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
 import pandas as pd
 
 EVENT_NAMES = [
@@ -65,22 +73,8 @@ def parse_cycles_txt(text: str) -> dict[str, float]:
 
 
 def events_frame(trace: dict) -> pd.DataFrame:
-    events = trace.get("events") or []
-    rows = []
-    for i, ev in enumerate(events):
-        ev = ev if isinstance(ev, dict) else {}
-        rows.append({
-            "seq": i,
-            "type": str(ev.get("type", "")),
-            "cycles": ev.get("cycles"),
-            "insns": ev.get("insns"),
-            "payload": ev.get("payload", 0),
-        })
-    df = pd.DataFrame(rows, columns=["seq", "type", "cycles", "insns", "payload"])
-    for col in ("cycles", "insns", "payload"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    types = df["type"].tolist()
-
+    events = [ev if isinstance(ev, dict) else {} for ev in (trace.get("events") or [])]
+    types = [str(ev.get("type", "")) for ev in events]
     phase, in_cal, pend, irq, misplaced = [], [], [], [], []
     state, cal, p_depth, i_depth = "pre", 0, 0, 0
     for t in types:
@@ -102,20 +96,43 @@ def events_frame(trace: dict) -> pd.DataFrame:
         pend.append(p_depth)
         irq.append(i_depth)
         misplaced.append(int(t == "tile_end" and phase[-1] != "kernel" and not in_cal[-1]))
-    df["phase"] = phase
-    df["in_cal"] = in_cal
-    df["pendsv_depth"] = pend
-    df["irq_depth"] = irq
-    df["tile_end_misplaced"] = misplaced
-    return df
+
+    def numeric(key: str, default=None) -> pd.Series:
+        return pd.to_numeric(pd.Series([ev.get(key, default) for ev in events], dtype=object),
+                             errors="coerce")
+
+    cycles, insns = numeric("cycles"), numeric("insns")
+    return pd.DataFrame({
+        "seq": pd.Series(range(len(events)), dtype="int64"),
+        "type": pd.Series(types, dtype=str if types else object),
+        "cycles": cycles, "insns": insns, "payload": numeric("payload", 0),
+        "phase": pd.Series(phase, dtype=str if phase else object),
+        "in_cal": pd.Series(in_cal, dtype="int64"),
+        "pendsv_depth": pd.Series(pend, dtype="int64"),
+        "irq_depth": pd.Series(irq, dtype="int64"),
+        "tile_end_misplaced": pd.Series(misplaced, dtype="int64"),
+        "cycles_step": _steps(cycles), "insns_step": _steps(insns),
+    })
+
+
+def _steps(stamps: pd.Series) -> pd.Series:
+    """Each stamp minus the previous non-null stamp (0 for the first, null stays null): the
+    monotonicity rule as a row-wise column (what GX's expect_column_values_to_be_increasing
+    checks: it skips nulls and gives the first value a bye)."""
+    values = stamps.to_numpy(dtype="float64", na_value=np.nan)
+    out = np.full(len(values), np.nan)
+    present = np.flatnonzero(~np.isnan(values))
+    if len(present):
+        out[present] = np.diff(values[present], prepend=values[present[0]])
+    return pd.Series(out, index=stamps.index)
 
 
 def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: dict,
                   cycles_txt: dict[str, float] | None) -> pd.DataFrame:
     metrics = dict(trace.get("metrics") or {})
     row: dict = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    types = events["type"]
-    count = types.value_counts().to_dict()
+    types = events["type"].tolist()
+    count = Counter(types)
 
     def n(name: str) -> int:
         return int(count.get(name, 0))
@@ -125,12 +142,14 @@ def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: d
     row["status"] = str(manifest.get("status", ""))
     micro = features.get("micro_tiles")
     row["micro_tiles"] = micro
+    row["n_events"] = int(len(events))
     row["n_kernel_start"] = n("kernel_start")
     row["n_kernel_end"] = n("kernel_end")
-    starts = events.index[types == "kernel_start"].tolist()
-    ends = events.index[types == "kernel_end"].tolist()
+    starts = [i for i, t in enumerate(types) if t == "kernel_start"]
+    ends = [i for i, t in enumerate(types) if t == "kernel_end"]
     row["kernel_order_ok"] = int(bool(starts) and bool(ends) and starts[0] < ends[0])
-    in_kernel_tiles = int(((types == "tile_end") & (events["phase"] == "kernel")).sum())
+    in_kernel_tiles = sum(1 for t, ph in zip(types, events["phase"].tolist(), strict=True)
+                          if t == "tile_end" and ph == "kernel")
     row["tile_end_in_kernel"] = in_kernel_tiles
     row["tile_end_minus_micro_tiles"] = (in_kernel_tiles - micro) if micro is not None else None
     yc = metrics.get("yield_checks")
@@ -153,7 +172,8 @@ def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: d
         row["cycles_txt_mismatches"] = bad
     if starts and ends and "wall_cycles" in metrics:
         stamps = events["cycles"]
-        row["wall_minus_stamps"] = metrics["wall_cycles"] - (stamps[ends[0]] - stamps[starts[0]])
+        row["wall_minus_stamps"] = metrics["wall_cycles"] - (stamps.iat[ends[0]]
+                                                             - stamps.iat[starts[0]])
     else:
         row["wall_minus_stamps"] = None
     if "data_bytes" in metrics and "bss_bytes" in metrics:

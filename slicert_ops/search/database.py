@@ -1,0 +1,91 @@
+"""The search's Database: the run folders (what was measured) + a trial log (what was spent).
+
+- Measurements live where the pipeline writes them, ``results/<experiment>/run_NNNN/``,
+  numbered from the candidate's index in the *full* expansion, so a search and a grid
+  sweep of the same experiment share folders and each reuses the other's runs.
+  :meth:`RunFolderDatabase.lookup` returns a candidate whose every repeat finished
+  successfully (``rundir.finished_run``); failed runs are not served (they are measured
+  again, as the sweep does).
+- The trials of this search go to ``results/<experiment>/search/trials.jsonl`` (rewritten
+  from the start by every session, one JSON line per trial, flushed as it happens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from slicert_ops.manifest import Candidate
+from slicert_ops.rundir import finished_run, run_name, run_number
+from slicert_ops.search.base import Database, MeasureResult, Trial
+from slicert_ops.search.objective import aggregate_repeats
+
+SEARCH_DIR = "search"
+
+
+class MemoryDatabase(Database):
+    """Trials in memory; measurements from a dict (tests, bench replays)."""
+
+    def __init__(self, known: dict[str, MeasureResult] | None = None) -> None:
+        self.known = dict(known or {})
+        self._trials: list[Trial] = []
+
+    def lookup(self, cand: Candidate) -> MeasureResult | None:
+        res = self.known.get(cand.id)
+        if res is None or not res.ok:
+            return None
+        return MeasureResult(res.candidate_id, res.status, dict(res.metrics), True,
+                             res.error, res.runs)
+
+    def remember(self, cand: Candidate, res: MeasureResult) -> None:
+        if res.ok:
+            self.known[cand.id] = res
+
+    def commit(self, trial: Trial) -> None:
+        self._trials.append(trial)
+
+    def trials(self) -> list[Trial]:
+        return list(self._trials)
+
+
+class RunFolderDatabase(Database):
+    def __init__(self, exp_dir: Path, repeat: int, log_name: str = "trials.jsonl") -> None:
+        self.exp_dir, self.repeat = Path(exp_dir), repeat
+        self.search_dir = self.exp_dir / SEARCH_DIR
+        self.search_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.search_dir / log_name
+        self.log_path.write_text("")
+        self._trials: list[Trial] = []
+
+    def lookup(self, cand: Candidate) -> MeasureResult | None:
+        runs, numbers = [], []
+        for r in range(self.repeat):
+            n = run_number(cand.index, r, self.repeat)
+            run_dir = self.exp_dir / run_name(n)
+            if finished_run(run_dir, cand.id, r) is None:
+                return None
+            try:
+                trace = json.loads((run_dir / "qemu_trace.json").read_text())
+            except (OSError, ValueError):
+                return None
+            runs.append(trace.get("metrics") or {})
+            numbers.append(n)
+        return MeasureResult(cand.id, "ok", aggregate_repeats(runs), reused=True,
+                             runs=tuple(numbers))
+
+    def commit(self, trial: Trial) -> None:
+        self._trials.append(trial)
+        with open(self.log_path, "a") as fh:
+            fh.write(json.dumps(trial.to_dict(), sort_keys=True) + "\n")
+
+    def trials(self) -> list[Trial]:
+        return list(self._trials)
+
+
+def read_trials(path: Path) -> list[Trial]:
+    """Trials of a search log (for reports after the fact)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            out.append(Trial.from_dict(json.loads(line)))
+    return out

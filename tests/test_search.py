@@ -1,0 +1,380 @@
+"""Search (issue #5): objective, manifest section, strategies, resume, meta_schedule.
+
+Unit tests use a fake measurer (a deterministic cost function of the schedule, the one of
+tests/support/synthetic_runs.py); the integration tests run the real pipeline (TVM + gcc +
+QEMU) on a tiny operator, and TVM meta_schedule with our builder/runner for a few trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from support.synthetic_runs import model_cycles
+
+from slicert_ops.errors import InputError
+from slicert_ops.manifest import expand, load_manifest
+from slicert_ops.manifest.load import validate
+from slicert_ops.rundir import RUN_FILES, RunWriter, dumps, run_name, run_number
+from slicert_ops.search.base import MeasureResult
+from slicert_ops.search.database import MemoryDatabase, RunFolderDatabase
+from slicert_ops.search.measure import FunctionMeasurer, Measurer
+from slicert_ops.search.objective import CYCLES_PER_US, ObjectiveError, parse_objective
+from slicert_ops.search.run import make_context
+from slicert_ops.search.strategies import CostModelStrategy, RandomStrategy, make_strategy
+from slicert_ops.search.tuner import tune
+
+VERSIONS = {"tvm": "t", "gcc": "g", "qemu": "q", "runtime": "r", "cycle_model": "c",
+            "plugin": "p"}
+LATENCY_US = 10
+
+
+def raw_manifest(search: dict | None = None, irq: bool = True, **params) -> dict:
+    exp = {"name": "search_unit",
+           "parameters": {"tile_size": [2, 4, 8, 16, 32], "micro_tile": [1, 2, 4, 8, 16],
+                          "unroll": [1, 2, 4, 8], "slice": [16, 32, 64, 128], **params},
+           "runner": {"simulate_irq_load": irq}}
+    if search is not None:
+        exp["search"] = search
+    return {"experiment": exp}
+
+
+def space(search: dict | None = None):
+    exp = validate(raw_manifest(search or {"strategy": "cost_model", "budget": 16}), "m.yaml")
+    return exp, expand(exp, VERSIONS).candidates
+
+
+def fake_metrics(cand) -> dict:
+    m = model_cycles(cand.operator, cand.schedule)
+    return {"kernel_cycles": round(m["kernel_cycles"] * (1 + 0.001 * (cand.schedule["slice"] % 7))),
+            "max_preemption_latency_cycles": round(m["micro_tile_cycles"] + 40),
+            "yield_checks": m["yield_checks"], "correct": 1}
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    logging.getLogger("slicert.costmodel").setLevel(logging.ERROR)
+    logging.getLogger("slicert.search").setLevel(logging.ERROR)
+
+
+# -- objective ----------------------------------------------------------------------------
+def test_objective_parsing_and_unit_conversion() -> None:
+    obj = parse_objective("kernel_cycles")
+    assert obj.metric == "kernel_cycles" and not obj.bounds
+    obj = parse_objective("  kernel_cycles   subject to  max_preemption_latency_us <= 40 ")
+    assert obj.text == "kernel_cycles subject to max_preemption_latency_us <= 40"
+    (b,) = obj.bounds
+    assert b.metric == "max_preemption_latency_cycles" and b.limit == 40 * CYCLES_PER_US
+    obj = parse_objective("wall_cycles subject to max_preemption_latency_cycles <= 900 and "
+                          "text_bytes <= 4096")
+    assert [x.metric for x in obj.bounds] == ["max_preemption_latency_cycles", "text_bytes"]
+    ev = obj.evaluate({"wall_cycles": 10, "max_preemption_latency_cycles": 901,
+                       "text_bytes": 10})
+    assert ev.value == 10 and not ev.feasible and "901" in ev.violations[0]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("cycles", "not a metric a search can minimise"),
+    ("kernel_cycles subject to", "not a metric"),
+    ("kernel_cycles subject to max_preemption_latency_us >= 4", "only upper bounds"),
+    ("kernel_cycles subject to max_preemption_latency_us <= lots", "not a number"),
+    ("kernel_cycles subject to latency <= 4", "'latency' is not a metric"),
+    ("kernel_cycles subject to irq_count_us <= 4", "not a time metric"),
+    ("kernel_cycles subject to text_bytes <= 4 and text_bytes <= 5", "bounded twice"),
+    ("kernel_cycles with max_preemption_latency_us <= 4", "subject to"),
+    (42, "must be a string"),
+])
+def test_objective_errors_are_strict_and_say_what_is_valid(text, fragment) -> None:
+    with pytest.raises(ObjectiveError, match=fragment):
+        parse_objective(text)
+
+
+# -- manifest -----------------------------------------------------------------------------
+def test_manifest_search_section_is_validated_and_round_trips() -> None:
+    exp = validate(raw_manifest({"strategy": "random", "budget": 12, "seed": 3,
+                                 "objective": "kernel_cycles subject to "
+                                              "max_preemption_latency_us<=40"}), "m.yaml")
+    assert exp.search == {"strategy": "random", "budget": 12, "seed": 3, "rounds": None,
+                          "exploration": 0.2, "objective": "kernel_cycles subject to "
+                                                           "max_preemption_latency_us <= 40"}
+    again = validate(exp.to_dict(), "m.yaml")
+    assert again == exp
+    # no search section: a grid sweep, and to_dict has no search key
+    plain = validate(raw_manifest(), "m.yaml")
+    assert plain.search is None and "search" not in plain.to_dict()["experiment"]
+
+
+@pytest.mark.parametrize("search, field, fragment", [
+    ({"strategy": "annealing", "budget": 4}, "experiment.search.strategy", "not valid"),
+    ({"strategy": "random"}, "experiment.search.budget", "is required"),
+    ({"strategy": "random", "budget": 0}, "experiment.search.budget", "below the minimum"),
+    ({"strategy": "random", "budget": "lots"}, "experiment.search.budget", "integer"),
+    ({"strategy": "cost_model", "budget": 4, "exploration": 1.5},
+     "experiment.search.exploration", "above 1"),
+    ({"strategy": "cost_model", "budget": 4, "objective": "kernel_cycles < 5"},
+     "experiment.search.objective", "not a metric"),
+    ({"strategy": "random", "budget": 4, "seeed": 1}, "experiment.search.seeed",
+     "did you mean 'seed'"),
+])
+def test_manifest_search_errors_name_the_field(search, field, fragment) -> None:
+    with pytest.raises(InputError) as exc:
+        validate(raw_manifest(search), "m.yaml")
+    assert field in str(exc.value) and fragment in str(exc.value)
+
+
+def test_latency_bound_without_irq_load_is_rejected() -> None:
+    with pytest.raises(InputError, match="simulate_irq_load: true"):
+        validate(raw_manifest({"strategy": "random", "budget": 4, "objective":
+                               "kernel_cycles subject to max_preemption_latency_us <= 9"},
+                              irq=False), "m.yaml")
+
+
+# -- strategies (fake measurer) -----------------------------------------------------------
+def run(strategy, budget: int, seed: int = 0, objective: str = "kernel_cycles",
+        measurer: Measurer | None = None, db=None):
+    exp, cands = space()
+    ctx = make_context(exp, cands, budget)
+    ctx.seed, ctx.objective = seed, parse_objective(objective)
+    return tune(ctx, strategy, measurer or FunctionMeasurer(fake_metrics),
+                db or MemoryDatabase())
+
+
+def ids(res) -> list[str]:
+    return [t.candidate_id for t in res.trials]
+
+
+def test_random_is_seeded_sampling_without_replacement() -> None:
+    a, b = run(RandomStrategy(), 40, seed=1), run(RandomStrategy(), 40, seed=1)
+    c = run(RandomStrategy(), 40, seed=2)
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+    assert len(ids(a)) == len(set(ids(a))) == 40
+    # a larger budget continues the same sequence
+    assert ids(run(RandomStrategy(), 60, seed=1))[:40] == ids(a)
+
+
+def test_cost_model_is_deterministic_and_beats_random() -> None:
+    a, b = run(CostModelStrategy(use_champion=False), 32, seed=4), \
+        run(CostModelStrategy(use_champion=False), 32, seed=4)
+    assert ids(a) == ids(b) and [t.source for t in a.trials[:8]] == ["init"] * 8
+    assert {"model", "explore"} <= {t.source for t in a.trials}
+    _, cands = space()
+    true_best = min(fake_metrics(c)["kernel_cycles"] for c in cands)
+    cm = [run(CostModelStrategy(use_champion=False), 48, seed=s).best.value for s in range(3)]
+    rnd = [run(RandomStrategy(), 48, seed=s).best.value for s in range(3)]
+    assert sum(cm) <= sum(rnd)
+    assert max(cm) <= true_best * 1.03
+
+
+def test_grid_and_budget_larger_than_space() -> None:
+    res = run(make_strategy("grid"), 10_000)
+    _, cands = space()
+    assert ids(res) == [c.id for c in cands] and res.budget == len(cands)
+
+
+def test_constrained_objective_never_returns_a_violating_candidate() -> None:
+    limit_us = LATENCY_US
+    for strategy in (RandomStrategy(), CostModelStrategy(use_champion=False)):
+        res = run(strategy, 48, objective=f"kernel_cycles subject to "
+                                          f"max_preemption_latency_us <= {limit_us}")
+        assert res.infeasible, "the bound must cut part of the space for this test"
+        best = res.best
+        assert best is not None and best.feasible
+        assert best.metrics["max_preemption_latency_cycles"] <= limit_us * CYCLES_PER_US
+        for n, v in res.curve():  # best-so-far only ever holds feasible values
+            assert v is None or v in {t.value for t in res.trials[:n] if t.feasible}
+        # an unconstrained search of the same trials would pick an infeasible one
+        assert min(t.value for t in res.trials) < best.value
+    # nothing feasible: no best, exit code 1
+    none = run(RandomStrategy(), 12,
+               objective="kernel_cycles subject to max_preemption_latency_cycles <= 1")
+    assert none.best is None and none.exit_code == 1 and len(none.infeasible) == 12
+    # the model learns the bound: most of its model picks are feasible
+    cm = run(CostModelStrategy(use_champion=False), 48,
+             objective=f"kernel_cycles subject to max_preemption_latency_us <= {limit_us}")
+    picks = [t for t in cm.trials if t.source == "model"]
+    assert sum(t.feasible for t in picks) >= 0.8 * len(picks)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class FolderMeasurer(Measurer):
+    """Fake pipeline: writes complete run folders (the layout RunFolderDatabase reads) and
+    can be 'killed' after n candidates."""
+
+    def __init__(self, exp_dir: Path, stop_after: int | None = None) -> None:
+        self.exp_dir, self.stop_after, self.count = exp_dir, stop_after, 0
+
+    def measure(self, cands):
+        out = []
+        for c in cands:
+            if self.stop_after is not None and self.count >= self.stop_after:
+                raise Interrupt
+            self.count += 1
+            metrics = fake_metrics(c)
+            w = RunWriter(self.exp_dir, run_number(c.index, 0, 1))
+            for name in RUN_FILES:
+                if name != "manifest.json":
+                    w.write_text(name, dumps({"metrics": metrics}))
+            w.publish({"candidate_id": c.id, "repeat": 0, "status": "ok"})
+            out.append(MeasureResult(c.id, "ok", metrics, runs=(c.index + 1,)))
+        return out
+
+
+@pytest.mark.parametrize("strategy", ["random", "cost_model"])
+def test_resume_after_interruption_replays_without_measuring_twice(tmp_path, strategy) -> None:
+    def make():
+        return CostModelStrategy(use_champion=False) if strategy == "cost_model" \
+            else RandomStrategy()
+
+    whole = run(make(), 30, seed=5)  # uninterrupted reference
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    first = FolderMeasurer(exp_dir, stop_after=13)
+    with pytest.raises(Interrupt):
+        run(make(), 30, seed=5, measurer=first, db=RunFolderDatabase(exp_dir, 1))
+    assert len(list(exp_dir.glob("run_*"))) == 13
+    second = FolderMeasurer(exp_dir)
+    res = run(make(), 30, seed=5, measurer=second, db=RunFolderDatabase(exp_dir, 1))
+    assert second.count == 17 and res.replayed == 13 and res.measured == 17
+    assert ids(res) == ids(whole) and res.best.candidate_id == whole.best.candidate_id
+    assert [t.reused for t in res.trials[:13]] == [True] * 13
+    # the trial log was rewritten by the resumed session: one line per trial
+    lines = (exp_dir / "search" / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == 30 and json.loads(lines[0])["reused"] is True
+    # a third run measures nothing
+    third = FolderMeasurer(exp_dir)
+    again = run(make(), 30, seed=5, measurer=third, db=RunFolderDatabase(exp_dir, 1))
+    assert third.count == 0 and again.replayed == 30 and ids(again) == ids(whole)
+
+
+# -- real pipeline ------------------------------------------------------------------------
+TINY = """experiment:
+  name: {name}
+  operator: {{type: conv2d, input: [1, 10, 10, 2], kernel: [3, 3], out_channels: 4}}
+  parameters:
+    tile_size: [2, 4, 8]
+    micro_tile: [1, 2]
+    unroll: [1, 2, 4]
+    slice: [64]
+  runner: {{simulate_irq_load: true, irq_period_us: 60, irq_jitter_us: 10}}
+  search:
+    strategy: {strategy}
+    budget: {budget}
+    objective: {objective}
+"""
+
+
+def have_toolchain() -> bool:
+    from slicert_ops.paths import PLUGIN_SO
+
+    return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")
+                and PLUGIN_SO.is_file())
+
+
+needs_toolchain = pytest.mark.skipif(not have_toolchain(),
+                                     reason="arm-none-eabi-gcc / QEMU / plugin missing")
+
+
+@pytest.mark.integration
+@needs_toolchain
+def test_real_search_via_cli_then_resume(tmp_path, capsys) -> None:
+    from slicert_ops.cli import main
+
+    manifest = tmp_path / "tiny.yaml"
+    manifest.write_text(TINY.format(name="tiny_search", strategy="cost_model", budget=5,
+                                    objective="kernel_cycles subject to "
+                                              "max_preemption_latency_us <= 25"))
+    out = tmp_path / "results"
+    rc = main(["run", str(manifest), "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    exp_dir = out / "tiny_search"
+    summary = json.loads((exp_dir / "search" / "summary.json").read_text())
+    assert summary["trials"] == 5 and summary["measured"] == 5 and summary["replayed"] == 0
+    assert (exp_dir / "search" / "curve.png").stat().st_size > 1000
+    assert "best: kernel_cycles" in text and "trials" in text
+    assert rc == summary["failed"] and rc == 0
+    best = summary["best"]
+    assert best["feasible"] and best["metrics"]["max_preemption_latency_cycles"] <= 25 * 50
+    run_dirs = sorted(exp_dir.glob("run_[0-9]*"))
+    assert len(run_dirs) == 5
+    exp = load_manifest(manifest)
+    cands = {c.id: c for c in expand(exp).candidates}
+    for d in run_dirs:  # numbered as in a grid sweep of the same manifest
+        man = json.loads((d / "manifest.json").read_text())
+        assert d.name == run_name(cands[man["candidate_id"]].index + 1)
+    # interrupted: the last run folder is lost; the re-run replays 4 and measures 1
+    last = max(run_dirs, key=lambda d: d.stat().st_mtime_ns)
+    shutil.rmtree(last)
+    rc = main(["run", str(manifest), "--out", str(out), "--no-progress"])
+    again = json.loads((exp_dir / "search" / "summary.json").read_text())
+    assert rc == 0 and again["measured"] == 1 and again["replayed"] == 4
+    assert again["best"]["candidate_id"] == best["candidate_id"]
+    assert [c[1] for c in again["curve"]] == [c[1] for c in summary["curve"]]
+
+
+@pytest.mark.integration
+@needs_toolchain
+def test_meta_schedule_with_our_builder_and_runner(tmp_path) -> None:
+    from slicert_ops.search.meta_schedule import run_meta_schedule
+
+    manifest = tmp_path / "ms.yaml"
+    manifest.write_text(TINY.format(name="ms_search", strategy="meta_schedule", budget=4,
+                                    objective="kernel_cycles"))
+    exp = load_manifest(manifest)
+    res = run_meta_schedule(exp, tmp_path / "results", jobs=2, progress=False)
+    assert len(res.trials) == 4 and res.measured == 4
+    ok = [t for t in res.trials if t.status == "ok"]
+    assert ok and res.best is not None
+    for t in ok:
+        assert t.metrics["correct"] == 1
+        # the yield check runs once per micro-tile of the TVM-generated schedule
+        assert t.metrics["yield_checks"] == t.schedule["yield_checks"]
+        run_dir = tmp_path / "results" / "ms_search" / run_name(t.runs[0])
+        tvm_config = json.loads((run_dir / "tvm_config.json").read_text())
+        assert tvm_config["micro_tile"]["yield_checks"] == t.schedule["yield_checks"]
+        assert all((run_dir / f).is_file() for f in RUN_FILES)
+    traces = [json.loads(line) for line in (tmp_path / "results" / "ms_search" / "search" /
+              "meta_schedule_traces.jsonl").read_text().splitlines()]
+    assert {t["candidate_id"] for t in traces} == {t.candidate_id for t in ok}
+    assert all("sample_perfect_tile" in t["trace"] for t in traces)
+    # seeded: a re-run proposes the same schedules and replays them from the run folders
+    again = run_meta_schedule(exp, tmp_path / "results", jobs=2, progress=False)
+    assert [t.candidate_id for t in again.trials] == [t.candidate_id for t in res.trials]
+    assert again.measured == len(res.failed) and again.best.value == res.best.value
+
+
+@pytest.mark.integration
+def test_meta_schedule_space_rules_predict_what_lowers() -> None:
+    """The stack-limit postproc's estimate agrees with the C lowering (which refuses kernels
+    needing the TVM allocator), and every lowered kernel calls the yield check."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from slicert_ops.codegen.operators import define
+    from slicert_ops.codegen.spec import OperatorSpec
+    from slicert_ops.search import meta_schedule as slms
+
+    op = OperatorSpec("conv2d", "int8", (1, 20, 20, 4), kernel=(3, 3), out_channels=8)
+    seen = {True: 0, False: 0}
+    with slms._without_tensor_intrinsics():
+        for seed in range(1, 9):
+            ctx = ms.TuneContext(mod=define(op), target=tvm.target.Target(slms.MS_TARGET),
+                                 space_generator=slms.space_generator(), task_name="main",
+                                 rand_state=seed, num_threads=1).clone()
+            for sch in ctx.generate_design_space():
+                fits = slms.write_cache_bytes(sch.mod) < slms.STACK_ALLOC_LIMIT
+                try:
+                    kernel, yl = slms.kernel_from_schedule(op, sch)
+                except RuntimeError as exc:
+                    assert not fits and "TVMBackendAllocWorkspace" in str(exc)
+                    seen[False] += 1
+                    continue
+                assert fits and "slicert_yield_check()" in kernel.c_source
+                assert yl.checks >= 1 and yl.outputs >= 1
+                seen[True] += 1
+    assert seen[True] and seen[False]
