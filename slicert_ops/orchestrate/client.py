@@ -10,6 +10,7 @@ sends ``Authorization: Bearer <JWT>``; a 401 triggers one re-login (the token ex
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from slicert_ops.errors import InputError, ServiceError
+
+RETRIES = 3  # transient 5xx answers of a busy metadata DB
 
 TERMINAL_RUN_STATES = ("success", "failed")
 
@@ -67,7 +70,8 @@ class AirflowClient:
 
     # ------------------------------------------------------------------ transport
     def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                 query: dict[str, Any] | None = None, raw: bool = False) -> Any:
+                 query: dict[str, Any] | None = None, raw: bool = False,
+                 attempt: int = 0) -> Any:
         url = self.base_url + path
         if query:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
@@ -90,6 +94,11 @@ class AirflowClient:
             if exc.code == 401 and auth and self._token is not None:
                 self._token = None  # expired: log in again once
                 return self._request(method, path, body, auth=auth, query=query, raw=raw)
+            if exc.code >= 500 and method in ("GET", "HEAD") and attempt < RETRIES:
+                # SQLite-backed Airflow answers 500 "Database error" when busy: retry reads
+                time.sleep(2 ** attempt)
+                return self._request(method, path, body, auth=auth, query=query, raw=raw,
+                                     attempt=attempt + 1)
             raise ApiError(exc.code, method, path, str(detail)[:2000]) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -148,10 +157,23 @@ class AirflowClient:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None,
                 note: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        # A run id of our own makes the trigger safe to retry: a transient 500 (SQLite busy)
+        # is retried, and a 409 on a retry means the earlier attempt did create the run.
+        run_id = f"manual__slicert_{time.strftime('%Y%m%dT%H%M%S')}_{secrets.token_hex(3)}"
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}, "dag_run_id": run_id}
         if note:
             body["note"] = note
-        return self._request("POST", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns", body)
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns"
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._request("POST", path, body)
+            except ApiError as exc:
+                if exc.status == 409 and attempt > 0:
+                    return self.dag_run(dag_id, run_id)
+                if exc.status < 500 or attempt == RETRIES:
+                    raise
+                time.sleep(2 ** attempt)
+        raise AssertionError("unreachable")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns/"
