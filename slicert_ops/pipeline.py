@@ -20,6 +20,7 @@ from slicert_ops.rundir import (
     RUN_SCHEMA,
     RunWriter,
     dumps,
+    dumps_trace,
     finished_run,
     run_name,
     run_number,
@@ -184,7 +185,7 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
                           schedule=cand.schedule, timings=timings)
     writer.write_json("tvm_config.json", prep.tvm_config)
     writer.write_text("zephyr_build.log", build.log_path.read_text())
-    writer.write_json("qemu_trace.json", trace)
+    writer.write_text("qemu_trace.json", dumps_trace(trace))
     writer.write_text("cycles.txt", format_cycles_txt(metrics))
     status = "ok" if correct else "failed"
     err = None if correct else f"wrong kernel output: {mismatch}"

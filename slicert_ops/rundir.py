@@ -29,6 +29,16 @@ def dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n"
 
 
+def dumps_trace(trace: dict[str, Any]) -> str:
+    """Like dumps, but one event per line: readable, diffable, and fast (C encoder per event;
+    json's indent mode falls back to the pure-Python encoder, 10x slower on long traces)."""
+    head = dumps({k: v for k, v in trace.items() if k != "events"}).rstrip()
+    events = ",\n".join(json.dumps(e, sort_keys=True, ensure_ascii=True)
+                         for e in trace.get("events", []))
+    body = f'"events": [\n{events}\n]' if events else '"events": []'
+    return head[:-1].rstrip() + (",\n" if len(head) > 2 else "") + body + "\n}\n"
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / "manifest.json").read_text())
@@ -77,7 +87,8 @@ class RunWriter:
         raw.mkdir(exist_ok=True)
         if compress:
             with open(src, "rb") as fin, open(raw / f"{name}.gz", "wb") as fout, \
-                    gzip.GzipFile(filename=name, mode="wb", fileobj=fout, mtime=0) as gz:
+                    gzip.GzipFile(filename=name, mode="wb", fileobj=fout, mtime=0,
+                                  compresslevel=3) as gz:
                 shutil.copyfileobj(fin, gz)
         else:
             shutil.copyfile(src, raw / name)
