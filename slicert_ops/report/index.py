@@ -26,19 +26,12 @@ from typing import Any
 import pandas as pd
 
 from slicert_ops.errors import InputError
+from slicert_ops.sim.trace import METRIC_NAMES
 
 RUN_SCHEMA = "slicert-run/1"
 TRACE_SCHEMA = "slicert-trace/1"
 
-METRICS = [
-    "kernel_cycles", "wall_cycles", "instructions", "kernel_instructions", "yield_checks",
-    "yield_check_cycles", "yield_overhead_cycles", "slices", "pendsv_count",
-    "pendsv_overhead_mean_cycles", "pendsv_overhead_max_cycles", "irq_count",
-    "irq_latency_min_cycles", "irq_latency_mean_cycles", "irq_latency_p99_cycles",
-    "irq_latency_max_cycles", "rt_releases", "rt_jobs", "max_preemption_latency_cycles",
-    "mean_preemption_latency_cycles", "deadline_misses", "text_bytes", "data_bytes",
-    "bss_bytes", "correct",
-]
+METRICS = list(METRIC_NAMES)  # the contract's metric names, defined once in sim/trace
 
 ID_COLUMNS = ["experiment", "run", "run_index", "candidate_id", "candidate_index", "repeat",
               "seed", "status", "error", "validation_success", "valid"]
