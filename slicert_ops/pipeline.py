@@ -112,7 +112,14 @@ class _Prepared:
     kernel: Any
     build: Any
     reference: Any
-    tvm_config: dict[str, Any]
+    tvm_config_text: str  # serialized once per candidate, written into every repeat
+    build_log_text: str
+
+    @classmethod
+    def of(cls, kernel: Any, build: Any, reference: Any) -> _Prepared:
+        return cls(kernel=kernel, build=build, reference=reference,
+                   tvm_config_text=dumps(kernel.tvm_config),
+                   build_log_text=build.log_path.read_text())
 
 
 def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepared:
@@ -136,7 +143,7 @@ def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepare
     t = time.perf_counter()
     build = build_firmware(kernel, inputs, runtime_options(cand), work / "build")
     timings["build"] = time.perf_counter() - t
-    return _Prepared(kernel=kernel, build=build, reference=ref, tvm_config=kernel.tvm_config)
+    return _Prepared.of(kernel, build, ref)
 
 
 def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _Prepared,
@@ -177,14 +184,14 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
                             exit_code=sim.exit_code, sizes=sizes, metrics=metrics)
         timings["parse"] = time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
-        writer.write_text("zephyr_build.log", build.log_path.read_text())
-        writer.write_json("tvm_config.json", prep.tvm_config)
+        writer.write_text("zephyr_build.log", prep.build_log_text)
+        writer.write_text("tvm_config.json", prep.tvm_config_text)
         err = _describe(exc)
         writer.publish(_manifest(cand, ctx, r, number, "failed", err, timings))
         return RunOutcome(number, cand.id, cand.index, r, "failed", error=err,
                           schedule=cand.schedule, timings=timings)
-    writer.write_json("tvm_config.json", prep.tvm_config)
-    writer.write_text("zephyr_build.log", build.log_path.read_text())
+    writer.write_text("tvm_config.json", prep.tvm_config_text)
+    writer.write_text("zephyr_build.log", prep.build_log_text)
     writer.write_text("qemu_trace.json", dumps_trace(trace))
     writer.write_text("cycles.txt", format_cycles_txt(metrics))
     status = "ok" if correct else "failed"

@@ -454,15 +454,13 @@ def make_builder(session: Session) -> Any:
 
             def link(job: tuple[int, Candidate, Any, Path]) -> tuple[int, Any]:
                 i, cand, kernel, work = job
-                t = time.perf_counter()
                 try:
                     build = build_firmware(kernel, session.inputs, runtime_options(cand),
                                            work / "build")
                 except Exception as exc:  # noqa: BLE001
                     return i, exc
-                return i, _Prepared(kernel=kernel, build=build, reference=session.reference,
-                                    tvm_config={**kernel.tvm_config,
-                                                "build_s": round(time.perf_counter() - t, 3)})
+                # no host timings in tvm_config.json: it must be byte-identical on re-runs
+                return i, _Prepared.of(kernel, build, session.reference)
 
             with ThreadPoolExecutor(max_workers=session.jobs) as pool:
                 for i, prep in pool.map(link, jobs):
