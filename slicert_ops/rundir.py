@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,13 @@ def supersede(run_dir: Path) -> None:
     os.replace(run_dir, target)
 
 
-def clean_stale_tmp(exp_dir: Path) -> None:
+def clean_stale_tmp(exp_dir: Path, numbers: Iterable[int] | None = None) -> None:
+    """Remove interrupted run_NNNN.tmp-* folders: all of them, or only those of ``numbers``.
+
+    Batch tasks of one sweep run in parallel into the same folder: each one cleans only its
+    own run numbers, never the folders another batch is writing right now.
+    """
+    keep_to = None if numbers is None else {run_name(n) for n in numbers}
     for p in exp_dir.glob("run_*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+        if keep_to is None or p.name.partition(".tmp-")[0] in keep_to:
+            shutil.rmtree(p, ignore_errors=True)

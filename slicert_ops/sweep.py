@@ -13,7 +13,7 @@ from typing import Any
 from slicert_ops.manifest import Candidate, Experiment
 from slicert_ops.pipeline import RunOutcome, SweepContext, run_candidate
 from slicert_ops.progress import Progress
-from slicert_ops.rundir import clean_stale_tmp, dumps
+from slicert_ops.rundir import clean_stale_tmp, dumps, run_number
 
 # Called in the parent for every finished run (validation + tracking hook in).
 RunSink = Callable[[RunOutcome, Path], None]
@@ -47,7 +47,8 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
     """Measure `candidates` (all repeats each) into out_root/<experiment>/run_NNNN/."""
     exp_dir = Path(out_root) / exp.name
     exp_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(exp_dir)
+    clean_stale_tmp(exp_dir, [run_number(c.index, r, exp.repeat)
+                              for c in candidates for r in range(exp.repeat)])
     (exp_dir / "experiment.json").write_text(dumps(exp.to_dict()))
     ctx = SweepContext(experiment=exp.name, exp_dir=exp_dir, repeat=exp.repeat,
                        logging=dict(exp.logging), manifest_file=exp.source,

@@ -90,6 +90,10 @@ class Stack:
         self.manifest = self.exp_dir / "e2e_small.yaml"
         self.manifest.write_text(SMALL.format(name="e2e_small"))
         (self.exp_dir / "e2e_docker.yaml").write_text(SMALL.format(name="e2e_docker"))
+        self.ident_manifest = self.exp_dir / "e2e_ident.yaml"
+        self.ident_manifest.write_text(SMALL.format(name="e2e_ident"))
+        self.kill_manifest = self.exp_dir / "e2e_kill.yaml"
+        self.kill_manifest.write_text(SMALL.format(name="e2e_kill"))
         (self.exp_dir / "broken.yaml").write_text(  # must not hide or block the others
             "experiment:\n  name: broken_one\n  repeat: 0\n  parameters:\n    tile_size: [8]\n")
         self.port = _free_port()
@@ -286,6 +290,105 @@ def test_bad_conf_fails_the_first_task_naming_the_field(stack):
     with pytest.raises(ApiError) as info:
         client.trigger("slicert__e2e_small", {"repeat": "two"})
     assert info.value.status == 400 and "repeat" in info.value.detail
+
+
+# ------------------------------------------------------------------------------ equivalence, faults
+def _failed_logs(client: AirflowClient, dag_id: str, run_id: str) -> str:
+    out = []
+    for ti in client.task_instances(dag_id, run_id):
+        if ti["state"] not in ("success", "skipped"):
+            out.append(f"--- {ti['task_id']} [{ti.get('map_index')}] {ti['state']}")
+            try:
+                out.append(client.task_log(dag_id, run_id, ti["task_id"],
+                                           max(1, int(ti.get("try_number") or 1)),
+                                           ti.get("map_index", -1))[-3000:])
+            except ApiError as exc:
+                out.append(str(exc))
+    return "\n".join(out)
+
+
+def test_dag_results_are_byte_identical_to_a_direct_run(stack, tmp_path):
+    """The DAG (plan -> mapped batches -> aggregate) measures exactly what `slicert run` does."""
+    conf = {"repeat": 2, "parameters": {"unroll": [1, 2]}}
+    dag_id = "slicert__e2e_ident"
+    client = stack.client()
+    # batch_size 1: one candidate per mapped task, several batches in parallel into one folder
+    run = client.trigger(dag_id, {**conf, "batch_size": 1, "train": False, "track": False})
+    final = client.wait_run(dag_id, run["dag_run_id"], timeout=900)
+    assert final["state"] == "success", _failed_logs(client, dag_id, run["dag_run_id"])
+    direct = stack.cli("run", str(stack.ident_manifest), "--out", str(tmp_path),
+                       "--conf", json.dumps(conf), timeout=900)
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    dag_runs = _runs(stack.results, "e2e_ident")
+    direct_runs = _runs(tmp_path, "e2e_ident")
+    assert [r.name for r in dag_runs] == [r.name for r in direct_runs]
+    assert len(dag_runs) == 2 * 2 * 2  # 2 micro-tiles x 2 unrolls x 2 repeats
+    for a, b in zip(dag_runs, direct_runs, strict=True):
+        for name in ("cycles.txt", "qemu_trace.json"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{a.name}/{name}"
+        ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (a, b))
+        assert (ma["candidate_id"], ma.get("repeat")) == (mb["candidate_id"], mb.get("repeat"))
+
+
+def _stage_batch_processes(plan_dir: Path) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        for i in range(len(cmd) - 2):
+            if cmd[i] == "stage" and cmd[i + 1] == "batch" and str(plan_dir) in cmd[i + 2]:
+                found.append(proc)
+                break
+    return found
+
+
+def test_killed_batch_task_is_retried_and_leaves_each_run_once(stack):
+    import signal
+
+    dag_id = "slicert__e2e_kill"
+    exp_dir = stack.results / "e2e_kill"
+    client = stack.client()
+    # one batch of 4 candidates x 3 repeats, untracked: ~10-20 s of work in one task
+    conf = {"repeat": 3, "parameters": {"micro_tile": [1, 2, 4, 8]}, "batch_size": 4,
+            "train": False, "track": False}
+    run = client.trigger(dag_id, conf)
+    run_id = run["dag_run_id"]
+    deadline = time.monotonic() + 300
+    killed = None
+    while killed is None:
+        assert time.monotonic() < deadline, "the batch task never ran with a run published"
+        tis = [ti for ti in client.task_instances(dag_id, run_id) if ti["task_id"] == "batch"]
+        if tis and tis[0]["state"] == "running" and _runs(stack.results, "e2e_kill"):
+            procs = _stage_batch_processes(exp_dir)
+            if procs:  # mid-batch: some runs published, the rest still to come
+                assert len(_runs(stack.results, "e2e_kill")) < 12
+                procs[0].send_signal(signal.SIGKILL)
+                killed = procs[0].pid
+                break
+        if tis and tis[0]["state"] in ("success", "failed", "up_for_retry"):
+            pytest.fail(f"batch task reached {tis[0]['state']} before it could be killed")
+        time.sleep(0.2)
+    final = client.wait_run(dag_id, run_id, timeout=900)
+    assert final["state"] == "success", _failed_logs(client, dag_id, run_id)
+    batch = next(ti for ti in client.task_instances(dag_id, run_id) if ti["task_id"] == "batch")
+    assert batch["state"] == "success" and int(batch["try_number"]) == 2, batch
+    log1 = client.task_log(dag_id, run_id, "batch", 1, batch.get("map_index", 0))
+    assert "exit -9" in log1 or "failed (exit" in log1, log1[-2000:]
+    # every run folder exactly once, complete, nothing half-written left behind
+    assert not list(exp_dir.glob("*.tmp-*")), list(exp_dir.glob("*.tmp-*"))
+    runs = _runs(stack.results, "e2e_kill")
+    assert [r.name for r in runs] == [f"run_{n:04d}" for n in range(1, 13)]
+    seen = set()
+    for r in runs:
+        for name in ("manifest.json", "cycles.txt", "qemu_trace.json"):
+            assert (r / name).is_file(), f"{r.name}/{name}"
+        man = json.loads((r / "manifest.json").read_text())
+        assert man["status"] == "ok", man
+        key = (man["candidate_id"], man.get("repeat"))
+        assert key not in seen, key
+        seen.add(key)
+    assert len(seen) == 12
 
 
 # ------------------------------------------------------------------------------ docker runner
