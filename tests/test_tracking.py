@@ -16,7 +16,7 @@ from slicert_ops.tracking.mlflow_log import TRACKED_FILE, read_tracked
 from slicert_ops.tracking.retry import RetryPolicy, ServiceUnavailable
 from slicert_ops.tracking.s3 import S3Settings, S3Store
 from slicert_ops.tracking.sync import sync
-from slicert_ops.validate import validate_results_table, validate_run
+from slicert_ops.validate import validate_results_table, validate_run, validate_runs
 
 FAST = RetryPolicy(attempts=2, base_delay_s=0.1, max_delay_s=0.2)
 
@@ -107,6 +107,55 @@ def test_validation_is_fast_after_first_use(tmp_path):
     assert (time.perf_counter() - t0) / 2 < 3.0
 
 
+def _mixed_folders(exp_dir: Path) -> list[Path]:
+    """Good runs, every corruption, a failed run, and runs GX cannot evaluate in a batch."""
+    dirs = [make_run_folder(exp_dir, 0, 0), make_run_folder(exp_dir, 1, 0, irq=False,
+                                                              micro_tiles=40)]
+    for i, corrupt in enumerate(["non_monotone", "missing_kernel_end", "incorrect",
+                                 "tile_count", "unpaired_irq"]):
+        dirs.append(make_run_folder(exp_dir, 2 + i, 0, corrupt=corrupt))
+    dirs.append(make_run_folder(exp_dir, 8, 0, status="failed"))
+    edits = {
+        9: lambda t: t["metrics"].pop("text_bytes"),              # column absent in one run
+        10: lambda t: t.update(events=t["events"][:1]),           # one event
+        11: lambda t: t["events"][5].update(cycles=None),         # a null stamp
+        12: lambda t: t["metrics"].update(kernel_cycles="abc"),  # GX raises on the column
+    }
+    for i, edit in edits.items():
+        d = make_run_folder(exp_dir, i, 0)
+        trace = json.loads((d / "qemu_trace.json").read_text())
+        edit(trace)
+        (d / "qemu_trace.json").write_text(json.dumps(trace))
+        dirs.append(d)
+    return dirs
+
+
+def test_batch_validation_matches_run_by_run(tmp_path):
+    """validate_runs (one GX call per suite for all runs) gives every run the verdict and the
+    failed expectations that validating it alone gives."""
+    dirs = _mixed_folders(tmp_path / "exp")
+    alone = [validate_run(d) for d in dirs]
+    single_reports = [json.loads((d / "validation.json").read_text()) for d in dirs]
+    batch = validate_runs(dirs)
+    assert [r.success for r in batch] == [r.success for r in alone]
+    for a, b in zip(alone, batch, strict=True):
+        assert sorted(b.failed_expectations) == sorted(a.failed_expectations)
+    assert [r.success for r in batch[:2]] == [True, True]
+    assert "trace_events/cycles_monotone" in batch[2].failed_expectations
+    assert "trace_metrics/has_events" in batch[9].failed_expectations
+    # the per-run report of a batch names the run's own offending rows
+    report = json.loads((dirs[2] / "validation.json").read_text())
+    assert report["statistics"]["batch_runs"] == len(dirs)
+    mono = next(r for r in report["suites"]["trace_events"]["results"]
+                if r["expectation_config"]["meta"]["name"] == "cycles_monotone")
+    single = next(r for r in single_reports[2]["suites"]["trace_events"]["results"]
+                  if r["expectation_config"]["meta"]["name"] == "cycles_monotone")
+    assert not mono["success"] and mono["result"]["unexpected_count"] == 1
+    assert mono["result"]["partial_unexpected_index_list"] == \
+        single["result"]["partial_unexpected_index_list"]
+    assert "FAILED" in (dirs[2] / "validation.html").read_text()
+
+
 def test_results_table_suite(tmp_path):
     good = pd.DataFrame({
         "candidate_id": ["0123456789abcdef", "0123456789abcdef", "fedcba9876543210"],
@@ -176,6 +225,81 @@ def _report_dir(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "summary.html").write_text("<html>sweep report</html>")
     return d
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("upload", ["direct", "proxy"])
+def test_log_runs_batch_artifacts_listed_by_mlflow(slicert_services, tmp_path, monkeypatch,
+                                                   upload):
+    """A batch of folders: one child each, artifacts in S3 under the run's artifact root
+    (written straight to S3, or through the MLflow proxy) and listed by MLflow's REST API."""
+    if upload == "proxy":
+        monkeypatch.setenv("SLICERT_ARTIFACT_UPLOAD", "proxy")
+    uri = slicert_services.env["MLFLOW_TRACKING_URI"]
+    name = f"track_batch_{upload}"
+    exp_dir = tmp_path / "results" / name
+    runs = make_sweep(exp_dir, candidates=3, repeats=2, with_raw=True)
+    tracker = slicert_services.tracker()
+    parent = tracker.open_sweep(name, sweep_manifest(name, 3, 2), exp_dir)
+    assert tracker._direct is (upload == "direct")
+    ids = tracker.log_runs(parent, runs)
+    assert all(isinstance(i, str) for i in ids) and len(set(ids)) == 6
+    assert [read_tracked(d) for d in runs] == ids
+    exp_id = tracker.experiment_id(name)
+    store = slicert_services.s3()
+    for run_id in ids:
+        keys = artifact_keys(store, exp_id, run_id)
+        assert {"manifest.json", "qemu_trace.json", "validation.html", "raw/plugin.txt"} <= keys
+        resp = requests.get(f"{uri}/api/2.0/mlflow/artifacts/list", timeout=10,
+                            params={"run_id": run_id})
+        listed = {f["path"] for f in resp.json()["files"]}
+        assert {"manifest.json", "qemu_trace.json", "validation.html", "raw"} <= listed
+        html = requests.get(f"{uri}/get-artifact", timeout=10,
+                            params={"path": "validation.html", "run_uuid": run_id})
+        assert html.status_code == 200 and "PASSED" in html.text
+    kids = children(uri, exp_id)
+    assert len(kids) == 6 and all(r["info"]["status"] == "FINISHED" for r in kids)
+    assert all(tags_of(r)["slicert.complete"] == "true" for r in kids)
+    # again, without the .tracked marks: found by tag, nothing duplicated
+    for d in runs:
+        (d / TRACKED_FILE).unlink()
+    assert tracker.log_runs(parent, runs) == ids
+    assert len(children(uri, exp_id)) == 6
+    (runs[0] / TRACKED_FILE).unlink()  # a folder listed twice: logged (and locked) once
+    assert tracker.log_runs(parent, [runs[0], runs[0]]) == [ids[0], ids[0]]
+
+
+@pytest.mark.services
+def test_tracking_sink_logs_in_background(slicert_services, tmp_path):
+    """The sweep sink: runs handed over as they finish are validated and logged by the
+    background workers; wait_validated() gives the verdicts, close() drains and ends the
+    sweep."""
+    from types import SimpleNamespace
+
+    from slicert_ops.tracking.sweep_sink import Tracking
+
+    uri = slicert_services.env["MLFLOW_TRACKING_URI"]
+    name = "track_sink"
+    exp_dir = tmp_path / "results" / name
+    runs = make_sweep(exp_dir, candidates=3, repeats=2)
+    bad = make_run_folder(exp_dir, 5, 0, repeats=2, corrupt="incorrect")
+    tracking = Tracking(tracker=slicert_services.tracker(), experiment_name=name,
+                        manifest=sweep_manifest(name, 3, 2), exp_dir=exp_dir, cost_model=None,
+                        batch_size=4)
+    for d in [*runs, bad]:
+        tracking.on_run(SimpleNamespace(reused=False), d)
+    tracking.wait_validated()
+    assert all((d / "validation.json").is_file() for d in [*runs, bad])
+    tracking.close(exp_dir, 0)
+    assert all(read_tracked(d) for d in [*runs, bad])
+    assert tracking.logged == 7 and tracking.invalid == 1 and not tracking.deferred
+    exp_id = slicert_services.tracker().experiment_id(name)
+    kids = children(uri, exp_id)
+    assert len(kids) == 7
+    assert sorted(r["info"]["status"] for r in kids) == ["FAILED"] + ["FINISHED"] * 6
+    sweep = [r for r in rest_runs(uri, exp_id) if tags_of(r).get("slicert.kind") == "sweep"]
+    assert len(sweep) == 1 and sweep[0]["info"]["status"] == "FINISHED"
+    assert metrics_of(sweep[0])["runs_logged"] == 7 and metrics_of(sweep[0])["runs_valid"] == 6
 
 
 @pytest.mark.services

@@ -388,7 +388,8 @@ class Tracker:
             return
         from slicert_ops.tracking.s3 import S3Store, object_exists
 
-        store = S3Store(settings, policy=self.policy)
+        store = S3Store(settings, policy=self.policy,
+                        connections=self.upload_threads + self.log_threads + 2)
         key = f"{root[1]}/{PROBE_ARTIFACT}"
         if not store._call("S3 stat artifact",
                            lambda: object_exists(store.client, root[0], key)):
@@ -559,7 +560,10 @@ class Tracker:
         out: list[str | BaseException | None] = [None] * len(dirs)
         info: list[dict] = [{} for _ in dirs]
         manifests: dict[int, dict] = {}
+        first: dict[Path, int] = {}  # a folder listed twice is logged once (and locked once)
         for i, d in enumerate(dirs):
+            if first.setdefault(d.resolve(), i) != i:
+                continue
             done = read_tracked(d)
             if done:
                 out[i], info[i] = done, {"run_id": done, "created": False,
@@ -613,6 +617,10 @@ class Tracker:
             for i in todo:
                 if out[i] is None:
                     out[i], info[i] = exc, {"error": str(exc)}
+        for i, d in enumerate(dirs):
+            j = first[d.resolve()]
+            if j != i:
+                out[i], info[i] = out[j], dict(info[j])
         if len(dirs) == 1 and "seconds" in info[0]:
             info[0]["seconds"] = round(time.perf_counter() - t0, 3)
         self.last_batch = info

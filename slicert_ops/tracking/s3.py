@@ -77,7 +77,7 @@ def settings_from_env(env: dict | None = None, *, required: bool = True) -> S3Se
     return S3Settings(endpoint.rstrip("/"), access, secret, bucket)
 
 
-def make_client(settings: S3Settings, *, timeout: float = 10.0) -> Minio:
+def make_client(settings: S3Settings, *, timeout: float = 10.0, connections: int = 8) -> Minio:
     url = urlparse(settings.endpoint if "://" in settings.endpoint
                    else f"http://{settings.endpoint}")
     if not url.netloc:
@@ -86,7 +86,7 @@ def make_client(settings: S3Settings, *, timeout: float = 10.0) -> Minio:
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
         retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),  # we retry ourselves
-        maxsize=8,
+        maxsize=connections,
     )
     return Minio(url.netloc, access_key=settings.access_key, secret_key=settings.secret_key,
                  secure=url.scheme == "https", region="us-east-1", http_client=http)
@@ -128,10 +128,10 @@ class S3Store:
     """Thin wrapper: retries, clear errors, bucket ensure, upload / list."""
 
     def __init__(self, settings: S3Settings | None = None, *, policy: RetryPolicy | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, connections: int = 8) -> None:
         self.settings = settings or settings_from_env()
         self.policy = policy or RetryPolicy.from_env()
-        self.client = make_client(self.settings, timeout=timeout)
+        self.client = make_client(self.settings, timeout=timeout, connections=connections)
 
     @property
     def bucket(self) -> str:

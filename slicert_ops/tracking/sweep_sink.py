@@ -1,27 +1,27 @@
 """`--track`: glue between a sweep and the data plane.
 
 Checks the services, predicts the sweep's candidates with the champion cost model (loaded
-once, before any run), and hands every finished run to two background threads in the parent
-process, so measuring goes on while earlier runs are validated and logged:
+once, before any run), and hands every finished run to the tracking worker, a process of its
+own (worker.py: a busy Python thread in this process would take the GIL from the measuring),
+which validates runs in batches with Great Expectations and logs them to MLflow + S3 while
+the sweep goes on measuring.
 
-  validate thread: imports Great Expectations once the first run is queued, then takes the
-      queued runs (a batch once ``batch_size`` are waiting, or after ``max_wait_s``, or
-      everything when the sweep drains) and validates them with one GX call per suite;
-  log thread: opens the MLflow parent run, then logs validated runs as they come
-      (tracker.log_runs: concurrent runs, artifacts straight to S3).
-
-``wait_validated()`` returns once every queued run has its validation.json (the index and
-report need the verdicts; the logging goes on meanwhile); ``drain()`` waits for the queue
-(with progress on stderr) and raises the first unexpected error; ``finish()`` drains and
-reports runs kept for `slicert sync`; ``close()`` also ends the parent run. A service outage
-never loses a measurement: the run stays on disk, unmarked, and `slicert sync` uploads it
-later.
+``wait_validated()`` returns once every run handed over has its validation.json (the index
+and report need the verdicts; the logging goes on meanwhile); ``drain()`` waits for the
+worker (with progress on stderr) and raises the first unexpected error; ``finish()`` drains
+and reports runs kept for `slicert sync`; ``close()`` also ends the sweep's parent run. A
+service outage never loses a measurement: the run stays on disk, unmarked, and
+`slicert sync` uploads it later.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
+import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -33,10 +33,9 @@ from slicert_ops.manifest import Candidate, Experiment
 
 log = logging.getLogger(__name__)
 
-DEFER_S = 30.0  # after a service failure, runs are kept for `slicert sync` without retrying
-# CPU priority of the tracking threads (and the threads they start): the measuring (gcc,
-# QEMU, the parent's own work) comes first; tracking fills the gaps. SLICERT_TRACKING_NICE.
-NICE = 10
+
+class TrackingError(RuntimeError):
+    """The tracking worker failed (not a service outage); the runs stay on disk."""
 
 
 @dataclass
@@ -56,286 +55,216 @@ class Tracking:
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
-        self._queue: list[tuple[Path, bool]] = []          # finished, not validated
-        self._validated: list[tuple[Path, Any]] = []        # validated, not logged
-        self._validating = self._logging = False
-        self._draining = self._stopped = False
-        self._first_queued = 0.0
-        self._opened = threading.Event()
-        self._open_error: BaseException | None = None
-        self._defer_until = 0.0
+        self._sent = self._validated = 0
+        self._done: set[str] = set()  # logged or deferred
+        self._sent_dirs: list[str] = []
+        self._opened = self._drained = self._closed = False
+        self._exited = False
         self._failed = False
-        self._threads = [
-            threading.Thread(target=self._guard, args=(self._validate_loop,),
-                             name="slicert-validate", daemon=True),
-            threading.Thread(target=self._guard, args=(self._log_loop,),
-                             name="slicert-log", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._open_error: str | None = None
+        self._close_warning: str | None = None
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "slicert_ops.tracking.worker"], env=self._worker_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, name="slicert-tracking-reader",
+                                        daemon=True)
+        self._reader.start()
+        self._send(op="open", experiment_name=self.experiment_name, manifest=self.manifest,
+                   exp_dir=str(self.exp_dir), batch_size=self.batch_size,
+                   max_wait_s=self.max_wait_s)
+
+    def _worker_env(self) -> dict[str, str]:
+        """The worker talks to the same services as this tracker."""
+        env = dict(os.environ)
+        env["MLFLOW_TRACKING_URI"] = self.tracker.tracking_uri
+        settings = self.tracker._s3()
+        if settings is not None:
+            env.update(SLICERT_S3_ENDPOINT=settings.endpoint,
+                       SLICERT_S3_ACCESS_KEY=settings.access_key,
+                       SLICERT_S3_SECRET_KEY=settings.secret_key,
+                       SLICERT_S3_BUCKET=settings.bucket)
+        policy = self.tracker.policy
+        env.update(SLICERT_RETRY_ATTEMPTS=str(policy.attempts),
+                   SLICERT_RETRY_BASE_DELAY_S=str(policy.base_delay_s),
+                   SLICERT_RETRY_MAX_DELAY_S=str(policy.max_delay_s))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
 
     @property
     def sinks(self) -> list[Any]:
         return [self.on_run]
 
-    # ------------------------------------------------------------------ parent side
+    # ------------------------------------------------------------------ talking to the worker
+    def _send(self, **msg: Any) -> bool:
+        if self._exited:
+            return False
+        try:
+            self._proc.stdin.write(json.dumps(msg, default=str) + "\n")
+            self._proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                self._on_event(ev)
+                self._cond.notify_all()
+        code = self._proc.wait()
+        with self._cond:
+            if not self._closed and not (self._drained and code == 0):
+                self.errors.append(TrackingError(
+                    f"the tracking worker exited unexpectedly (exit status {code})"))
+            for d in self._sent_dirs:
+                if d not in self._done:
+                    self._done.add(d)
+                    self.deferred.append(Path(d))
+            self._validated = self._sent
+            self._exited = True
+            self._cond.notify_all()
+
+    def _on_event(self, ev: dict) -> None:
+        kind = ev.get("ev")
+        if kind == "opened":
+            self.parent_run_id, self._opened = ev.get("parent_run_id"), True
+        elif kind == "open_failed":
+            self._open_error, self._opened = ev.get("message"), True
+        elif kind == "validated":
+            self._validated += int(ev.get("n", 0))
+        elif kind == "logged":
+            self._done.add(ev["dir"])
+            self.logged += 1
+            self.invalid += 0 if ev.get("valid") else 1
+        elif kind == "deferred":
+            if ev["dir"] not in self._done:
+                self._done.add(ev["dir"])
+                self.deferred.append(Path(ev["dir"]))
+        elif kind == "error":
+            self.errors.append(_unpickle(ev))
+        elif kind == "drained":
+            self._drained = True
+        elif kind == "closed":
+            self._closed, self._close_warning = True, ev.get("warning")
+
+    def _wait(self, until, progress: bool = False) -> None:
+        t0 = last = time.monotonic()
+        with self._cond:
+            while not until() and not self._exited:
+                self._cond.wait(timeout=1.0)
+                if progress and time.monotonic() - last > 10:
+                    last = time.monotonic()
+                    print(f"slicert: tracking: {len(self._sent_dirs) - len(self._done)} run(s) "
+                          f"left, {self.logged} logged", file=sys.stderr, flush=True)
+        if progress and time.monotonic() - t0 > 0.5:
+            print(f"slicert: tracking: {self.logged} run(s) logged ({self.invalid} invalid), "
+                  f"{time.monotonic() - t0:.1f} s after the sweep", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ the sweep's side
     def on_run(self, outcome: Any, run_dir: Path) -> None:
         if not (run_dir / "manifest.json").is_file():
             return
         if outcome.reused and (run_dir / ".tracked").is_file():
             return
         with self._cond:
-            if not self._queue:
-                self._first_queued = time.monotonic()
-            self._queue.append((run_dir, bool(outcome.reused)))
-            self._cond.notify_all()
-
-    def _alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
+            self._sent += 1
+            self._sent_dirs.append(str(run_dir))
+        if not self._send(op="run", dir=str(run_dir), reused=bool(outcome.reused)):
+            with self._cond:
+                self._done.add(str(run_dir))
+                self.deferred.append(run_dir)
 
     def wait_validated(self) -> None:
-        """Wait until every queued run is validated (validation.json written)."""
-        with self._cond:
-            self._draining = True
-            self._cond.notify_all()
-            while (self._queue or self._validating) and self._alive():
-                self._cond.wait(timeout=1.0)
+        """Wait until every run handed over is validated (validation.json written)."""
+        self._send(op="flush")
+        self._wait(lambda: self._validated >= self._sent)
 
     def drain(self, *, progress: bool = True) -> None:
-        """Wait until every queued run is validated and logged (or deferred). Raises the first
-        unexpected error of the workers (service outages are not errors: those runs are kept
-        for `slicert sync`)."""
-        t0 = time.monotonic()
-        while not self._opened.wait(timeout=1.0) and self._alive():
-            pass
+        """Wait until every run handed over is validated and logged (or kept for `slicert
+        sync`). Raises the first unexpected error of the worker (service outages are not
+        errors: those runs are kept for `slicert sync`)."""
         with self._cond:
-            self._draining = True
-            self._cond.notify_all()
-            left = len(self._queue) + len(self._validated)
-            if left and progress:
-                print(f"slicert: tracking: validating and logging the last {left} run(s)...",
-                      file=sys.stderr, flush=True)
-            last_note = t0
-            while self._busy() and self._alive():
-                self._cond.wait(timeout=1.0)
-                if progress and time.monotonic() - last_note > 10:
-                    last_note = time.monotonic()
-                    print(f"slicert: tracking: {len(self._queue) + len(self._validated)} "
-                          f"run(s) left, {self.logged} logged", file=sys.stderr, flush=True)
-        if progress and time.monotonic() - t0 > 0.5:
-            print(f"slicert: tracking: {self.logged} run(s) logged ({self.invalid} invalid), "
-                  f"{time.monotonic() - t0:.1f} s after the sweep", file=sys.stderr, flush=True)
-        if self.errors:
-            err = self.errors[0]
-            self.errors = []
-            self._failed = True
-            raise err
+            left = len(self._sent_dirs) - len(self._done)
+            self._drained = False
+        if left and progress:
+            print(f"slicert: tracking: validating and logging the last {left} run(s)...",
+                  file=sys.stderr, flush=True)
+        self._send(op="drain")
+        self._wait(lambda: self._drained, progress=progress)
+        self._raise_error()
 
-    def _busy(self) -> bool:
-        return bool(self._queue or self._validated or self._validating or self._logging)
+    def _raise_error(self) -> None:
+        with self._cond:
+            if not self.errors:
+                return
+            err, self.errors = self.errors[0], []
+            self._failed = True
+        raise err
 
     def finish(self) -> None:
-        """Drain, then say which runs are kept on disk for `slicert sync`."""
+        """Drain and stop the worker (the sweep run stays open for a later `close`), then
+        say which runs are kept on disk for `slicert sync`."""
         try:
             self.drain()
         finally:
+            self._send(op="exit")
+            self._join()
             self._report_deferred(self.exp_dir)
 
     def close(self, exp_dir: Path, exit_code: int) -> None:
-        """Drain, end the parent run (uploading the report), stop the workers."""
+        """Drain, end the parent run (uploading the report), stop the worker."""
+        report = Path(exp_dir) / "report"
         try:
             self.drain()
         finally:
-            with self._cond:
-                self._stopped = True
-                self._cond.notify_all()
-            self._close_sweep(exp_dir, exit_code)
-            self._report_deferred(exp_dir)
+            self._send(op="close", status="ok" if exit_code == 0 else "failed",
+                       report_dir=str(report) if report.is_dir() else None)
+            self._wait(lambda: self._closed)
+            self._join()
+            if self._close_warning:
+                print(f"slicert: warning: {self._close_warning}", file=sys.stderr)
+            elif self.parent_run_id is None and self._open_error:
+                print(f"slicert: warning: the MLflow sweep run could not be opened: "
+                      f"{self._open_error}", file=sys.stderr)
+            self._report_deferred(Path(exp_dir))
+        self._raise_error()
 
-    def _close_sweep(self, exp_dir: Path, exit_code: int) -> None:
-        report = exp_dir / "report"
-        status = "ok" if exit_code == 0 else "failed"
-        if self.parent_run_id is not None:
-            try:
-                self.tracker.close_sweep(self.parent_run_id, status,
-                                         report_dir=report if report.is_dir() else None)
-            except Exception as exc:  # noqa: BLE001 - the measurements are safe on disk
-                print(f"slicert: warning: could not close the MLflow sweep run: {exc}",
-                      file=sys.stderr)
-        elif self._open_error is not None:
-            print(f"slicert: warning: the MLflow sweep run could not be opened: "
-                  f"{self._open_error}", file=sys.stderr)
+    def _join(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._reader.join(timeout=5)
 
     def _report_deferred(self, exp_dir: Path) -> None:
         if self.deferred:
-            why = "(tracking failed: see the error)" if self._failed else \
+            why = "(tracking failed: see the error)" if self._failed or self.errors else \
                 "(a service was down)"
             print(f"slicert: {len(self.deferred)} run(s) kept on disk but not uploaded {why}; "
                   f"upload them with `slicert sync {exp_dir.parent}`", file=sys.stderr)
 
-    # ------------------------------------------------------------------ workers
-    def _guard(self, loop) -> None:
-        """Run a worker loop; a bug ends it with the error surfaced by drain() and the runs
-        left kept for `slicert sync`."""
-        _lower_priority()
+
+def _unpickle(ev: dict) -> BaseException:
+    if ev.get("pickled"):
         try:
-            loop()
-        except BaseException as exc:  # noqa: BLE001
-            with self._cond:
-                self.errors.append(exc)
-                self.deferred += [d for d, _ in self._queue] + [d for d, _ in self._validated]
-                self._queue.clear()
-                self._validated.clear()
-                self._validating = self._logging = False
-                self._cond.notify_all()
-            self._opened.set()
-
-    def _validate_loop(self) -> None:
-        """Batches of finished runs -> GX (one call per suite) -> the log queue."""
-        warm = False
-        while True:
-            batch: list[tuple[Path, bool]] = []
-            with self._cond:
-                while not self._ready():
-                    if self._stopped:
-                        return
-                    if self._queue and not warm:
-                        break  # the first run is queued: import GX while the batch fills
-                    self._cond.wait(timeout=self._wait_timeout())
-                else:
-                    batch = self._queue[:256]
-                    del self._queue[:256]
-                    if self._queue:
-                        self._first_queued = time.monotonic()
-                    self._validating = True
-            if not batch:
-                warm = True
-                self._warm_up()
-                continue
-            warm = True
-            try:
-                vals = self._validate(batch)
-            except Exception as exc:  # noqa: BLE001 - surfaced by drain()
-                with self._cond:
-                    self.errors.append(exc)
-                    self.deferred += [d for d, _ in batch]
-                    self._validating = False
-                    self._cond.notify_all()
-                continue
-            with self._cond:
-                self._validated += list(zip([d for d, _ in batch], vals, strict=True))
-                self._validating = False
-                self._cond.notify_all()
-
-    def _ready(self) -> bool:
-        if not self._queue:
-            return False
-        return (self._draining or len(self._queue) >= self.batch_size
-                or time.monotonic() - self._first_queued >= self.max_wait_s)
-
-    def _wait_timeout(self) -> float | None:
-        if not self._queue:
-            return None
-        return max(0.05, self.max_wait_s - (time.monotonic() - self._first_queued))
-
-    def _warm_up(self) -> None:
-        """Import Great Expectations and build its context (seconds), off the measuring
-        thread; an error shows again when the batch is validated."""
-        try:
-            from slicert_ops.validate.gx_runner import gx_context
-
-            gx_context()
-        except Exception as exc:  # noqa: BLE001
-            log.debug("GX warm-up failed: %s", exc)
-
-    def _validate(self, batch: list[tuple[Path, bool]]) -> list[Any]:
-        from slicert_ops.validate.gx_runner import REPORT_JSON, ValidationResult, validate_runs
-
-        vals: list[Any] = [None] * len(batch)
-        fresh = []
-        for i, (d, reused) in enumerate(batch):
-            if reused and (d / REPORT_JSON).is_file():
-                vals[i] = ValidationResult.from_json(d / REPORT_JSON)
-            else:
-                fresh.append(i)
-        for i, res in zip(fresh, validate_runs([batch[i][0] for i in fresh]), strict=True):
-            vals[i] = res
-        return vals
-
-    def _log_loop(self) -> None:
-        """Open the parent run, then log validated runs as they come (tracker.log_runs)."""
-        try:
-            self.parent_run_id = self.tracker.open_sweep(self.experiment_name, self.manifest,
-                                                         self.exp_dir)
-        except Exception as exc:  # noqa: BLE001 - reported at close
-            self._open_error = exc
-            from slicert_ops.errors import ServiceError
-
-            if not isinstance(exc, ServiceError):
-                self.errors.append(exc)
-            log.warning("tracking: could not open the sweep run (%s); runs are kept for "
-                        "`slicert sync`", exc)
-        finally:
-            self._opened.set()
-        while True:
-            with self._cond:
-                while not self._validated:
-                    if self._stopped:
-                        return
-                    self._cond.wait()
-                items = self._validated[:256]
-                del self._validated[:256]
-                self._logging = True
-            try:
-                self._log(items)
-            except Exception as exc:  # noqa: BLE001 - surfaced by drain()
-                with self._cond:
-                    self.errors.append(exc)
-                    self.deferred += [d for d, _ in items if not (d / ".tracked").is_file()]
-            finally:
-                with self._cond:
-                    self._logging = False
-                    self._cond.notify_all()
-
-    def _log(self, items: list[tuple[Path, Any]]) -> None:
-        from slicert_ops.tracking.retry import ServiceUnavailable
-
-        dirs = [d for d, _ in items]
-        if self.parent_run_id is None or time.monotonic() < self._defer_until:
-            self.deferred += dirs
-            return
-        results = self.tracker.log_runs(self.parent_run_id, dirs, [v for _, v in items])
-        for (d, val), res in zip(items, results, strict=True):
-            if isinstance(res, ServiceUnavailable):
-                self._defer_until = time.monotonic() + DEFER_S
-                self.deferred.append(d)
-                log.warning("not tracked yet (%s); kept in %s for `slicert sync`", res, d)
-            elif isinstance(res, BaseException):
-                self.deferred.append(d)
-                self.errors.append(res)
-            else:
-                self.logged += 1
-                if not val.success:
-                    self.invalid += 1
-
-
-def _lower_priority() -> None:
-    """Renice the calling thread (Linux: a thread is a task; threads it starts inherit it)."""
-    try:
-        nice = int(os.environ.get("SLICERT_TRACKING_NICE", NICE))
-        if nice > 0:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, ValueError, AttributeError):
-        pass
+            exc = pickle.loads(base64.b64decode(ev["pickled"]))
+            if isinstance(exc, BaseException):
+                return exc
+        except Exception:  # noqa: BLE001
+            pass
+    return TrackingError(f"tracking worker: {ev.get('message')}\n{ev.get('traceback', '')}")
 
 
 def open_tracking(exp: Experiment, out_root: Path, cands: list[Candidate]) -> Tracking:
     """Check the services, predict the candidates with the champion, and start the tracking
-    worker (it opens the sweep's parent run while the sweep starts measuring)."""
-    # The worker imports mlflow and GX while this thread imports TVM: import the heavy
-    # modules they share here first (the report imports pandas in any case).
-    import numpy  # noqa: F401
-    import pandas  # noqa: F401
-
+    worker process (it opens the sweep's parent run while the sweep starts measuring)."""
     from slicert_ops.tracking import preflight
     from slicert_ops.tracking.mlflow_log import Tracker
 
