@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slicert_ops.errors import ServiceError
-from slicert_ops.services import credentials as creds_mod
+from slicert_ops.services import s3_keys as creds_mod
 from slicert_ops.services.config import TELEMETRY_OFF_ENV, ServicesConfig, find_weed
 
 S3 = "s3"

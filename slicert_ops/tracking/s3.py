@@ -43,7 +43,7 @@ class S3Settings:
     bucket: str
 
     def __repr__(self) -> str:
-        from slicert_ops.services.credentials import mask
+        from slicert_ops.services.s3_keys import mask
 
         return (f"S3Settings(endpoint={self.endpoint!r}, access_key={self.access_key!r}, "
                 f"secret_key={mask(self.secret_key)!r}, bucket={self.bucket!r})")
@@ -61,7 +61,7 @@ def settings_from_env(env: dict | None = None, *, required: bool = True) -> S3Se
     cfg = ServicesConfig.from_env(env)
     bucket = env.get("SLICERT_S3_BUCKET") or cfg.bucket
     if not (access and secret):
-        from slicert_ops.services import credentials
+        from slicert_ops.services import s3_keys as credentials
 
         creds = credentials.load(cfg.credentials_file)
         if creds is not None:
