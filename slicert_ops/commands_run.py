@@ -188,18 +188,14 @@ def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -
     """Result index (Parquet) and report; closes the tracked sweep. Returns failed runs."""
     failed = 0
     try:
-        try:
-            from slicert_ops.report.index import build_index, write_index
-            from slicert_ops.report.report import write_report
-        except ImportError:  # reporting not installed in this build
-            return failed
+        from slicert_ops.report.index import build_index, write_index
+        from slicert_ops.report.report import write_report
+
         if tracking is not None:
             tracking.wait_validated()  # the index needs every verdict; logging goes on
-        index = build_index(exp_dir.parent, experiment=name) \
-            if _accepts_experiment(build_index) else build_index(exp_dir)
+        index = build_index(exp_dir.parent, experiment=name)
         if len(index):
-            write_index(exp_dir, exp_dir / "index.parquet", df=index) \
-                if _accepts_df(write_index) else write_index(exp_dir, exp_dir / "index.parquet")
+            write_index(exp_dir, exp_dir / "index.parquet", df=index)
             report_dir = exp_dir / "report"
             write_report(index, report_dir, name)
             if "status" in index:
@@ -208,18 +204,6 @@ def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -
         if tracking is not None:
             tracking.close(exp_dir, failed if exit_code is None else exit_code)
     return failed
-
-
-def _accepts_experiment(fn: Any) -> bool:
-    import inspect
-
-    return "experiment" in inspect.signature(fn).parameters
-
-
-def _accepts_df(fn: Any) -> bool:
-    import inspect
-
-    return "df" in inspect.signature(fn).parameters
 
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
