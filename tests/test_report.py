@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import shutil
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from support.synthetic_runs import DENSE, write_sweep
 
 from slicert_ops import commands_model
@@ -51,6 +57,39 @@ def assert_png(path: Path, min_bytes: int = 8000) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC, path
     assert len(data) > min_bytes, (path, len(data))
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+        self.refs: list[str] = []  # every other href/src: must not point at local files
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.srcs.append(a.get("src") or "")
+        for key in ("href", "src"):
+            if tag != "img" and a.get(key):
+                self.refs.append(a[key])
+
+
+def assert_self_contained(html: str, png_names: set[str]) -> None:
+    """Every <img> is an embedded PNG that decodes (what a browser would draw); no relative
+    reference is left, so the page renders the same alone, anywhere (MLflow preview)."""
+    parser = _Images()
+    parser.feed(html)
+    assert len(parser.srcs) == len(png_names), (parser.srcs[:1], png_names)
+    assert not parser.refs, parser.refs
+    for src in parser.srcs:
+        assert src.startswith("data:image/png;base64,"), src[:80]
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert data[:8] == PNG_MAGIC
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decodes every pixel: a truncated or corrupt image raises here
+            assert img.width > 200 and img.height > 150
+    for name in png_names:  # each figure is embedded, named in its caption
+        assert f"({name})</figcaption>" in html
 
 
 # -- index ----------------------------------------------------------------------------------
@@ -153,7 +192,8 @@ def test_write_report_files(results, tmp_path):
     for name in names - {"summary.md", "summary.html", "candidates.csv"}:
         assert f"]({name})" in md
     html = (out / "summary.html").read_text()
-    assert html.startswith("<!doctype html>") and 'src="pareto_kernel_vs_preemption.png"' in html
+    assert html.startswith("<!doctype html>") and "pareto_kernel_vs_preemption.png" in html
+    assert_self_contained(html, {n for n in names if n.endswith(".png")})
     assert "162 runs" in md and "1 failed" in md and "1 with wrong output" in md
 
 
@@ -194,3 +234,25 @@ def test_cli_index_and_report(results, tmp_path, capsys):
     assert [p.name for p in (tmp_path / "one").iterdir()] == [CONV]
     with pytest.raises(InputError, match="experiment 'nope' not found"):
         run_cli(["report", str(results), "--experiment", "nope"])
+
+
+def test_report_renders_alone_and_inside_mlflow(results, tmp_path, slicert_services):
+    """The HTML copied alone to an empty folder, and as MLflow serves it to its artifact
+    preview (uploaded by close_sweep), holds every plot."""
+    df = build_index(results)
+    paths = write_report(df, tmp_path / "report", CONV)
+    pngs = {p.name for p in paths if p.suffix == ".png"}
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(tmp_path / "report" / "summary.html", alone / "summary.html")
+    assert_self_contained((alone / "summary.html").read_text(), pngs)
+
+    tracker = slicert_services.tracker()
+    parent = tracker.open_sweep(CONV, {"report-test": True}, tmp_path / "sweep")
+    tracker.close_sweep(parent, "ok", report_dir=tmp_path / "report")
+    uri = slicert_services.env["MLFLOW_TRACKING_URI"]
+    q = urllib.parse.urlencode({"path": "report/summary.html", "run_uuid": parent})
+    with urllib.request.urlopen(f"{uri}/get-artifact?{q}", timeout=30) as resp:
+        served = resp.read().decode()
+    assert served == (alone / "summary.html").read_text()
+    assert_self_contained(served, pngs)

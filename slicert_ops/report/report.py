@@ -2,6 +2,11 @@
 
     paths = write_report(build_index("results"), Path("reports/conv2d"), "conv2d_5x5_latency")
 
+``summary.html`` is self-contained: its plots are embedded as ``data:`` URIs, so it renders
+the same from disk, from a copy mailed around, and in MLflow's artifact preview (which
+cannot resolve relative image paths). The PNG files are written beside it too (summary.md
+links them).
+
 Only valid runs (status ok, correct == 1, validation passed when present) enter the
 figures and rankings; the summary counts the others. Per candidate: kernel cycles = mean
 over its valid repeats, worst preemption latency = max over them.
@@ -9,6 +14,7 @@ over its valid repeats, worst preemption latency = max over them.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import time
@@ -107,6 +113,11 @@ def _counts(exp_runs: pd.DataFrame) -> dict[str, int]:
             "validation_failed": int((ok & val_failed).sum())}
 
 
+def data_uri(path: Path) -> str:
+    """The PNG at path as a ``data:image/png;base64,...`` URI (embedded in summary.html)."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str) -> list[Path]:
     """Plots and summaries of one experiment (sweep) into out_dir; returns the files written."""
     out_dir = Path(out_dir)
@@ -186,8 +197,8 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str) -
     if not fail_table.empty:
         body += [f"<h2>Runs left out ({len(failures)})</h2>", html_table(fail_table)]
     body.append("<h2>Plots</h2>")
-    body += [f'<figure><img src="{e(p.name)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption>'
-             f"</figure>" for t, p in figures]
+    body += [f'<figure><img src="{data_uri(p)}" alt="{e(t)}" title="{e(p.name)}">'
+             f"<figcaption>{e(t)} ({e(p.name)})</figcaption></figure>" for t, p in figures]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th"
              "{border:1px solid #ccc;padding:3px 8px;text-align:right}"
