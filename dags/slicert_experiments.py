@@ -1,6 +1,10 @@
 """One DAG per manifest in experiments/, id ``slicert__<experiment name>``.
 
-    plan -> batch (mapped, one task per batch of candidates) -> aggregate -> train -> promote
+    plan -> batch (mapped, one task per batch of candidates) -> aggregate -> train
+
+``train`` fits the cost model and decides promotion itself: the new model and the champion
+are scored on the same held-out candidates, and a registry version is created (and given the
+``champion`` alias) only when the new one is better; the task log states both scores.
 
 Each task runs one ``slicert`` command through SliceRTStageOperator (plugins/), with the
 runner chosen by configuration (local / docker / kubernetes). The Params mirror the manifest;
@@ -25,7 +29,10 @@ def experiment_dag(spec: dagspec.ExperimentDag):
         doc_md=spec.doc_md(),
         schedule=None,
         catchup=False,
-        max_active_runs=1,  # one plan file per experiment: runs of a sweep queue up
+        # Runs of one sweep queue up: they write the same run folders (results/<experiment>/).
+        # Each run has its own plan file (plans/<run id>.json), so a queued run, or the
+        # nightly DAG planning the same manifest, never changes what a running one measures.
+        max_active_runs=1,
         params=spec.params(),
         tags=spec.tags,
         default_args=dagspec.DEFAULT_ARGS,
@@ -47,9 +54,7 @@ def experiment_dag(spec: dagspec.ExperimentDag):
             trigger_rule=dagspec.AGGREGATE_TRIGGER_RULE)
         train = SliceRTStageOperator(
             task_id="train", argv=spec.train_argv(), enabled=dagspec.TRAIN_ENABLED)
-        promote = SliceRTStageOperator(
-            task_id="promote", argv=dagspec.promote_argv(), enabled=dagspec.promote_enabled())
-        batches >> aggregate >> train >> promote
+        batches >> aggregate >> train
 
     return sweep()
 

@@ -1,14 +1,18 @@
-"""Nightly sweep: every manifest with ``experiment.nightly: true``, then retrain + promote.
+"""Nightly sweep: every manifest with ``experiment.nightly: true``, then retraining.
 
-    [per nightly manifest: plan -> batch (mapped) -> aggregate] -> train -> promote
+    [per nightly manifest: plan -> batch (mapped) -> aggregate] -> train
 
-Scheduled "0 2 * * *" (a cron trigger, 02:00 UTC), no catchup, one run at a time. Manifests
-that do not load are reported by slicert_experiments.py and left out here. Wiring only.
+Scheduled "0 2 * * *" (02:00 UTC), one run at a time. The first run is the next 02:00
+after the DAG appears (a fresh `slicert up` or compose farm never fires for an interval it
+missed): see dagspec.nightly_timetable. ``train`` registers and promotes the cost model only
+when it beats the champion on the same held-out data. Run it now, on purpose:
+``airflow dags trigger slicert__nightly_sweep`` (after ``eval "$(slicert env)"``) or the
+Trigger button in the UI. Manifests that do not load are reported by slicert_experiments.py
+and left out here. Wiring only.
 """
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import TaskGroup, dag
 from slicert_stage import SliceRTStageOperator
 
@@ -21,8 +25,7 @@ nightly_specs = [spec for spec in dagspec.discover()[0] if spec.nightly]
     dag_id=dagspec.NIGHTLY_DAG_ID,
     description="nightly sweep of the manifests marked nightly, then cost-model retraining",
     doc_md=__doc__,
-    schedule=dagspec.NIGHTLY_SCHEDULE,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    schedule=dagspec.nightly_timetable(),  # no start_date: see its docstring
     catchup=False,
     max_active_runs=1,
     tags=[*dagspec.TAGS, "nightly"],
@@ -51,9 +54,7 @@ def nightly_sweep():
     train = SliceRTStageOperator(
         task_id="train", argv=dagspec.default_train_argv(),
         trigger_rule=dagspec.AGGREGATE_TRIGGER_RULE if sweeps else "all_success")
-    promote = SliceRTStageOperator(task_id="promote", argv=dagspec.promote_argv(),
-                                   enabled=dagspec.promote_enabled("True"))
-    sweeps >> train >> promote
+    sweeps >> train
 
 
 slicert__nightly_sweep = nightly_sweep()

@@ -45,6 +45,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from slicert_ops.orchestrate import settings
+from slicert_ops.tracking.links import experiment_url
 
 FALSE_VALUES = ("", "none", "null", "false", "0", "no", "off")
 SERVICE_STAGES = ("train", "model", "sync")  # top-level commands that talk to MLflow / S3
@@ -161,6 +162,8 @@ class SliceRTStageOperator(BaseOperator):
                       time.monotonic() - t0)
         result = last_json_object(out)
         self._slicert_mlflow_url = self._mlflow_url(result, argv)
+        if self._slicert_mlflow_url:  # in the log too, where users land (not only Details)
+            self.log.info("MLflow: %s", self._slicert_mlflow_url)
         if rc != 0:
             self._fail(rc, argv, err or out)
         if self.xcom_return:
@@ -402,10 +405,8 @@ class SliceRTStageOperator(BaseOperator):
                 run_id = run_id or data.get("parent_run_id")
             except (OSError, ValueError):
                 pass
-        if exp_id and run_id:
-            return f"{ui}/#/experiments/{exp_id}/runs/{run_id}"
         if exp_id:
-            return f"{ui}/#/experiments/{exp_id}"
+            return experiment_url(ui, exp_id, run_id)
         if name:
             try:
                 q = urllib.parse.urlencode({"experiment_name": name})
@@ -413,7 +414,7 @@ class SliceRTStageOperator(BaseOperator):
                 with urllib.request.urlopen(
                         f"{api}/api/2.0/mlflow/experiments/get-by-name?{q}", timeout=3) as r:
                     exp_id = json.load(r)["experiment"]["experiment_id"]
-                return f"{ui}/#/experiments/{exp_id}"
+                return experiment_url(ui, exp_id)
             except Exception:  # noqa: BLE001 - no link is better than a failed task
                 return None
         return None

@@ -152,13 +152,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
     link = f"{url}/dags/{dag_id}/runs/{run_id}"
     _err(f"triggered {dag_id}: run {run_id}\n  {link}")
     state = run.get("state")
+    result: dict[str, Any] = {"dag_id": dag_id, "run_id": run_id, "state": state, "url": link}
     if args.wait:
         final = client.wait_run(dag_id, run_id, timeout=args.timeout, progress=_Progress())
-        state = final.get("state")
+        state = result["state"] = final.get("state")
         if state != "success":
             _explain_failure(client, dag_id, run_id)
-    print(json.dumps({"dag_id": dag_id, "run_id": run_id, "state": state, "url": link}))
+        outcome = _outcome(client, dag_id, run_id)
+        if outcome:
+            result["outcome"] = outcome
+    print(json.dumps(result))
     return 0 if (not args.wait or state == "success") else 1
+
+
+def _outcome(client: Any, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """What the aggregate task reported (its XCom): counts, paths, MLflow, best candidates;
+    printed as the task's log shows it."""
+    from slicert_ops.orchestrate.client import ApiError
+    from slicert_ops.report.outcome import outcome_lines
+
+    try:
+        outcome = client.xcom(dag_id, run_id, "aggregate")
+    except (ApiError, ServiceError) as exc:
+        _err(f"(the aggregate task's summary is unavailable: {exc})")
+        return None
+    if not isinstance(outcome, dict) or "runs" not in outcome:
+        _err("(no sweep summary: the aggregate task did not run)")
+        return None
+    for line in outcome_lines(outcome):
+        _err(line)
+    return outcome
 
 
 def _wait_for_dag(client: Any, dag_id: str, manifest: Path, timeout: float = 90.0) -> dict:

@@ -6,6 +6,7 @@
     slicert model promote 3
     slicert index results/
     slicert report results/ [--experiment conv2d_5x5_latency] [--out reports/]
+    slicert gc results/ --keep 1
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def register(subparsers) -> None:
     i.add_argument("--out", default=None, metavar="PATH",
                    help="default: RESULTS_DIR/index.parquet")
     i.set_defaults(func=cmd_index)
+
+    g = subparsers.add_parser(
+        "gc", help="prune superseded runs (.superseded/) and old plan files",
+        description="A re-run with another conf moves earlier run folders to "
+                    "<experiment>/.superseded/. Keep the newest K superseded versions per run "
+                    "number, delete the older ones (and plan files older than a week). "
+                    "Published runs are never touched. Every sweep applies the same policy "
+                    "with K = $SLICERT_KEEP_SUPERSEDED (default 2; 'all' turns it off).")
+    g.add_argument("results_dir", metavar="RESULTS_DIR", nargs="?", default="results")
+    g.add_argument("--keep", type=int, default=0, metavar="K",
+                   help="superseded versions kept per run (default: %(default)s)")
+    g.add_argument("--experiment", default=None, metavar="NAME", help="only this experiment")
+    g.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    g.set_defaults(func=cmd_gc)
 
 
 def _name(args) -> str:
@@ -215,4 +230,15 @@ def cmd_index(args) -> int:
     exps = _experiments(df) if len(df) else []
     print(f"wrote {path}: {len(df)} runs ({n_valid} valid), {len(df.columns)} columns, "
           f"experiments: {', '.join(exps) or '-'}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from slicert_ops.report.retention import gc
+
+    result = gc(args.results_dir, args.keep, experiment=args.experiment, dry_run=args.dry_run)
+    if args.dry_run:
+        for p in result.removed:
+            print(f"  {p}")
+    print(f"gc {args.results_dir} (keep {args.keep}): {result.line(args.dry_run)}")
     return 0

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--out", type=Path, default=Path("results"))
     sp.add_argument("--batch-size", type=int, default=None)
+    sp.add_argument("--run-id", default=None,
+                    help="orchestrator run id: the plan goes to OUT/<experiment>/plans/"
+                         "<run id>.json (concurrent runs never share a plan file)")
     sp.set_defaults(func=cmd_stage_plan)
     sb = stsub.add_parser("batch", help="measure one batch of a plan")
     sb.add_argument("plan", type=Path)
@@ -111,8 +114,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_sweep(exp, cands, args.out, jobs=jobs, progress=not args.no_progress,
                        sinks=tracking.sinks if tracking else (),
                        cost_model=tracking.cost_model if tracking else None)
-    _aggregate(result.exp_dir, exp.name, tracking, result.exit_code)
+    _, outcome = _aggregate(result.exp_dir, exp.name, tracking, result.exit_code)
     print(summarize(result))
+    _print_where(outcome)
     return result.exit_code
 
 
@@ -121,7 +125,7 @@ def cmd_stage_plan(args: argparse.Namespace) -> int:
 
     conf = parse_conf(args.conf) if args.conf else None
     exp = load_manifest(args.manifest, args.overrides, conf)
-    path, plan = write_plan(exp, args.out, args.batch_size, conf)
+    path, plan = write_plan(exp, args.out, args.batch_size, conf, run_id=args.run_id)
     print(json.dumps({"experiment": exp.name, "plan": str(path.resolve()),
                       "batches": list(range(len(plan["batches"]))),
                       "candidates": len(plan["candidates"]), "repeat": exp.repeat}))
@@ -129,7 +133,7 @@ def cmd_stage_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_stage_batch(args: argparse.Namespace) -> int:
-    from slicert_ops.plan import check_toolchain, read_plan
+    from slicert_ops.plan import check_toolchain, plan_exp_dir, read_plan
     from slicert_ops.sweep import run_sweep, summarize
 
     exp, cands, plan = read_plan(args.plan)
@@ -139,7 +143,7 @@ def cmd_stage_batch(args: argparse.Namespace) -> int:
     check_toolchain(cands, args.plan)
     _preflight()
     chosen = [cands[i] for i in plan["batches"][args.batch]]
-    out_root = args.plan.resolve().parent.parent
+    out_root = plan_exp_dir(args.plan).parent
     if exp.search and exp.search.get("strategy", "grid") != "grid":
         from slicert_ops.search.cli import search_stage_batch
 
@@ -155,12 +159,16 @@ def cmd_stage_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_stage_aggregate(args: argparse.Namespace) -> int:
-    from slicert_ops.plan import read_plan
+    from slicert_ops.plan import plan_exp_dir, read_plan
+    from slicert_ops.report.outcome import outcome_lines
 
     exp, _, _ = read_plan(args.plan)
-    exp_dir = args.plan.resolve().parent
+    exp_dir = plan_exp_dir(args.plan)
     tracking = _open_tracking(exp, exp_dir.parent, []) if args.track else None
-    failed = _aggregate(exp_dir, exp.name, tracking, None)
+    failed, outcome = _aggregate(exp_dir, exp.name, tracking, None)
+    for line in outcome_lines(outcome):
+        print(line)
+    print(json.dumps(outcome, sort_keys=True, default=str))  # the task's XCom
     return 1 if failed else 0
 
 
@@ -184,9 +192,14 @@ def _open_tracking(exp: Experiment, out_root: Path, cands: list[Any]) -> Any:
     return open_tracking(exp, Path(out_root), cands)
 
 
-def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -> int:
-    """Result index (Parquet) and report; closes the tracked sweep. Returns failed runs."""
+def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None,
+               ) -> tuple[int, dict[str, Any]]:
+    """Result index (Parquet) and report; closes the tracked sweep; prunes superseded runs.
+    Returns (failed runs, sweep outcome: counts, paths, MLflow links, best candidates)."""
+    from slicert_ops.report.outcome import sweep_outcome
+
     failed = 0
+    index = None
     try:
         from slicert_ops.report.index import build_index, write_index
         from slicert_ops.report.report import write_report
@@ -203,7 +216,28 @@ def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None) -
     finally:
         if tracking is not None:
             tracking.close(exp_dir, failed if exit_code is None else exit_code)
-    return failed
+    _retention(exp_dir)
+    return failed, sweep_outcome(exp_dir, name, index)
+
+
+def _retention(exp_dir: Path) -> None:
+    """The automatic keep-last-K of .superseded/ ($SLICERT_KEEP_SUPERSEDED, default 2)."""
+    from slicert_ops.report.retention import KEEP_ENV, keep_from_env, prune_superseded
+
+    keep = keep_from_env()
+    if keep is None:
+        return
+    r = prune_superseded(exp_dir, keep)
+    if r.removed:
+        print(f"slicert: retention ({KEEP_ENV}={keep}): {r.line()}", file=sys.stderr)
+
+
+def _print_where(outcome: dict[str, Any]) -> None:
+    """Paths and MLflow links after `slicert run`'s summary table (counts are in it)."""
+    for key, label in (("results", "results"), ("index", "index"), ("report", "report"),
+                       ("mlflow_url", "MLflow")):
+        if outcome.get(key):
+            print(f"{label + ':':9s}{outcome[key]}")
 
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,27 @@ def default_batch_size(n_candidates: int) -> int:
     return max(4, math.ceil(n_candidates / 32))
 
 
+PLAN_DIR = "plans"
+
+
+def plan_path(exp_dir: Path, run_id: str | None = None) -> Path:
+    """``EXP/plan.json``, or ``EXP/plans/<run id>.json`` for an orchestrated run: concurrent
+    runs of one DAG (or the nightly DAG beside a manual run) never share a plan file."""
+    if not run_id:
+        return Path(exp_dir) / "plan.json"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
+    return Path(exp_dir) / PLAN_DIR / f"{safe}.json"
+
+
+def plan_exp_dir(path: Path) -> Path:
+    """The experiment folder a plan file belongs to (its runs are written there)."""
+    parent = Path(path).resolve().parent
+    return parent.parent if parent.name == PLAN_DIR else parent
+
+
 def write_plan(exp: Experiment, out_root: Path, batch_size: int | None = None,
-               conf: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+               conf: dict[str, Any] | None = None,
+               run_id: str | None = None) -> tuple[Path, dict[str, Any]]:
     expansion = expand(exp)
     cands = expansion.candidates
     size = batch_size or default_batch_size(len(cands))
@@ -46,10 +66,10 @@ def write_plan(exp: Experiment, out_root: Path, batch_size: int | None = None,
         "candidates": [c.to_dict() for c in cands],
         "skipped": expansion.skipped,
         "batches": batches,
+        "run_id": run_id,
     }
-    exp_dir = Path(out_root) / exp.name
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    path = exp_dir / "plan.json"
+    path = plan_path(Path(out_root) / exp.name, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(dumps(plan))
     tmp.replace(path)

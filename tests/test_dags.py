@@ -23,6 +23,15 @@ from slicert_ops.orchestrate import dagspec, settings
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 
+# "now" at stack start -> expected first nightly run (never a slot already past)
+FIRST_RUN = {
+    "2026-03-10T10:00:00+00:00": "2026-03-11T02:00:00+00:00",  # started in the day
+    "2026-03-10T03:30:00+00:00": "2026-03-11T02:00:00+00:00",  # 1.5 h after a slot
+    "2026-03-10T02:00:30+00:00": "2026-03-11T02:00:00+00:00",  # 30 s after a slot
+    "2026-03-10T01:59:00+00:00": "2026-03-10T02:00:00+00:00",  # just before one
+}
+FIRST_RUN_NOWS = tuple(FIRST_RUN)
+
 DUMP = textwrap.dedent("""
     import copy, json, sys
     from airflow.dag_processing.dagbag import DagBag
@@ -59,8 +68,25 @@ DUMP = textwrap.dedent("""
             "tasks": tasks,
             "bad_conf": bad,
         }
+        # When would the scheduler first run it? Its own code on the serialized DAG (as the
+        # dag-processor stores it), with "now" pinned: the first run of a fresh stack.
+        import pendulum
+        import airflow.timetables.trigger as trigger
+        from airflow.serialization.serialized_objects import LazyDeserializedDAG
+        first = {}
+        if dag.timetable.can_be_scheduled:
+            lazy = LazyDeserializedDAG.from_dag(dag)
+            real_utcnow = trigger.utcnow
+            for now in FIRST_RUN_NOWS:
+                trigger.utcnow = lambda now=now: pendulum.parse(now)
+                try:
+                    info = lazy.next_dagrun_info(last_automated_run_info=None)
+                finally:
+                    trigger.utcnow = real_utcnow
+                first[now] = info.run_after.isoformat() if info else None
+        out["dags"][dag_id]["first_run"] = first
     print(json.dumps(out, default=str))
-""")
+""").replace("FIRST_RUN_NOWS", repr(FIRST_RUN_NOWS))
 
 
 def load_dagbag(tmp_path: Path, experiments: Path) -> dict:
@@ -102,19 +128,21 @@ def test_one_dag_per_manifest_plus_nightly(repo_bag):
     assert repo_bag["import_errors"] == {}
 
 
-def test_task_chain_plan_batches_aggregate_train_promote(repo_bag):
+def test_task_chain_plan_batches_aggregate_train(repo_bag):
     exp = next(m for m in _manifests() if m.name == "conv2d_5x5_latency")
     dag = repo_bag["dags"]["slicert__conv2d_5x5_latency"]
     t = dag["tasks"]
-    assert set(t) == {"plan", "batch", "aggregate", "train", "promote"}
+    assert set(t) == {"plan", "batch", "aggregate", "train"}  # no dead promote task
     assert t["plan"]["downstream"] == ["aggregate", "batch"]
     assert t["batch"]["mapped"] and t["batch"]["downstream"] == ["aggregate"]
     assert t["aggregate"]["trigger_rule"] == "all_done_min_one_success"
     assert t["aggregate"]["downstream"] == ["train"]
-    assert t["train"]["downstream"] == ["promote"]
+    assert t["train"]["downstream"] == []
+    assert "--no-register" not in t["train"]["argv"]  # train decides promotion itself
     plan = t["plan"]["argv"]
     assert plan[:3] == ["stage", "plan", str(Path(exp.source).resolve())]
     assert "--out" in plan and "--conf" in plan
+    assert plan[plan.index("--run-id") + 1] == "{{ run_id }}"  # a plan file per DAG run
     assert t["batch"]["argv"][:2] == ["stage", "batch"]
     assert dag["schedule"] and dag["catchup"] is False and dag["max_active_runs"] == 1
 
@@ -146,11 +174,20 @@ def test_nightly_dag_schedule_catchup_and_members(repo_bag):
     marked = [m.name for m in _manifests() if m.nightly]
     groups = {tid.split(".")[0] for tid in nightly["tasks"] if "." in tid}
     assert groups == {dagspec.group_id(n) for n in marked}
-    assert "train" in nightly["tasks"] and "promote" in nightly["tasks"]
+    assert "train" in nightly["tasks"] and "promote" not in nightly["tasks"]
     for name in marked:
         g = dagspec.group_id(name)
         assert nightly["tasks"][f"{g}.aggregate"]["downstream"] == ["train"]
-    assert nightly["tasks"]["train"]["downstream"] == ["promote"]
+        plan = nightly["tasks"][f"{g}.plan"]["argv"]
+        assert plan[plan.index("--run-id") + 1] == "{{ run_id }}"
+    assert nightly["tasks"]["train"]["downstream"] == []
+
+
+def test_nightly_first_run_is_the_next_0200_never_a_missed_one(repo_bag):
+    assert repo_bag["dags"][dagspec.NIGHTLY_DAG_ID]["first_run"] == FIRST_RUN
+    for dag_id, dag in repo_bag["dags"].items():  # the per-manifest DAGs: triggered only
+        if dag_id != dagspec.NIGHTLY_DAG_ID:
+            assert dag["first_run"] == {}, dag_id
 
 
 def test_broken_manifest_is_an_import_error_and_others_still_load(tmp_path):
@@ -181,7 +218,7 @@ def test_no_manifests_still_gives_the_nightly_dag(tmp_path):
     empty.mkdir()
     bag = load_dagbag(tmp_path, empty)
     assert set(bag["dags"]) == {dagspec.NIGHTLY_DAG_ID}
-    assert set(bag["dags"][dagspec.NIGHTLY_DAG_ID]["tasks"]) == {"train", "promote"}
+    assert set(bag["dags"][dagspec.NIGHTLY_DAG_ID]["tasks"]) == {"train"}
 
 
 # ------------------------------------------------------------------------------ dagspec units
@@ -341,7 +378,8 @@ def test_kubernetes_runner_fails_clearly_without_the_provider(stage_module, fake
         op.execute({"ti": FakeTI()})
 
 
-def test_mlflow_link_from_the_sweep_record(stage_module, fake_slicert, tmp_path, monkeypatch):
+def test_mlflow_link_from_the_sweep_record(stage_module, fake_slicert, tmp_path, monkeypatch,
+                                           capsys):
     monkeypatch.setenv("SLICERT_RESULTS_DIR", str(tmp_path))
     monkeypatch.setenv("SLICERT_MLFLOW_UI_URL", "http://127.0.0.1:5000/")
     (tmp_path / "exp1").mkdir()
@@ -351,4 +389,35 @@ def test_mlflow_link_from_the_sweep_record(stage_module, fake_slicert, tmp_path,
                                            experiment="exp1")
     op.execute({"ti": FakeTI()})
     link = stage_module.MLflowRunLink().get_link(op, ti_key=None)
-    assert link == "http://127.0.0.1:5000/#/experiments/7/runs/abc"
+    # the machine-learning view (MLflow 3 opens a fresh browser in its GenAI view)
+    assert link == ("http://127.0.0.1:5000/#/experiments/7/runs/abc"
+                    "?workflowType=machine_learning")
+    assert f"MLflow: {link}" in capsys.readouterr().out  # in the task log too (structlog)
+
+
+def test_plan_file_per_run_two_runs_planned_together_do_not_interfere(tmp_path, capsys):
+    """Two runs of one DAG with different conf: each plan task writes its own file, and each
+    batch task reads back exactly the candidates its own run planned."""
+    from slicert_ops.cli import main
+    from slicert_ops.plan import plan_exp_dir, read_plan
+
+    manifest = EXPERIMENTS / "conv2d_5x5.yaml"
+    runs = {"manual__2026-03-10T10:00:00+00:00": {"repeat": 1, "parameters": {"unroll": [1]}},
+            "manual__2026-03-10T10:00:01+00:00": {"repeat": 2,
+                                                  "parameters": {"unroll": [2, 4]}}}
+    plans = {}
+    for run_id, conf in runs.items():
+        assert main(["stage", "plan", str(manifest), "--out", str(tmp_path), "--conf",
+                     json.dumps(conf), "--run-id", run_id]) == 0
+        plans[run_id] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    paths = [Path(p["plan"]) for p in plans.values()]
+    assert len(set(paths)) == 2 and all(p.is_file() for p in paths)
+    exp_dir = tmp_path / "conv2d_5x5_latency"
+    assert {p.parent for p in paths} == {exp_dir / "plans"}
+    assert not (exp_dir / "plan.json").exists()
+    for (run_id, conf), out in zip(runs.items(), plans.values(), strict=True):
+        exp, cands, plan = read_plan(Path(out["plan"]))
+        assert plan["run_id"] == run_id and plan["conf"] == conf
+        assert exp.repeat == conf["repeat"]
+        assert sorted({c.schedule["unroll"] for c in cands}) == conf["parameters"]["unroll"]
+        assert plan_exp_dir(Path(out["plan"])) == exp_dir.resolve()  # where batches write

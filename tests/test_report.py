@@ -256,3 +256,91 @@ def test_report_renders_alone_and_inside_mlflow(results, tmp_path, slicert_servi
         served = resp.read().decode()
     assert served == (alone / "summary.html").read_text()
     assert_self_contained(served, pngs)
+
+
+# -- where the results went, retention ------------------------------------------------------
+
+def test_sweep_outcome_counts_paths_and_best(results, tmp_path, monkeypatch):
+    from slicert_ops.report.outcome import outcome_lines, sweep_outcome
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SLICERT_MLFLOW_UI_URL", raising=False)
+    df = build_index(results)
+    exp_dir = results / CONV
+    write_index(exp_dir, exp_dir / "index.parquet", df=df)
+    write_report(df, exp_dir / "report", CONV)
+    (exp_dir / "sweep.json").write_text(json.dumps({"experiment_id": "4",
+                                                    "parent_run_id": "r1"}))
+    o = sweep_outcome(exp_dir, CONV, df)
+    conv = df[df["experiment"] == CONV]
+    ok = int((conv["status"] == "ok").sum())
+    assert o["runs"] == {"total": 162, "valid": int(conv["valid"].sum()),
+                         "failed": 162 - ok, "invalid": ok - int(conv["valid"].sum())}
+    assert o["runs"]["failed"] == 1 and o["runs"]["invalid"] >= 2  # wrong output + GX
+    assert o["index"] == str((exp_dir / "index.parquet").resolve())
+    assert o["report"] == str((exp_dir / "report" / "summary.html").resolve())
+    assert o["mlflow_url"] is None  # no MLflow address in this environment
+    cand = candidate_table(conv[conv["valid"]])
+    assert o["best"]["by_kernel_cycles"][0]["candidate_id"] == cand.iloc[0]["candidate_id"]
+    text = "\n".join(outcome_lines(o))
+    assert f"162 runs: {o['runs']['valid']} ok, 1 failed" in text
+    assert str(exp_dir.resolve()) in text and "index.parquet" in text
+    json.dumps(o)  # the aggregate task's XCom
+
+
+def test_sweep_outcome_links_open_the_ml_view(tmp_path, monkeypatch):
+    from slicert_ops.report.outcome import outcome_lines, sweep_outcome
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    (tmp_path / "sweep.json").write_text(json.dumps({"experiment_id": "4",
+                                                     "parent_run_id": "r1"}))
+    o = sweep_outcome(tmp_path, "x", None)
+    assert o["mlflow_experiment_url"] == ("http://127.0.0.1:5999/#/experiments/4"
+                                          "?workflowType=machine_learning")
+    assert o["mlflow_url"] == ("http://127.0.0.1:5999/#/experiments/4/runs/r1"
+                               "?workflowType=machine_learning")
+    assert any(o["mlflow_url"] in line for line in outcome_lines(o))
+
+
+def _attic(exp_dir: Path, name: str) -> Path:
+    p = exp_dir / ".superseded" / name
+    p.mkdir(parents=True)
+    (p / "cycles.txt").write_text("kernel_cycles 1\n" * 100)
+    return p
+
+
+def test_gc_keeps_the_newest_k_per_run_and_never_published_runs(tmp_path, capsys):
+    import os
+    import time
+
+    exp = tmp_path / "results" / "e"
+    (exp / "run_0001").mkdir(parents=True)
+    (exp / "run_0002.tmp-99").mkdir()
+    old = [_attic(exp, f"run_0001-c{i}-{1000 + i}") for i in range(4)]
+    other = _attic(exp, "run_0002-c9-1500")
+    (exp / "plans").mkdir()
+    stale, fresh = exp / "plans" / "old.json", exp / "plans" / "new.json"
+    stale.write_text("{}")
+    fresh.write_text("{}")
+    os.utime(stale, (time.time() - 30 * 86400,) * 2)
+
+    assert run_cli(["gc", str(tmp_path / "results"), "--keep", "1", "--dry-run"]) == 0
+    assert "would remove 4" in capsys.readouterr().out
+    assert all(p.exists() for p in old) and stale.exists()
+    assert run_cli(["gc", str(tmp_path / "results"), "--keep", "1"]) == 0
+    assert "removed 4 superseded folder(s)/old plan(s)" in capsys.readouterr().out
+    assert [p.exists() for p in old] == [False, False, False, True]  # newest of run_0001
+    assert other.exists() and fresh.exists() and not stale.exists()
+    assert (exp / "run_0001").is_dir() and (exp / "run_0002.tmp-99").is_dir()
+    assert run_cli(["gc", str(exp), "--keep", "0"]) == 0
+    assert not (exp / ".superseded").exists() and (exp / "run_0001").is_dir()
+
+
+def test_retention_policy_from_the_environment():
+    from slicert_ops.report.retention import DEFAULT_KEEP, keep_from_env
+
+    assert keep_from_env({}) == DEFAULT_KEEP
+    assert keep_from_env({"SLICERT_KEEP_SUPERSEDED": "5"}) == 5
+    assert keep_from_env({"SLICERT_KEEP_SUPERSEDED": "all"}) is None
+    with pytest.raises(InputError, match="SLICERT_KEEP_SUPERSEDED"):
+        keep_from_env({"SLICERT_KEEP_SUPERSEDED": "lots"})

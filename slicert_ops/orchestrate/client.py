@@ -185,6 +185,26 @@ class AirflowClient:
                    f"{urllib.parse.quote(run_id)}/taskInstances",
             query={"limit": 1000}).get("task_instances", [])
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value",
+             map_index: int = -1) -> Any:
+        """A task's XCom value (None when it pushed none)."""
+        path = (f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns/{urllib.parse.quote(run_id)}"
+                f"/taskInstances/{urllib.parse.quote(task_id)}/xcomEntries/"
+                f"{urllib.parse.quote(key)}")
+        try:
+            data = self._request("GET", path, query={"map_index": map_index})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = data.get("value") if isinstance(data, dict) else data
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int,
                  map_index: int = -1) -> str:
         path = (f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns/{urllib.parse.quote(run_id)}"

@@ -9,7 +9,8 @@
   naming the param) and everything else (unknown fields, cross-field rules) is checked by the
   same validation code as the CLI in the first task, ``plan``, which fails naming the field.
 - Stage command lines: argv lists (never shell strings) for ``slicert stage plan|batch|
-  aggregate``, ``slicert train`` and ``slicert model promote-if-better``.
+  aggregate`` and ``slicert train`` (which also decides promotion: see
+  slicert_ops.costmodel.train).
 
 Params that steer orchestration rather than the manifest (``batch_size``, ``jobs``,
 ``track``, ``train``) are stripped from the conf before it reaches ``slicert stage plan``.
@@ -17,7 +18,6 @@ Params that steer orchestration rather than the manifest (``batch_size``, ``jobs
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from slicert_ops.orchestrate import settings
 DAG_PREFIX = "slicert__"
 NIGHTLY_DAG_ID = "slicert__nightly_sweep"
 NIGHTLY_SCHEDULE = "0 2 * * *"
+NIGHTLY_TIMEZONE = "UTC"
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 ORCHESTRATION_PARAMS = ("batch_size", "jobs", "track", "train")
 TAGS = ("slicert",)
@@ -86,11 +87,14 @@ class ExperimentDag:
             f"Manifest: `{self.manifest_path}` (repeat {m.get('repeat')}; {grid}).\n\n"
             "Tasks: **plan** (validate manifest + conf, expand candidates into batches) → "
             "**batch** (one mapped task per batch: codegen, build, QEMU, validate, log) → "
-            "**aggregate** (result index + report) → **train** → **promote** (cost model).\n\n"
+            "**aggregate** (result index + report; its log says where the results went) → "
+            "**train** (cost model: fitted, compared with the champion on the same held-out "
+            "data, registered and promoted only when better; the log says why).\n\n"
             "Trigger with conf to override manifest fields, e.g. "
             '`{"repeat": 2, "parameters": {"unroll": [1, 4]}}`; orchestration params: '
             "`batch_size` (candidates per task, empty = automatic), `jobs` (parallel candidates "
-            "inside a task), `track` (MLflow + S3), `train` (retrain/promote the cost model).\n"
+            "inside a task), `track` (MLflow + S3), `train` (retrain the cost model, promote "
+            "it when better).\n"
         )
 
     # --- stage command lines --------------------------------------------------------------
@@ -252,7 +256,9 @@ def param_specs(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                   "description": "validate and log every run to MLflow + S3 (needs the "
                                  "services: `slicert up` starts them)"},
         "train": {"default": True, "schema": {"type": "boolean"}, "title": "Train",
-                  "description": "retrain the cost model on all results, promote it if better"},
+                  "description": "retrain the cost model on all results; register and promote "
+                                 "it only when it beats the champion on the same held-out "
+                                 "data"},
     })
     return specs
 
@@ -278,8 +284,14 @@ def user_defined_filters() -> dict[str, Any]:
 CONF_TEMPLATE = "{{ dag_run.conf | " + CONF_FILTER + " }}"
 
 
+RUN_ID_TEMPLATE = "{{ run_id }}"
+
+
 def plan_argv(manifest_path: str, results: str, conf_template: str = CONF_TEMPLATE) -> list[str]:
-    return ["stage", "plan", manifest_path, "--out", results, "--conf", conf_template]
+    # --run-id: the plan file is per DAG run (results/<exp>/plans/<run id>.json), so two runs
+    # of one DAG, or the nightly DAG beside a manual run, never read each other's plan.
+    return ["stage", "plan", manifest_path, "--out", results, "--conf", conf_template,
+            "--run-id", RUN_ID_TEMPLATE]
 
 
 def batch_argv(plan_file: Any) -> list[Any]:
@@ -291,38 +303,10 @@ def aggregate_argv(plan_file: Any) -> list[Any]:
     return ["stage", "aggregate", plan_file]
 
 
-@functools.cache
-def cli_has(*words: str) -> bool:
-    """Does this build's `slicert` CLI have the subcommand WORDS (e.g. "model", "promote")?"""
-    import argparse
-
-    try:
-        from slicert_ops.cli import build_parser
-
-        parser: argparse.ArgumentParser = build_parser()
-    except Exception:  # noqa: BLE001 - a broken CLI module shows up when the task runs
-        return False
-    for word in words:
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs or word not in subs[0].choices:
-            return False
-        parser = subs[0].choices[word]
-    return True
-
-
-def separate_promotion() -> bool:
-    """`slicert model promote-if-better` exists: train only trains (--no-register) and the
-    promote task registers + promotes. Without it, `slicert train` registers and promotes
-    (when better) itself and the promote task is skipped."""
-    return cli_has("model", "promote-if-better")
-
-
 def train_argv(results: str, artifacts: str) -> list[str]:
     # The glob is expanded by `slicert train` (no shell here).
     argv = ["train", "--input", f"{results}/*/run_*/qemu_trace.json",
             "--output", f"{artifacts}/cost_model.pkl", "--skip-if-insufficient"]
-    if separate_promotion():
-        argv.append("--no-register")
     return argv
 
 
@@ -330,19 +314,11 @@ def default_train_argv() -> list[str]:
     return train_argv(str(settings.results_dir()), str(settings.artifacts_dir()))
 
 
-def promote_argv() -> list[str]:
-    return ["model", "promote-if-better"]
-
-
 # Options rendered per run from the Params (see SliceRTStageOperator.flags)
 PLAN_FLAGS = {"--batch-size": "{{ params.batch_size }}"}
 BATCH_FLAGS = {"--jobs": "{{ params.jobs }}", "--track": "{{ params.track }}"}
 AGGREGATE_FLAGS = {"--track": "{{ params.track }}"}
 TRAIN_ENABLED = "{{ params.train }}"
-
-
-def promote_enabled(template: str = TRAIN_ENABLED) -> str:
-    return template if separate_promotion() else "False"
 
 # The nightly DAG has no Params: fixed options
 NIGHTLY_BATCH_FLAGS = {"--track": "True"}
@@ -359,6 +335,25 @@ DEFAULT_ARGS = {
 # report lists them); skipped (upstream_failed) when the plan itself failed.
 AGGREGATE_TRIGGER_RULE = "all_done_min_one_success"
 BATCH_MAP_INDEX_TEMPLATE = "batch {{ task.batch }}"
+
+
+def nightly_timetable() -> Any:
+    """``0 2 * * *`` that first fires at the *next* 02:00 after the DAG appears.
+
+    Airflow 3.3's CronTriggerTimetable with ``catchup=False`` and a start_date in the past
+    schedules the most recent missed slot at once (a fresh stack started at 10:00 ran the
+    02:00 sweep immediately, before its API was even healthy). Without a start_date, the first
+    run is decided by ``run_immediately``; its default (False) still runs a slot missed by
+    less than 10 % of the period (2.4 h), so it is set to zero: only the next 02:00 counts.
+    (Once the DAG has run, a stack stopped over a 02:00 runs that one missed night at restart,
+    as any scheduled Airflow DAG does.)
+    """
+    import datetime
+
+    from airflow.sdk import CronTriggerTimetable
+
+    return CronTriggerTimetable(NIGHTLY_SCHEDULE, timezone=NIGHTLY_TIMEZONE,
+                                run_immediately=datetime.timedelta(0))
 
 
 def group_id(experiment_name: str) -> str:

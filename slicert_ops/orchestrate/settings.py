@@ -208,6 +208,6 @@ def service_env(env: Mapping[str, str] | None = None) -> tuple[dict[str, str], d
 
 
 def mlflow_ui_url(env: Mapping[str, str] | None = None) -> str | None:
-    env = _env(env)
-    url = env.get("SLICERT_MLFLOW_UI_URL") or env.get("MLFLOW_TRACKING_URI") or ""
-    return url.rstrip("/") if url.startswith(("http://", "https://")) else None
+    from slicert_ops.tracking.links import ui_url
+
+    return ui_url(_env(env))

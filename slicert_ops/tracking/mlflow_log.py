@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from slicert_ops.errors import InputError, ServiceError
+from slicert_ops.tracking.links import ML_EXPERIMENT_TAGS
 from slicert_ops.tracking.retry import (
     MLFLOW_LABEL,
     RetryPolicy,
@@ -306,7 +307,7 @@ class Tracker:
         if exp is None:
             try:
                 exp_id = self._ml("create experiment", lambda: self.client.create_experiment(
-                    name, tags={"slicert.managed": "true"}))
+                    name, tags={"slicert.managed": "true", **ML_EXPERIMENT_TAGS}))
             except RestError as exc:  # created concurrently by another worker
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -316,6 +317,10 @@ class Tracker:
             exp_id = exp.experiment_id
             if exp.lifecycle_stage == "deleted":
                 self._ml("restore experiment", lambda: self.client.restore_experiment(exp_id))
+            for key, value in ML_EXPERIMENT_TAGS.items():  # experiments made before the tag
+                if getattr(exp, "tags", {}).get(key) is None:
+                    self._ml("tag experiment", lambda k=key, v=value:
+                             self.client.set_experiment_tag(exp_id, k, v))
         self._exp_ids[name] = exp_id
         return exp_id
 

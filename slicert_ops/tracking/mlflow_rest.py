@@ -62,6 +62,7 @@ class Experiment:
     experiment_id: str
     name: str
     lifecycle_stage: str = "active"
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -171,11 +172,16 @@ class MlflowRest:
                 return None
             raise
         return Experiment(str(exp["experiment_id"]), exp.get("name", name),
-                          exp.get("lifecycle_stage", "active"))
+                          exp.get("lifecycle_stage", "active"),
+                          {t["key"]: t.get("value", "") for t in exp.get("tags") or []})
 
     def create_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         body = {"name": name, "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}
         return str(self._post("experiments/create", body)["experiment_id"])
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self._post("experiments/set-experiment-tag",
+                   {"experiment_id": experiment_id, "key": key, "value": value})
 
     def restore_experiment(self, experiment_id: str) -> None:
         self._post("experiments/restore", {"experiment_id": experiment_id})
