@@ -1,0 +1,74 @@
+"""Layer-boundary trace events and per-layer metrics.
+
+Ids (C: ``zephyr/include/slicert/network.h``; not in the contract's table of runtime events,
+which stops at 17; ids 32/33 are free in the 0..127 stub range):
+
+| id | name | where | payload |
+|---|---|---|---|
+| 32 | ``layer_start`` | network function, before an op's kernel call | op index |
+| 33 | ``layer_end`` | network function, after it returns | op index |
+
+``slicert_ops.sim`` names them ``event_32`` / ``event_33`` until they are added to
+``slicert_ops/sim/events.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LAYER_START = 32
+LAYER_END = 33
+EVENT_NAMES = {LAYER_START: "layer_start", LAYER_END: "layer_end"}
+
+#: Metrics kept per layer (names as docs/contracts.md, computed on the layer's window).
+LAYER_METRICS = ("kernel_cycles", "wall_cycles", "instructions", "yield_checks", "slices",
+                 "pendsv_count", "irq_count", "rt_releases", "max_preemption_latency_cycles",
+                 "deadline_misses")
+
+
+def layer_windows(events: list[Any]) -> dict[int, tuple[int, int]]:
+    """``{op index: (index of layer_start, index of layer_end)}`` in an event list."""
+    open_: dict[int, int] = {}
+    out: dict[int, tuple[int, int]] = {}
+    for i, e in enumerate(events):
+        if e.id == LAYER_START:
+            open_[e.payload] = i
+        elif e.id == LAYER_END and e.payload in open_:
+            out[e.payload] = (open_.pop(e.payload), i)
+    return out
+
+
+def layer_metrics(net: Any, events: list[Any], *, deadline_ns: float | None = None
+                  ) -> list[dict[str, Any]]:
+    """Per-op metrics: each op's window (layer_start..layer_end) measured like a kernel
+    window (kernel-thread cycles without ISR/PendSV/RT time, wall cycles, yield checks,
+    worst preemption latency of the RT releases inside it)."""
+    from slicert_ops.sim import events as ev
+    from slicert_ops.sim.trace import Event, compute_metrics
+
+    evs = list(events)
+    wins = layer_windows(evs)
+    out = []
+    for op in net.ops:
+        if op.index not in wins:
+            out.append({"op": op.index, "layer": op.label, "type": op.type, "missing": True})
+            continue
+        s, e = wins[op.index]
+        synth = []
+        for j, x in enumerate(evs):
+            if x.id in (ev.KERNEL_START, ev.KERNEL_END):
+                continue
+            if j == s:
+                synth.append(Event(ev.KERNEL_START, x.cycles, x.insns, 0))
+            elif j == e:
+                synth.append(Event(ev.KERNEL_END, x.cycles, x.insns, 0))
+            else:
+                synth.append(x)
+        totals = {"cycles": evs[-1].cycles, "instructions": evs[-1].insns}
+        m = compute_metrics(synth, totals, {"text": 0, "data": 0, "bss": 0}, True,
+                            deadline_ns=deadline_ns if deadline_ns else 10**12)
+        row = {"op": op.index, "layer": op.label, "type": op.type, "macs": op.layer.macs}
+        row.update({k: m[k] for k in LAYER_METRICS})
+        row["macs_per_cycle"] = round(op.layer.macs / max(1, m["kernel_cycles"]), 4)
+        out.append(row)
+    return out

@@ -1,0 +1,329 @@
+"""Tuning tasks and per-layer schedule spaces (pure Python: no TVM).
+
+A **task** is one kernel to tune, as in meta_schedule's task extraction: ops whose kernels
+are identical (type, dtype, shapes, kernel, stride, padding, depth multiplier) share a task.
+Quantisation values (zero points, multipliers, clamps) are kernel *arguments*, not constants,
+so one generated function serves every op of its task. A layer given a schedule space of its
+own (``parameters.layers.<name>``) gets a task of its own.
+
+Schedule parameters (:class:`LayerSchedule`) per op type:
+
+- conv2d, depthwise_conv2d: ``tile_size`` (macro-tile edge, output pixels), ``micro_tile``
+  (pixels per side of the preemption granule: a yield check after each micro-tile x all output
+  channels), ``unroll`` (output channels computed together, innermost, unrolled);
+- dense: ``tile_size`` (output units), ``micro_tile`` (units per yield check), ``unroll``
+  (reduction unroll);
+- avg_pool, max_pool: ``micro_tile`` = output rows per yield check;
+- add, clamp (relu): ``micro_tile`` = elements per yield check.
+
+``experiment.parameters`` of a network manifest::
+
+    parameters:
+      conv2d: {tile_size: [4, 8], unroll: [1, 2]}   # per op type
+      dense: {micro_tile: [2, 4]}
+      layers:                                        # per layer name (wins)
+        conv1: {tile_size: [8], micro_tile: [1, 2]}
+      slice: [64]                                    # network-wide (runtime option)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .network import Network, Op
+from .spec import Problem
+
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "conv2d": ("tile_size", "micro_tile", "unroll"),
+    "depthwise_conv2d": ("tile_size", "micro_tile", "unroll"),
+    "dense": ("tile_size", "micro_tile", "unroll"),
+    "avg_pool": ("micro_tile",),
+    "max_pool": ("micro_tile",),
+    "add": ("micro_tile",),
+    "clamp": ("micro_tile",),
+}
+#: Op type names accepted under ``parameters`` (layer type names map to op types).
+PARAM_TYPES = {"conv2d": "conv2d", "depthwise_conv2d": "depthwise_conv2d", "dense": "dense",
+               "avg_pool": "avg_pool", "max_pool": "max_pool", "add": "add",
+               "relu": "clamp", "relu6": "clamp", "clamp": "clamp"}
+NETWORK_KEYS = ("slice",)
+#: Default granule targets: MACs (conv/dense) or elements (pool/elementwise) per yield check.
+DEFAULT_MICRO_MACS = 4096
+DEFAULT_ELEMENTWISE_GRANULE = 256
+MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/spec.py)
+
+
+@dataclass(frozen=True)
+class LayerSchedule:
+    tile_size: int | None = None
+    micro_tile: int | None = None
+    unroll: int | None = None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
+                "unroll": self.unroll}
+
+
+@dataclass
+class Task:
+    """One tuning task: a kernel shared by the ops in ``ops`` (execution indices)."""
+
+    key: str
+    type: str
+    dtype: str
+    signature: dict[str, Any]     # what makes the kernel (shapes, geometry)
+    ops: list[int] = field(default_factory=list)
+    layer_names: list[str] = field(default_factory=list)
+    macs: int = 0                 # per call
+
+    @property
+    def weight(self) -> int:
+        """How many times the kernel runs per inference (meta_schedule's task weight)."""
+        return len(self.ops)
+
+    @property
+    def entry(self) -> str:
+        return f"slicert_nn_{self.type}_{self.key[:10]}"
+
+
+def op_signature(op: Op, dtype: str) -> dict[str, Any]:
+    layer = op.layer
+    sig: dict[str, Any] = {"type": op.type, "dtype": dtype,
+                           "in_shapes": [list(s) for s in layer.in_shapes],
+                           "out_shape": list(layer.out_shape)}
+    if op.type in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
+        sig.update(kernel=list(layer.kernel), stride=list(layer.stride),
+                   padding=list(layer.padding))
+    if op.type == "depthwise_conv2d":
+        sig["depth_multiplier"] = layer.depth_multiplier
+    return sig
+
+
+def extract_tasks(net: Network, per_layer: set[str] | frozenset[str] = frozenset()
+                  ) -> list[Task]:
+    """Tasks in order of first use; ``per_layer`` names layers that get a task of their own."""
+    tasks: dict[str, Task] = {}
+    for op in net.ops:
+        sig = op_signature(op, net.dtype)
+        keyed = dict(sig)
+        own = [n for n in op.layer_names if n in per_layer]
+        if own:
+            keyed["layer"] = own[0]
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+        task = tasks.get(key)
+        if task is None:
+            macs = op.layer.macs
+            task = tasks[key] = Task(key, op.type, net.dtype, sig, macs=macs)
+        task.ops.append(op.index)
+        task.layer_names.append(op.label)
+    return list(tasks.values())
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _extent(sig: dict[str, Any]) -> dict[str, int]:
+    out = sig["out_shape"]
+    if sig["type"] in ("conv2d", "depthwise_conv2d"):
+        kh, kw = sig["kernel"]
+        red = kh * kw * (sig["in_shapes"][0][3] if sig["type"] == "conv2d" else 1)
+        return {"rows": out[1], "cols": out[2], "channels": out[3], "reduction": red}
+    if sig["type"] == "dense":
+        return {"units": out[1], "reduction": sig["in_shapes"][0][1]}
+    if sig["type"] in ("avg_pool", "max_pool"):
+        return {"rows": out[1]}
+    return {"elements": math.prod(out)}
+
+
+def default_schedule(task: Task) -> LayerSchedule:
+    """A sensible schedule: ~:data:`DEFAULT_MICRO_MACS` MACs (or a row / 256 elements) between
+    yield checks, macro-tiles of 8 pixels, up to 4 output channels unrolled."""
+    ext = _extent(task.signature)
+    t = task.type
+    if t in ("conv2d", "depthwise_conv2d"):
+        edge = min(ext["rows"], ext["cols"])
+        tile = max(d for d in (1, 2, 4, 8) if d <= edge)
+        per_pixel = ext["channels"] * ext["reduction"]
+        micro = max([d for d in _divisors(tile) if d * d * per_pixel <= DEFAULT_MICRO_MACS]
+                    or [1])
+        unroll = max(d for d in _divisors(ext["channels"]) if d <= 4)
+        return LayerSchedule(tile, micro, unroll)
+    if t == "dense":
+        units = ext["units"]
+        tile = max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
+        micro = max([d for d in _divisors(tile) if d * ext["reduction"] <= DEFAULT_MICRO_MACS]
+                    or [1])
+        unroll = max(d for d in _divisors(ext["reduction"]) if d <= 4)
+        return LayerSchedule(tile, micro, unroll)
+    if t in ("avg_pool", "max_pool"):
+        return LayerSchedule(micro_tile=1)
+    return LayerSchedule(micro_tile=min(DEFAULT_ELEMENTWISE_GRANULE, ext["elements"]))
+
+
+def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
+    """Why the schedule is impossible for the task (field: problem (valid values))."""
+    ext = _extent(task.signature)
+    t = task.type
+    errs: list[str] = []
+    allowed = SCHEDULE_KEYS[t]
+    for k, v in sched.to_dict().items():
+        if v is None:
+            continue
+        if k not in allowed:
+            errs.append(f"{k}: not a parameter of {t} (valid: {', '.join(allowed)})")
+        elif not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            errs.append(f"{k}: {v!r} must be a positive integer")
+    if errs:
+        return errs
+    d = default_schedule(task)
+    tile = sched.tile_size or d.tile_size
+    micro = sched.micro_tile or d.micro_tile
+    unroll = sched.unroll or d.unroll
+    if t in ("conv2d", "depthwise_conv2d", "dense"):
+        edge = min(ext["rows"], ext["cols"]) if t != "dense" else ext["units"]
+        if tile > edge:
+            errs.append(f"tile_size: {tile} is larger than the output extent {edge} "
+                        f"(valid 1..{edge})")
+        elif tile % micro:
+            errs.append(f"micro_tile: {micro} does not divide tile_size {tile} (valid: "
+                        f"{', '.join(map(str, _divisors(tile)))})")
+        split = ext["channels"] if t != "dense" else ext["reduction"]
+        what = "output channels" if t != "dense" else "input features"
+        if split % unroll:
+            divs = _divisors(split)
+            shown = ", ".join(map(str, divs)) if len(divs) <= 16 else f"divisors of {split}"
+            errs.append(f"unroll: {unroll} does not divide the {what} ({split}); valid: "
+                        f"{shown}")
+        elif t != "dense" and unroll * 4 >= MAX_UNROLL_BYTES:
+            errs.append(f"unroll: {unroll} accumulators need {unroll * 4} bytes, they must "
+                        f"stay below {MAX_UNROLL_BYTES}")
+    elif t in ("avg_pool", "max_pool"):
+        if micro > ext["rows"]:
+            errs.append(f"micro_tile: {micro} rows is more than the {ext['rows']} output rows")
+    else:
+        if micro > ext["elements"]:
+            errs.append(f"micro_tile: {micro} elements is more than the tensor's "
+                        f"{ext['elements']}")
+    return errs
+
+
+def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
+    """Fill the parameters left out with the defaults (only those the type uses)."""
+    d = default_schedule(task)
+    keys = SCHEDULE_KEYS[task.type]
+    vals = {k: (getattr(sched, k) if getattr(sched, k) is not None else getattr(d, k))
+            for k in keys}
+    return LayerSchedule(**vals)
+
+
+def micro_tiles(task: Task, sched: LayerSchedule) -> int:
+    """Yield checks per call of the kernel (iterations of the yield loop)."""
+    s = resolve(task, sched)
+    ext = _extent(task.signature)
+    if task.type in ("conv2d", "depthwise_conv2d"):
+        per = -(-s.tile_size // s.micro_tile)
+        return -(-ext["rows"] // s.tile_size) * -(-ext["cols"] // s.tile_size) * per * per
+    if task.type == "dense":
+        return -(-ext["units"] // s.tile_size) * -(-s.tile_size // s.micro_tile)
+    if task.type in ("avg_pool", "max_pool"):
+        return -(-ext["rows"] // s.micro_tile)
+    return -(-ext["elements"] // s.micro_tile)
+
+
+def parse_parameters(net: Network, parameters: dict[str, Any] | None,
+                     ) -> tuple[dict[str, dict[str, list[int]]], dict[str, dict[str, list[int]]],
+                                dict[str, list[Any]], list[Problem]]:
+    """Split ``experiment.parameters`` into per-type and per-layer spaces and network-wide
+    values; report unknown keys/types/layers."""
+    per_type: dict[str, dict[str, list[int]]] = {}
+    per_layer: dict[str, dict[str, list[int]]] = {}
+    net_wide: dict[str, list[Any]] = {}
+    probs: list[Problem] = []
+    base = "experiment.parameters"
+    if not parameters:
+        return per_type, per_layer, net_wide, probs
+    if not isinstance(parameters, dict):
+        return per_type, per_layer, net_wide, [Problem(base, "must be a mapping")]
+    layer_ops = {n: op for op in net.ops for n in op.layer_names}
+
+    def space(fld: str, raw: Any, op_type: str) -> dict[str, list[int]] | None:
+        if not isinstance(raw, dict):
+            probs.append(Problem(fld, f"{raw!r} must be a mapping of parameter: [values]"))
+            return None
+        out = {}
+        for k, v in raw.items():
+            vals = v if isinstance(v, list) else [v]
+            if k not in SCHEDULE_KEYS[op_type]:
+                probs.append(Problem(f"{fld}.{k}", f"not a schedule parameter of {op_type}",
+                                     f"valid: {', '.join(SCHEDULE_KEYS[op_type])}"))
+            elif not vals or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                     for x in vals):
+                probs.append(Problem(f"{fld}.{k}", f"{v!r} must be a non-empty list of "
+                                                   "positive integers"))
+            else:
+                out[k] = [int(x) for x in vals]
+        return out
+
+    for key, raw in parameters.items():
+        if key == "layers":
+            if not isinstance(raw, dict):
+                probs.append(Problem(f"{base}.layers", "must map layer names to spaces"))
+                continue
+            for lname, sp in raw.items():
+                if lname not in layer_ops:
+                    probs.append(Problem(f"{base}.layers.{lname}", "no layer has that name "
+                                         "(flatten layers have no kernel)",
+                                         f"valid: {', '.join(layer_ops)}"))
+                    continue
+                got = space(f"{base}.layers.{lname}", sp, layer_ops[lname].type)
+                if got is not None:
+                    per_layer[layer_ops[lname].name] = got
+        elif key in PARAM_TYPES:
+            got = space(f"{base}.{key}", raw, PARAM_TYPES[key])
+            if got is not None:
+                per_type.setdefault(PARAM_TYPES[key], {}).update(got)
+        elif key in NETWORK_KEYS:
+            net_wide[key] = raw if isinstance(raw, list) else [raw]
+        else:
+            probs.append(Problem(f"{base}.{key}", "unknown key", "valid: an op type ("
+                                 + ", ".join(PARAM_TYPES) + "), layers, "
+                                 + ", ".join(NETWORK_KEYS)))
+    return per_type, per_layer, net_wide, probs
+
+
+def task_spaces(net: Network, parameters: dict[str, Any] | None = None
+                ) -> tuple[list[Task], dict[str, list[LayerSchedule]], list[Problem]]:
+    """Tasks and, per task key, every valid schedule of its space (the per-name space wins
+    over the per-type one, which wins over the default). Impossible combinations are dropped;
+    a task left with none is a problem naming the layer and field."""
+    per_type, per_layer, _net_wide, probs = parse_parameters(net, parameters)
+    tasks = extract_tasks(net, frozenset(per_layer))
+    spaces: dict[str, list[LayerSchedule]] = {}
+    for task in tasks:
+        first = net.ops[task.ops[0]]
+        sp = per_layer.get(first.name) or per_type.get(task.type) or {}
+        keys = [k for k in SCHEDULE_KEYS[task.type] if k in sp]
+        combos = itertools.product(*(sp[k] for k in keys)) if keys else [()]
+        ok, why = [], []
+        for combo in combos:
+            sched = LayerSchedule(**dict(zip(keys, combo, strict=True)))
+            errs = check_schedule(task, sched)
+            if errs:
+                why.extend(errs)
+            else:
+                r = resolve(task, sched)
+                if r not in ok:
+                    ok.append(r)
+        if not ok:
+            fld = (f"experiment.parameters.layers.{first.name}" if first.name in per_layer
+                   else f"experiment.parameters.{task.type}")
+            probs.append(Problem(fld, "no schedule in the space fits: " + "; ".join(
+                sorted(set(why))), layer=first.label))
+        spaces[task.key] = ok
+    return tasks, spaces, probs
