@@ -235,17 +235,20 @@ def mlflow_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def registered(results, mlflow_url, tmp_path_factory):
-    """Train a good model (-> champion), then a deliberately worse one (must not take it)."""
+    """Promotion both ways: a weak model (first champion, v1), a good one (beats it: v2,
+    champion), then the weak one again (does not: not registered, the registry stays at 2)."""
     out = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_url)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         lines: list[str] = []
+        first = train(TrainConfig(input=glob_of(results), output=out / "first.pkl",
+                                  params=WORSE), echo=lines.append)
         good = train(TrainConfig(input=glob_of(results), output=out / "good.pkl"),
                      echo=lines.append)
         worse = train(TrainConfig(input=glob_of(results), output=out / "worse.pkl",
                                   params=WORSE), echo=lines.append)
-        yield {"good": good, "worse": worse, "lines": lines, "out": out}
+        yield {"first": first, "good": good, "worse": worse, "lines": lines, "out": out}
 
 
 def _client(url):
@@ -256,14 +259,40 @@ def _client(url):
 
 @pytest.mark.services
 def test_first_model_registered_and_champion(registered, mlflow_url):
-    good = registered["good"]
-    assert good.mlflow_run_id and good.model_version == "1"
-    assert good.promoted is True and good.decision == "first-champion"
+    first = registered["first"]
+    assert first.mlflow_run_id and first.model_version == "1"
+    assert first.promoted is True and first.decision == "first-champion"
     client = _client(mlflow_url)
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     mv = client.get_model_version(MODEL, "1")
     assert mv.tags["slicert.decision"] == "first-champion"
-    assert float(mv.tags["slicert.score"]) == pytest.approx(good.score, abs=1e-5)
+    assert float(mv.tags["slicert.score"]) == pytest.approx(first.score, abs=1e-5)
+    assert any(line.startswith("promotion: first-champion: there is no champion yet -> "
+                               "registered as v1") for line in registered["lines"])
+    # the cost-model experiment opens in MLflow's machine-learning view
+    exp = client.get_experiment_by_name("slicert-cost-model")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.services
+def test_better_model_is_registered_and_promoted(registered, mlflow_url):
+    first, good = registered["first"], registered["good"]
+    assert good.model_version == "2" and good.promoted is True and good.decision == "promoted"
+    assert good.champion_version == "1"
+    # both scored on the same held-out candidates: the champion's score there is its own
+    assert good.champion_score == pytest.approx(first.score, abs=1e-6)
+    assert good.compared_score == pytest.approx(good.score, abs=1e-9)
+    assert good.compared_candidates == good.n_test  # same split: no held-out row was seen
+    assert good.score > first.score
+    client = _client(mlflow_url)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    mv = client.get_model_version(MODEL, "2")
+    assert mv.run_id == good.mlflow_run_id
+    assert mv.tags["slicert.decision"] == "promoted"
+    assert float(mv.tags["slicert.champion_score"]) == pytest.approx(first.score, abs=1e-5)
+    assert "unseen in training by both models" in mv.tags["slicert.reason"]
+    line = next(ln for ln in registered["lines"] if ln.startswith("promotion: promoted:"))
+    assert f"{good.score:.3f} > champion v1 score {first.score:.3f}" in line
+    assert line.endswith("registered as v2, now 'champion'")
     run = client.get_run(good.mlflow_run_id)
     assert run.data.metrics["promotion/promoted"] == 1.0
     assert run.data.metrics["selected/kernel_cycles/spearman"] > 0.9
@@ -274,33 +303,36 @@ def test_first_model_registered_and_champion(registered, mlflow_url):
     # signature + input example are part of the logged model
     from mlflow.models import get_model_info
 
-    info = get_model_info(f"models:/{MODEL}/1")
+    info = get_model_info(f"models:/{MODEL}/2")
     assert info.signature is not None
     assert [c.name for c in info.signature.outputs.inputs] == TARGETS
     assert info.saved_input_example_info is not None
 
 
 @pytest.mark.services
-def test_worse_model_does_not_take_the_alias(registered, mlflow_url):
+def test_worse_model_is_not_registered_and_does_not_take_the_alias(registered, mlflow_url):
     good, worse = registered["good"], registered["worse"]
-    assert worse.model_version == "2"
+    assert worse.model_version is None  # the registry does not grow with a worse model
     assert worse.promoted is False and worse.decision == "kept-champion"
-    assert worse.champion_version == "1"
-    # the champion was re-evaluated on the new held-out rows (same split here)
+    assert worse.champion_version == "2"
+    # the champion was evaluated on the same held-out rows as the new model
     assert worse.champion_score == pytest.approx(good.score, abs=1e-6)
-    assert worse.score < worse.champion_score
+    assert worse.compared_score < worse.champion_score
     client = _client(mlflow_url)
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
-    tags = client.get_model_version(MODEL, "2").tags
-    assert tags["slicert.decision"] == "kept-champion"
-    assert tags["slicert.champion_version"] == "1"
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert [v.version for v in client.search_model_versions(f"name = '{MODEL}'")] \
+        in (["1", "2"], ["2", "1"])
+    tags = client.get_run(worse.mlflow_run_id).data.tags  # the candidate, on its run
+    assert tags["slicert.decision"] == "kept-champion" and tags["slicert.candidate"] == "true"
+    assert tags["slicert.champion_version"] == "2"
     assert float(tags["slicert.champion_score"]) == pytest.approx(good.score, abs=1e-5)
-    assert float(tags["slicert.score"]) == pytest.approx(worse.score, abs=1e-5)
+    assert float(tags["slicert.compared_score"]) == pytest.approx(worse.score, abs=1e-5)
     metrics = client.get_run(worse.mlflow_run_id).data.metrics
     assert metrics["promotion/promoted"] == 0.0
     assert metrics["promotion/champion_score"] == pytest.approx(good.score)
-    assert any(line.startswith("promotion: kept-champion: new v2") and "champion stays v1"
-               in line for line in registered["lines"])
+    line = next(ln for ln in registered["lines"] if ln.startswith("promotion: kept-champion:"))
+    assert f"{worse.score:.3f} <= champion v2 score {good.score:.3f}" in line
+    assert "not registered ('champion' stays v2" in line
 
 
 @pytest.mark.services
@@ -343,7 +375,7 @@ def test_load_champion_for_workers(registered, mlflow_url, results, tmp_path):
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["version"] == "1" and got["cached"] is True
+    assert got["version"] == "2" and got["cached"] is True
     (pred,) = got["pred"].values()
     measured = json.loads((results / "conv2d_5x5_latency" / "run_0001" / "qemu_trace.json")
                           .read_text())["metrics"]["kernel_cycles"]
@@ -381,22 +413,22 @@ def test_cli_model_list_show_promote(registered, mlflow_url, monkeypatch, capsys
     assert run_cli(["model", "list"]) == 0
     listing = capsys.readouterr().out
     lines = [ln.split() for ln in listing.splitlines()[1:]]
-    assert lines[0][:2] == ["1", "champion"] and lines[1][0] == "2"
-    assert "kept-champion" in listing
+    assert lines[0][0] == "1" and lines[1][:2] == ["2", "champion"] and len(lines) == 2
+    assert "first-champion" in listing and "promoted" in listing
 
     assert run_cli(["model", "show", "2"]) == 0
     shown = capsys.readouterr().out
-    assert "slicert.decision = kept-champion" in shown and "slicert.champion_score" in shown
+    assert "slicert.decision = promoted" in shown and "slicert.champion_score" in shown
     assert "kernel_cycles/spearman" in shown
 
-    assert run_cli(["model", "promote", "2"]) == 0
-    confirm = capsys.readouterr().out
-    assert "v2 is now 'champion' (was v1" in confirm
-    client = _client(mlflow_url)
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
-    assert "slicert.forced_promotion" in client.get_model_version(MODEL, "2").tags
-    # give the alias back for tests that may run after this one
     assert run_cli(["model", "promote", "1"]) == 0
+    confirm = capsys.readouterr().out
+    assert "v1 is now 'champion' (was v2" in confirm
+    client = _client(mlflow_url)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert "slicert.forced_promotion" in client.get_model_version(MODEL, "1").tags
+    # give the alias back for tests that may run after this one
+    assert run_cli(["model", "promote", "2"]) == 0
     capsys.readouterr()
 
     with pytest.raises(InputError, match="has no version 42"):

@@ -4,10 +4,12 @@ MLflow is used only when ``MLFLOW_TRACKING_URI`` is set (clients need nothing el
 server proxies the artifact store). mlflow is imported lazily: it costs seconds.
 
 Registered model ``slicert-cost-model``; the alias ``champion`` marks the version workers
-load. Each version carries tags ``slicert.*``: family, score, and the promotion decision
-(``slicert.decision`` = first-champion | promoted | kept-champion, ``slicert.score``,
-``slicert.champion_score``, ``slicert.champion_version``); ``slicert model promote`` adds
-``slicert.forced_promotion``.
+load. A version is registered only when training promotes it (first-champion | promoted);
+a model that loses (kept-champion) stays a candidate in its MLflow run (tag
+``slicert.candidate = true``). Versions and runs carry tags ``slicert.*``: family, score,
+``slicert.decision``, ``slicert.reason``, ``slicert.compared_score`` /
+``slicert.champion_score`` (both on the same held-out candidates), ``slicert.champion_version``;
+``slicert model promote`` (forced, no comparison) adds ``slicert.forced_promotion``.
 """
 
 from __future__ import annotations

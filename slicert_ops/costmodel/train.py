@@ -8,9 +8,18 @@ Steps: read the run folders of the matching traces (schema-checked), keep valid 
 candidate, seeded split by candidate, fit both families on the train part, evaluate on the
 held-out part, keep the better (higher ``score``: mean Spearman), write the pickle. With
 MLFLOW_TRACKING_URI set: log a run in experiment ``slicert-cost-model`` (params, metrics of
-both families, the pyfunc model), register it as a new version of ``slicert-cost-model``,
-evaluate the current champion on the same held-out rows and move the ``champion`` alias
-only when the new version scores strictly higher (or there is no champion).
+both families, the pyfunc model), then decide promotion:
+
+- the current champion and the new model are scored on the SAME held-out rows: this
+  training's held-out candidates, minus any the champion was trained on (read from its
+  ``training/metadata.json``; when fewer than ``MIN_COMPARE`` candidates would be left,
+  all held-out rows are used and the log says how many the champion had seen);
+- promoted when the new score is strictly higher (or there is no champion, or the champion
+  cannot be evaluated): only then is a registry version created and given the
+  ``champion`` alias. A model that is not promoted is NOT registered: its MLflow run is
+  tagged ``slicert.decision = kept-champion`` (a candidate) and keeps the model;
+- the decision, both scores and the number of compared candidates are logged (train log,
+  run metrics ``promotion/*``, run and version tags).
 
 The registered/pickled model is the one fitted on the train part only, so that the
 held-out score it is promoted on is honest.
@@ -39,6 +48,7 @@ from slicert_ops.errors import InputError, InsufficientDataError, ServiceError
 
 MIN_RUNS = 20
 MIN_CANDIDATES = 6
+MIN_COMPARE = 3  # held-out candidates unseen by the champion needed for a leak-free comparison
 
 
 @dataclass
@@ -73,6 +83,9 @@ class TrainResult:
     decision: str | None = None
     champion_version: str | None = None
     champion_score: float | None = None
+    compared_score: float | None = None   # the new model on the compared rows
+    compared_candidates: int | None = None
+    reason: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -154,7 +167,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainResu
         "n_candidates": len(table), "n_train": int(train_mask.sum()),
         "n_test": int(test_mask.sum()), "experiments": table.experiments,
         "targets": TARGETS, "params": model.params, "versions": _versions(),
-        "test_candidate_ids": list(table.candidate_ids[test_mask]),
+        "test_candidate_ids": sorted(set(table.candidate_ids[test_mask])),
+        "train_candidate_ids": sorted(set(table.candidate_ids[train_mask])),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     output = model.save(config.output)
@@ -191,9 +205,13 @@ def _track(config: TrainConfig, table: FeatureTable, result: TrainResult,
            echo: Callable[[str], None]) -> None:
     mlclient = registry.client()  # raises ServiceError when the server is down
     mlflow = registry.import_mlflow()
-    mlflow.set_experiment(registry.EXPERIMENT)
+    exp = mlflow.set_experiment(registry.EXPERIMENT)
+    from slicert_ops.tracking.links import ML_EXPERIMENT_TAGS
+
+    for key, value in ML_EXPERIMENT_TAGS.items():  # the MLflow UI opens its ML view here
+        if (exp.tags or {}).get(key) is None:
+            mlclient.set_experiment_tag(exp.experiment_id, key, value)
     model = result.model
-    name = config.model_name
     with mlflow.start_run(run_name=f"train-{result.family}") as run:
         result.mlflow_run_id = run.info.run_id
         mlflow.set_tags({"slicert.kind": "cost-model-training", "slicert.family": result.family,
@@ -229,61 +247,115 @@ def _track(config: TrainConfig, table: FeatureTable, result: TrainResult,
                 mlflow.log_artifact(str(tmp_path / f), artifact_path="training")
             mlflow.log_artifact(str(result.output), artifact_path="training")
 
-            champion = None
-            champion_score = None
-            champion_note = ""
-            if config.register:
-                # Evaluate the current champion on the new held-out rows before registering.
-                champion = registry.champion_version(mlclient, name)
-                if champion is not None:
-                    try:
-                        champ_model = registry.load_version_pyfunc(name, champion.version)
-                        known = champ_model.metadata.get_input_schema()
-                        known = set(known.input_names()) if known else set(X_test.columns)
-                        champ_in = X_test[[c for c in X_test.columns if c in known]]
-                        champ_pred = pd.DataFrame(champ_model.predict(champ_in),
-                                                  index=X_test.index)
-                        champ_metrics = ev.evaluate(champ_pred, y_test, tasks_test)
-                        champion_score = champ_metrics["score"]
-                        mlflow.log_metrics({f"champion/{k}": v for k, v in
-                                            champ_metrics.items() if not math.isnan(v)})
-                    except Exception as exc:  # a champion we cannot run is replaced
-                        champion_score = math.nan
-                        champion_note = f" (champion v{champion.version} failed: {exc})"
-                        echo(f"could not evaluate champion v{champion.version}: {exc}")
-            info = registry.log_pyfunc(model, X_test, tmp_path / "cost_model",
-                                       name if config.register else None)
+            info = registry.log_pyfunc(model, X_test, tmp_path / "cost_model", None)
         if not config.register:
             echo(f"logged MLflow run {run.info.run_id} (--no-register: not registered)")
             return
-        version = str(info.registered_model_version)
-        result.model_version = version
-        if champion is None:
-            promote, decision = True, "first-champion"
-        elif ev.beats(result.score, champion_score):
-            promote, decision = True, "promoted"
-        else:
-            promote, decision = False, "kept-champion"
-        result.promoted, result.decision = promote, decision
-        result.champion_version = champion.version if champion is not None else None
-        result.champion_score = champion_score
-        if promote:
-            mlclient.set_registered_model_alias(name, registry.ALIAS, version)
-        registry.set_decision_tags(mlclient, name, version, {
-            "family": result.family, "score": result.score, "decision": decision,
+        _promote(config, mlclient, mlflow, run.info.run_id, info, result, table,
+                 X_test, y_test, tasks_test, echo)
+
+
+def _champion_train_ids(mlflow: Any, run_id: str | None) -> set[str] | None:
+    """The candidates the champion was trained on (its training/metadata.json), if known."""
+    if not run_id:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                   artifact_path="training/metadata.json")
+        ids = json.loads(Path(path).read_text()).get("train_candidate_ids")
+    except Exception:  # noqa: BLE001 - older champions have no list: compare on all rows
+        return None
+    return set(ids) if isinstance(ids, list) else None
+
+
+def _promote(config: TrainConfig, mlclient: Any, mlflow: Any, run_id: str, info: Any,
+             result: TrainResult, table: FeatureTable, X_test: pd.DataFrame,
+             y_test: pd.DataFrame, tasks_test: pd.Series,
+             echo: Callable[[str], None]) -> None:
+    name = config.model_name
+    model = result.model
+    champion = registry.champion_version(mlclient, name)
+    test_ids = table.candidate_ids[X_test.index]
+    rows = pd.Series(True, index=X_test.index)
+    scope = f"all {test_ids.nunique()} held-out candidates"
+    champion_score: float | None = None
+    new_score = result.score
+    note = ""
+    if champion is not None:
+        seen = _champion_train_ids(mlflow, champion.run_id)
+        if seen is not None:
+            unseen = ~test_ids.isin(seen)
+            n_unseen = test_ids[unseen].nunique()
+            if n_unseen >= MIN_COMPARE:
+                rows = unseen
+                scope = (f"the same {n_unseen} held-out candidates, unseen in training by "
+                         "both models")
+            elif n_unseen < test_ids.nunique():
+                scope += (f" (the champion was trained on {test_ids.nunique() - n_unseen} of "
+                          f"them: fewer than {MIN_COMPARE} unseen ones are left)")
+        Xc, yc, tc = X_test[rows], y_test[rows], tasks_test[rows]
+        new_score = ev.evaluate(model.predict(Xc), yc, tc)["score"]
+        try:
+            champ_model = registry.load_version_pyfunc(name, champion.version)
+            known = champ_model.metadata.get_input_schema()
+            known = set(known.input_names()) if known else set(Xc.columns)
+            champ_in = Xc[[c for c in Xc.columns if c in known]]
+            champ_pred = pd.DataFrame(champ_model.predict(champ_in), index=Xc.index)
+            champ_metrics = ev.evaluate(champ_pred, yc, tc)
+            champion_score = champ_metrics["score"]
+            mlflow.log_metrics({f"champion/{k}": v for k, v in champ_metrics.items()
+                                if not math.isnan(v)})
+        except Exception as exc:  # noqa: BLE001 - a champion we cannot run is replaced
+            champion_score = math.nan
+            note = f"; the champion could not be evaluated ({type(exc).__name__}: {exc})"
+    n_compared = int(test_ids[rows].nunique())
+    if champion is None:
+        promote, decision = True, "first-champion"
+        reason = "there is no champion yet"
+    elif ev.beats(new_score, champion_score):
+        promote, decision = True, "promoted"
+        reason = (f"new score {_fmt(new_score)} > champion v{champion.version} score "
+                  f"{_fmt(champion_score)} on {scope}{note}")
+    else:
+        promote, decision = False, "kept-champion"
+        reason = (f"new score {_fmt(new_score)} <= champion v{champion.version} score "
+                  f"{_fmt(champion_score)} on {scope}")
+    result.promoted, result.decision, result.reason = promote, decision, reason
+    result.champion_version = champion.version if champion is not None else None
+    result.champion_score = champion_score
+    result.compared_score = new_score
+    result.compared_candidates = n_compared
+    tags = {"family": result.family, "score": result.score, "decision": decision,
+            "compared_score": new_score, "compared_candidates": n_compared,
             "champion_version": result.champion_version, "champion_score": champion_score,
-            "run_id": run.info.run_id,
-        })
-        mlflow.log_metrics({"promotion/promoted": float(promote),
-                            "promotion/new_score": result.score,
-                            **({"promotion/champion_score": champion_score}
-                               if champion_score is not None
-                               and not math.isnan(champion_score) else {})})
-        mlflow.set_tag("slicert.decision", decision)
+            "run_id": run_id, "reason": reason}
+    if promote:
+        mv = mlflow.register_model(info.model_uri, name, tags={"slicert.source_run": run_id})
+        version = str(mv.version)
+        result.model_version = version
+        mlclient.set_registered_model_alias(name, registry.ALIAS, version)
+        registry.set_decision_tags(mlclient, name, version, tags)
         mlflow.set_tag("slicert.model_version", version)
-        champ_txt = (f"champion v{result.champion_version} score {_fmt(champion_score)}"
-                     f"{champion_note}" if champion is not None else "no champion yet")
-        verdict = (f"v{version} is now {registry.ALIAS}" if promote
-                   else f"{registry.ALIAS} stays v{result.champion_version}")
-        echo(f"promotion: {decision}: new v{version} score {_fmt(result.score)} vs "
-             f"{champ_txt} -> {verdict}")
+    mlflow.set_tags({f"{registry.TAG}{k}": ("none" if v is None else
+                                            f"{v:.6f}" if isinstance(v, float) else str(v))
+                     for k, v in tags.items() if k != "run_id"})
+    mlflow.set_tag("slicert.candidate", "false" if promote else "true")
+    mlflow.log_metrics({"promotion/promoted": float(promote),
+                        "promotion/new_score": new_score,
+                        "promotion/compared_candidates": float(n_compared),
+                        **({"promotion/champion_score": champion_score}
+                           if champion_score is not None
+                           and not math.isnan(champion_score) else {})})
+    if promote:
+        verdict = f"registered as v{result.model_version}, now '{registry.ALIAS}'"
+    else:
+        verdict = (f"not registered ('{registry.ALIAS}' stays v{result.champion_version}; the "
+                   f"candidate model stays in MLflow run {run_id})")
+    echo(f"promotion: {decision}: {reason} -> {verdict}")
+    from slicert_ops.tracking.links import experiment_url, model_url, ui_url
+
+    ui = ui_url()
+    link = (model_url(ui, name, result.model_version) if promote
+            else experiment_url(ui, mlflow.get_run(run_id).info.experiment_id, run_id))
+    if link:
+        echo(f"MLflow: {link}")
