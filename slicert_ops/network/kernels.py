@@ -312,6 +312,9 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
         y_o, y_i = sch.split(y, [None, s.micro_tile])
         acc = sch.get_sblock("acc")
         sch.compute_at(acc, c)
+        sub = _loops_below(sch, acc, c)
+        if sub:  # the init before the window loops (no "maybe uninitialized" accumulator)
+            sch.decompose_reduction(acc, sub[0])
         sch.annotate(y_o, YIELD_ANNOTATION, 1)
     else:
         (i,) = sch.get_loops(out)
