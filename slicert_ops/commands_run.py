@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from slicert_ops.errors import InputError
+from slicert_ops.errors import InputError, SliceRTError
 from slicert_ops.manifest import Experiment, expand, load_manifest, parse_conf
 
 
@@ -30,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--conf", help="JSON object merged into the experiment (as Airflow's conf)")
     c.add_argument("--verbose", "-v", action="store_true", help="list the candidates")
+    c.add_argument("--out", type=Path, default=Path("results"),
+                   help="results folder whose index.parquet gives measured per-run costs for "
+                        "the time estimate (default: results)")
+    c.add_argument("--jobs", "-j", type=int, default=1, help="jobs assumed by the estimate")
     c.set_defaults(func=cmd_check)
 
     st = sub.add_parser("stage", help="one pipeline stage (what orchestrated tasks run)")
@@ -88,13 +95,14 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"measured, objective {exp.search['objective']!r}")
     for line in expansion.skipped:
         print(f"  skipped (impossible together): {line}")
+    _size_warning(n, exp, args.out, _jobs(args.jobs))
     if args.verbose:
         for c in expansion.candidates:
             print(f"  {c.index:4d} {c.id} {json.dumps(c.schedule, sort_keys=True)}")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from slicert_ops.sweep import run_sweep, summarize
 
     exp = _load(args)
@@ -106,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     expansion = expand(exp)
     cands = expansion.candidates
     _preflight()
+    check_writable(args.out / exp.name)
     print(f"{exp.name}: {len(cands)} candidates x {exp.repeat} repeats, {jobs} job(s) -> "
           f"{args.out / exp.name}", file=sys.stderr)
     for line in expansion.skipped:
@@ -120,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def cmd_stage_plan(args: argparse.Namespace) -> int:
+def _cmd_stage_plan(args: argparse.Namespace) -> int:
     from slicert_ops.plan import write_plan
 
     conf = parse_conf(args.conf) if args.conf else None
@@ -132,7 +141,7 @@ def cmd_stage_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stage_batch(args: argparse.Namespace) -> int:
+def _cmd_stage_batch(args: argparse.Namespace) -> int:
     from slicert_ops.plan import check_toolchain, plan_exp_dir, read_plan
     from slicert_ops.sweep import run_sweep, summarize
 
@@ -158,7 +167,7 @@ def cmd_stage_batch(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def cmd_stage_aggregate(args: argparse.Namespace) -> int:
+def _cmd_stage_aggregate(args: argparse.Namespace) -> int:
     from slicert_ops.plan import plan_exp_dir, read_plan
     from slicert_ops.report.outcome import outcome_lines
 
@@ -170,6 +179,87 @@ def cmd_stage_aggregate(args: argparse.Namespace) -> int:
         print(line)
     print(json.dumps(outcome, sort_keys=True, default=str))  # the task's XCom
     return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------ storage errors
+# A full disk or an unwritable --out is one clear line (path + cause + fix), exit status 1,
+# never a traceback. Runs published before it stay intact (each run folder is written under
+# a temporary name and renamed when complete); the next run removes the partial folders.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.ENOTDIR, errno.EFBIG, errno.EMLINK}
+_STORAGE_FIX = {
+    errno.ENOSPC: "the file system is full: free space there, or give --out a folder on "
+                  "another one",
+    errno.EDQUOT: "disk quota exceeded: free space, or give --out another folder",
+    errno.EFBIG: "file too large for that file system: give --out another folder",
+    errno.EROFS: "read-only file system: give --out a writable folder",
+    errno.EACCES: "no permission to write there: give --out a folder you can write",
+    errno.EPERM: "not permitted to write there: give --out a folder you can write",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: give --out a folder",
+    errno.EMLINK: "too many entries in one folder: give --out another folder",
+}
+
+
+def storage_message(exc: OSError, where: Path) -> str:
+    path = exc.filename or f"under {where}"
+    cause = exc.strerror or os.strerror(exc.errno or 0)
+    return (f"cannot write {path}: {cause} ({_STORAGE_FIX.get(exc.errno, 'check the folder')}"
+            "); runs published before this are intact, partial run folders are removed by "
+            "the next run")
+
+
+@contextlib.contextmanager
+def storage_errors(where: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise SliceRTError(storage_message(exc, Path(where).absolute())) from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when --out cannot be written (permissions, read-only, a file)."""
+    with storage_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".slicert-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+
+def _size_warning(n_candidates: int, exp: Experiment, out: Path, jobs: int,
+                  always: bool = False) -> None:
+    """Estimated time from measured per-run costs; a warning when the sweep is huge."""
+    from slicert_ops.report.estimate import WARN_RUNS, estimate, human
+
+    est = estimate(n_candidates, exp.repeat, out, exp.name)
+    if not (always or est.too_big()):
+        return
+    print(f"slicert: warning: {est.runs:,} runs ({n_candidates:,} candidates x "
+          f"{exp.repeat:,} repeats), estimated {human(est.seconds(jobs))} with {jobs} job(s) "
+          f"({est.per_candidate_s:.2f} s per candidate + {est.per_run_s:.2f} s per run: "
+          f"{est.source}). Above {WARN_RUNS:,} runs this is most likely a mistake: lower "
+          "experiment.repeat or the parameter lists.", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with storage_errors(args.out):
+        return _cmd_run(args)
+
+
+def cmd_stage_plan(args: argparse.Namespace) -> int:
+    with storage_errors(args.out):
+        return _cmd_stage_plan(args)
+
+
+def cmd_stage_batch(args: argparse.Namespace) -> int:
+    with storage_errors(args.plan.parent):
+        return _cmd_stage_batch(args)
+
+
+def cmd_stage_aggregate(args: argparse.Namespace) -> int:
+    with storage_errors(args.plan.parent):
+        return _cmd_stage_aggregate(args)
 
 
 def _preflight() -> None:
