@@ -314,6 +314,7 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
     layers: list[Layer] = []
     prev = NETWORK_INPUT
     counts: dict[str, int] = {}
+    failed: set[str] = set()
     for i, raw in enumerate(raw_layers):
         fld = f"{base}.layers[{i}]"
         if not isinstance(raw, dict):
@@ -322,12 +323,15 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
         ltype = raw.get("type")
         ltype = ALIASES.get(ltype, ltype) if isinstance(ltype, str) else ltype
         lname = raw.get("name")
-        if ltype in NOT_YET:
-            bad(f"{fld}.type", NOT_YET[ltype], layer=lname)
-            continue
-        if ltype not in LAYER_TYPES:
-            bad(f"{fld}.type", f"unknown layer type {raw.get('type')!r}",
-                f"valid: {', '.join(LAYER_TYPES)}", lname)
+        if ltype in NOT_YET or ltype not in LAYER_TYPES:
+            if ltype in NOT_YET:
+                bad(f"{fld}.type", NOT_YET[ltype], layer=lname)
+            else:
+                bad(f"{fld}.type", f"unknown layer type {raw.get('type')!r}",
+                    f"valid: {', '.join(LAYER_TYPES)}", lname)
+            lname = lname if isinstance(lname, str) else f"layers[{i}]"
+            failed.add(lname)
+            prev = lname
             continue
         counts[ltype] = counts.get(ltype, 0) + 1
         if lname is None:
@@ -352,12 +356,18 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
             bad(f"{fld}.inputs", f"{inputs!r}: a {ltype} layer takes {need} input(s)",
                 "add: inputs: [skip_layer, other_layer]" if ltype == "add" else
                 "name an earlier layer, or leave it out to use the previous layer", lname)
+            failed.add(lname)
+            prev = lname
+            continue
+        if any(x in failed for x in inputs):  # its input is already reported
+            failed.add(lname)
             prev = lname
             continue
         missing = [x for x in inputs if x not in shapes]
         if missing:
             bad(f"{fld}.inputs", f"{', '.join(missing)}: no earlier layer has that name",
                 f"valid: {', '.join(shapes)}", lname)
+            failed.add(lname)
             prev = lname
             continue
         layer = Layer(name=lname, type=ltype, inputs=tuple(inputs), index=i)
@@ -367,6 +377,8 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
         if len(probs) == err_count and layer.out_shape:
             shapes[lname] = layer.out_shape
             layers.append(layer)
+        else:
+            failed.add(lname)
         prev = lname
     if probs:
         raise NetworkError(probs, source)

@@ -141,14 +141,15 @@ def _extent(sig: dict[str, Any]) -> dict[str, int]:
     return {"elements": math.prod(out)}
 
 
-def default_schedule(task: Task) -> LayerSchedule:
+def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
     """A sensible schedule: ~:data:`DEFAULT_MICRO_MACS` MACs (or a row / 256 elements) between
-    yield checks, macro-tiles of 8 pixels, up to 4 output channels unrolled."""
+    yield checks, macro-tiles of 8 pixels, up to 4 output channels unrolled. With
+    ``tile_size`` given, the micro-tile is the default for that tile."""
     ext = _extent(task.signature)
     t = task.type
     if t in ("conv2d", "depthwise_conv2d"):
         edge = min(ext["rows"], ext["cols"])
-        tile = max(d for d in (1, 2, 4, 8) if d <= edge)
+        tile = tile_size or max(d for d in (1, 2, 4, 8) if d <= edge)
         per_pixel = ext["channels"] * ext["reduction"]
         micro = max([d for d in _divisors(tile) if d * d * per_pixel <= DEFAULT_MICRO_MACS]
                     or [1])
@@ -156,7 +157,7 @@ def default_schedule(task: Task) -> LayerSchedule:
         return LayerSchedule(tile, micro, unroll)
     if t == "dense":
         units = ext["units"]
-        tile = max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
+        tile = tile_size or max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
         micro = max([d for d in _divisors(tile) if d * ext["reduction"] <= DEFAULT_MICRO_MACS]
                     or [1])
         unroll = max(d for d in _divisors(ext["reduction"]) if d <= 4)
@@ -181,7 +182,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
             errs.append(f"{k}: {v!r} must be a positive integer")
     if errs:
         return errs
-    d = default_schedule(task)
+    d = default_schedule(task, sched.tile_size)
     tile = sched.tile_size or d.tile_size
     micro = sched.micro_tile or d.micro_tile
     unroll = sched.unroll or d.unroll
@@ -215,7 +216,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
 
 def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
     """Fill the parameters left out with the defaults (only those the type uses)."""
-    d = default_schedule(task)
+    d = default_schedule(task, sched.tile_size)
     keys = SCHEDULE_KEYS[task.type]
     vals = {k: (getattr(sched, k) if getattr(sched, k) is not None else getattr(d, k))
             for k in keys}
