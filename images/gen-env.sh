@@ -49,9 +49,14 @@ cat > "$tmp" <<EOF
 COMPOSE_PROJECT_NAME=slicert
 COMPOSE_PROFILES=$profiles
 SLICERT_IMAGE_TAG=latest
-AIRFLOW_PORT=8080
-MLFLOW_PORT=5000
+# 18080 / 15000: not 8080 / 5000, which `slicert up` uses on the same machine
+AIRFLOW_PORT=18080
+MLFLOW_PORT=15000
 WORKER_CONCURRENCY=2
+# 0 = no CPU quota per Celery worker (bench/bench_farm.py sets 1)
+WORKER_CPUS=0
+# seconds without a task heartbeat before the scheduler fails + retries it (lost worker)
+TASK_HEARTBEAT_TIMEOUT=45
 SLICERT_RUNNER=local
 POSTGRES_PASSWORD=$(rand 24)
 REDIS_PASSWORD=$(rand 24)
@@ -72,4 +77,4 @@ mkdir -p "$pwdir"
 printf '{"admin": "%s"}\n' "$admin_pw" > "$pwdir/compose-passwords.json"
 chmod 600 "$pwdir/compose-passwords.json"
 echo "gen-env.sh: wrote $out (mode 600) and $pwdir/compose-passwords.json" >&2
-echo "  slicert submit --api-url http://127.0.0.1:8080 --password-file $pwdir/compose-passwords.json --manifest ..." >&2
+echo "  slicert submit --api-url http://127.0.0.1:18080 --password-file $pwdir/compose-passwords.json --manifest ..." >&2

@@ -7,6 +7,7 @@ Slow (the stack starts in ~20-60 s); select with `-m airflow` / `-m docker`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,6 +95,7 @@ class Stack:
         self.ident_manifest.write_text(SMALL.format(name="e2e_ident"))
         self.kill_manifest = self.exp_dir / "e2e_kill.yaml"
         self.kill_manifest.write_text(SMALL.format(name="e2e_kill"))
+        (self.exp_dir / "e2e_lost.yaml").write_text(SMALL.format(name="e2e_lost"))
         (self.exp_dir / "broken.yaml").write_text(  # must not hide or block the others
             "experiment:\n  name: broken_one\n  repeat: 0\n  parameters:\n    tile_size: [8]\n")
         self.port = _free_port()
@@ -240,8 +242,23 @@ def test_submit_with_conf_runs_to_success_and_runs_exist(stack):
     assert len(runs) == 8, runs
     for run in runs:
         assert (run / "cycles.txt").is_file() and (run / "qemu_trace.json").is_file()
-    plan = json.loads((stack.results / "e2e_small" / "plan.json").read_text())
+    # the plan file of this run, and only this run (concurrent runs never share one)
+    plans = list((stack.results / "e2e_small" / "plans").glob("*.json"))
+    assert len(plans) == 1 and not (stack.results / "e2e_small" / "plan.json").exists()
+    plan = json.loads(plans[0].read_text())
     assert plan["conf"] == {"repeat": 2, "parameters": {"unroll": [1, 4]}}
+    assert plan["run_id"] == out["run_id"]
+    # where the results went: counts, paths, MLflow (machine-learning view), best candidates
+    o = out["outcome"]
+    assert o["runs"] == {"total": 8, "valid": 8, "failed": 0, "invalid": 0}, o
+    assert o["results"] == str((stack.results / "e2e_small").resolve())
+    assert Path(o["index"]).is_file() and Path(o["report"]).is_file()
+    assert o["mlflow_url"].endswith("?workflowType=machine_learning"), o
+    assert len(o["best"]["by_kernel_cycles"]) == 3
+    for needle in ("sweep e2e_small: 8 runs: 8 ok, 0 failed, 0 invalid", f"index:   {o['index']}",
+                   f"report:  {o['report']}", f"MLflow experiment: {o['mlflow_experiment_url']}",
+                   "best by kernel cycles:"):
+        assert needle in r.stderr, needle
     # per-task overhead: wall time of the run against the stages' own durations
     client = stack.client()
     tis = client.task_instances("slicert__e2e_small", out["run_id"])
@@ -249,12 +266,18 @@ def test_submit_with_conf_runs_to_success_and_runs_exist(stack):
     print(f"submit --wait wall {wall:.1f} s; {len(tis)} task instances, summed task time "
           f"{work:.1f} s")
     states = {ti["task_id"]: ti["state"] for ti in tis}
-    assert states["train"] == "skipped" and states["promote"] == "skipped"
+    assert states["train"] == "skipped" and "promote" not in states
     # the MLflow extra link of the aggregate task points at the sweep's run
     links = client._request("GET", f"/api/v2/dags/slicert__e2e_small/dagRuns/{out['run_id']}"
                                    "/taskInstances/aggregate/links")
     links = links.get("extra_links", links)
-    assert "/#/experiments/" in (links.get("MLflow") or ""), links
+    assert (links.get("MLflow") or "").endswith("?workflowType=machine_learning"), links
+    assert "/#/experiments/" in links["MLflow"]
+    # ... and the aggregate task's log says it all, where users land
+    agg = next(ti for ti in tis if ti["task_id"] == "aggregate")
+    log = client.task_log("slicert__e2e_small", out["run_id"], "aggregate",
+                          agg.get("try_number") or 1)
+    assert "sweep e2e_small: 8 runs: 8 ok" in log and f"MLflow: {links['MLflow']}" in log
 
 
 def test_airflow_cli_trigger_with_conf(stack):
@@ -389,6 +412,56 @@ def test_killed_batch_task_is_retried_and_leaves_each_run_once(stack):
         assert key not in seen, key
         seen.add(key)
     assert len(seen) == 12
+
+
+def test_lost_worker_is_detected_within_a_minute_and_the_task_retried(stack):
+    """Worker loss: SIGKILL the executor worker running a batch task and everything under
+    it (nobody is left to report the task). The scheduler must notice from the missing
+    heartbeats (task_instance_heartbeat_timeout 45 s, checked every 5 s; the default is
+    300 s) and retry the task, which then completes the batch with each run once."""
+    import signal
+
+    import psutil
+
+    dag_id = "slicert__e2e_lost"
+    exp_dir = stack.results / "e2e_lost"
+    client = stack.client()
+    conf = {"repeat": 3, "parameters": {"micro_tile": [1, 2, 4, 8]}, "batch_size": 4,
+            "train": False, "track": False}
+    run_id = client.trigger(dag_id, conf)["dag_run_id"]
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline, "the batch task never ran"
+        tis = [ti for ti in client.task_instances(dag_id, run_id) if ti["task_id"] == "batch"]
+        if tis and tis[0]["state"] in ("success", "failed", "up_for_retry"):
+            pytest.fail(f"batch task reached {tis[0]['state']} before the worker was killed")
+        procs = _stage_batch_processes(exp_dir)
+        if tis and tis[0]["state"] == "running" and procs:
+            break
+        time.sleep(0.2)
+    worker = next((p for p in procs[0].parents()
+                   if "LocalExecutor" in " ".join(p.cmdline())), None)
+    assert worker is not None, [p.cmdline() for p in procs[0].parents()]
+    doomed = [worker, *worker.children(recursive=True), *procs]
+    for p in doomed:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    detected = None
+    while detected is None and time.monotonic() - killed_at < 180:
+        ti = next(t for t in client.task_instances(dag_id, run_id) if t["task_id"] == "batch")
+        if ti["state"] != "running" or int(ti["try_number"]) > 1:
+            detected = time.monotonic() - killed_at
+        time.sleep(1.0)
+    print(f"lost worker detected after {detected} s")
+    assert detected is not None and detected < 60, detected
+    final = client.wait_run(dag_id, run_id, timeout=900)
+    assert final["state"] == "success", _failed_logs(client, dag_id, run_id)
+    batch = next(ti for ti in client.task_instances(dag_id, run_id) if ti["task_id"] == "batch")
+    assert batch["state"] == "success" and int(batch["try_number"]) == 2, batch
+    assert not list(exp_dir.glob("*.tmp-*"))
+    assert [r.name for r in _runs(stack.results, "e2e_lost")] == \
+        [f"run_{n:04d}" for n in range(1, 13)]
 
 
 # ------------------------------------------------------------------------------ docker runner

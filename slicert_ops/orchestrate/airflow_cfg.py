@@ -12,6 +12,9 @@ against the same database. Settings, and why (see docs/orchestration.md):
 - DAGs unpaused at creation (a run of a paused DAG would stay queued), no example DAGs
 - workers.min_heartbeat_interval = 1 (slots are released ~5 s late with the default)
 - dag_processor.refresh_interval = 30 s (new manifests show up within 30 s, not 5 min)
+- scheduler.task_instance_heartbeat_timeout = 45 s, checked every 5 s: a task whose process
+  (or worker) died is failed and retried within a minute, not after the default 300 s
+  (tasks heartbeat every second: workers.min_heartbeat_interval)
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from slicert_ops.orchestrate import settings
 
 DEFAULT_PORT = 8080
+TASK_HEARTBEAT_TIMEOUT_S = 45       # same as docker-compose.yaml's default
+TASK_HEARTBEAT_CHECK_S = 5
 DEFAULT_USER = "admin"
 AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
@@ -152,7 +157,10 @@ def render_cfg(paths: StackPaths, port: int, secrets_: Mapping[str, str], *,
         },
         "api_auth": {"jwt_secret": secrets_["jwt_secret"]},
         "workers": {"min_heartbeat_interval": 1},
-        "scheduler": {"enable_health_check": "False"},
+        "scheduler": {"enable_health_check": "False",
+                      "task_instance_heartbeat_timeout": TASK_HEARTBEAT_TIMEOUT_S,
+                      "task_instance_heartbeat_timeout_detection_interval":
+                          TASK_HEARTBEAT_CHECK_S},
         "dag_processor": {"refresh_interval": 30, "min_file_process_interval": 60,
                           "parsing_processes": 1, "dag_file_processor_timeout": 180},
         "logging": {"base_log_folder": paths.task_logs, "colored_console_log": "False"},
