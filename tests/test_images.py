@@ -82,6 +82,39 @@ def test_compose_publishes_only_on_loopback_and_worker_scales(compose_config):
     assert "container_name" not in worker and not worker.get("ports")
 
 
+def test_compose_ports_differ_from_slicert_up(compose_config):
+    """Started beside `slicert up` (8080 / 5000), the farm must not clash half-way."""
+    from slicert_ops.orchestrate.airflow_cfg import DEFAULT_PORT
+    from slicert_ops.services import ServicesConfig
+
+    published = {}
+    for name, svc in compose_config["services"].items():
+        for port in svc.get("ports", []):
+            published[name] = int(port["published"] if isinstance(port, dict)
+                                  else str(port).split(":")[1])
+    assert published == {"airflow-apiserver": 18080, "mlflow": 15000}
+    embedded = {DEFAULT_PORT, ServicesConfig.from_env({}).mlflow_port}
+    assert embedded == {8080, 5000} and not embedded & set(published.values())
+    env = compose_config["services"]["airflow-worker"]["environment"]
+    assert env["SLICERT_MLFLOW_UI_URL"] == "http://127.0.0.1:15000"
+    assert env["AIRFLOW__API__BASE_URL"] == "http://127.0.0.1:18080"
+
+
+def test_compose_detects_lost_workers_and_checks_health(compose_config):
+    services = compose_config["services"]
+    env = services["airflow-scheduler"]["environment"]
+    timeout = int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"])
+    interval = float(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL"])
+    assert timeout + interval <= 60  # the default (300 s) left retries waiting 5 minutes
+    assert int(env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) <= 5  # well within it
+    checks = {"airflow-scheduler": "SchedulerJob", "airflow-dag-processor": "DagProcessorJob",
+              "airflow-triggerer": "TriggererJob", "airflow-worker": "inspect ping",
+              "airflow-apiserver": "/api/v2/monitor/health"}
+    for name, needle in checks.items():
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert needle in test, (name, test)
+
+
 def test_compose_minio_is_opt_in(compose_config):
     minio = compose_config["services"].get("minio")
     if minio is not None:  # docker-compose lists profiled services in `config`
