@@ -55,6 +55,7 @@ class NetworkBuild:
     out_dir: Path
     dump: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    runtime_dir: Path | None = None
 
     @property
     def elf(self) -> Path:
@@ -229,7 +230,8 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
                            tasks: list[Task] | None = None,
                            runtime_options: Any = None, board: str = "lm3s6965evb",
                            dump: bool = False, x: np.ndarray | None = None,
-                           kernel_stack_bytes: int = 4096) -> NetworkBuild:
+                           kernel_stack_bytes: int = 4096,
+                           runtime_dir: str | Path | None = None) -> NetworkBuild:
     """Generate every kernel, plan the memory, check the board, write ``kernel.c`` and build
     ``out_dir/firmware.elf`` with the project's firmware build."""
     from slicert_ops.firmware import build_firmware
@@ -252,11 +254,13 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
                               ("output", ct, tuple(net.output.shape))))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    res = build_firmware(kargs, [x], runtime_options, out, kernel_stack_bytes=kernel_stack_bytes)
+    res = build_firmware(kargs, [x], runtime_options, out, kernel_stack_bytes=kernel_stack_bytes,
+                         runtime_dir=runtime_dir)
     t2 = time.perf_counter()
     return NetworkBuild(net=net, plan=plan, tasks=tasks, kernels=kernels, c_source=src,
                         input=x, build=res, out_dir=out, dump=dump,
-                        seconds={"codegen": t1 - t0, "build": t2 - t1})
+                        seconds={"codegen": t1 - t0, "build": t2 - t1},
+                        runtime_dir=Path(runtime_dir) if runtime_dir else None)
 
 
 def parse_layer_dumps(stdout: bytes) -> dict[int, bytes]:
@@ -323,7 +327,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                                          schedules={k: v.schedule
                                                     for k, v in nb.kernels.items()},
                                          runtime_options=RuntimeOptions(slice_us=0),
-                                         dump=True, x=nb.input)
+                                         dump=True, x=nb.input, runtime_dir=nb.runtime_dir)
             sim2 = run_firmware(nb2.elf, seed=seed, handlers=sorted(nb2.build.handlers.values()),
                                 out_dir=out / "locate", timeout_s=timeout_s, plugin=PLUGIN_SO)
             dumps = parse_layer_dumps(sim2.stdout)

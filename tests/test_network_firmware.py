@@ -1,0 +1,103 @@
+"""Whole networks end to end: TVM kernels + network harness -> arm-none-eabi-gcc -> QEMU
+(lm3s6965evb, cycle plugin), output checked against numpy (int8 bit-exact), layer events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slicert_ops.firmware import RuntimeOptions
+from slicert_ops.network import (
+    LAYER_END,
+    LAYER_START,
+    LayerSchedule,
+    build_network_firmware,
+    extract_tasks,
+    load_network,
+    run_network,
+)
+from slicert_ops.network import reference as ref_mod
+
+pytestmark = pytest.mark.integration
+
+IRQ = dict(slice_us=50, irq_load=True, irq_period_us=200, irq_jitter_us=50,
+           rt_work_iters=200, rt_deadline_us=200)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLICERT_CACHE_DIR", str(tmp_path_factory.mktemp("slicert-cache")))
+    yield
+    mp.undo()
+
+
+def every_layer_type(dtype: str) -> dict:
+    return {"experiment": {"name": "all_layers", "model": {
+        "name": "all_layers", "dtype": dtype, "input": [1, 12, 10, 3], "seed": 4, "layers": [
+            {"name": "c1", "type": "conv2d", "filters": 8, "kernel": 3, "padding": "same"},
+            {"name": "r1", "type": "relu"},
+            {"name": "dw", "type": "depthwise_conv2d", "kernel": 3, "stride": 2,
+             "padding": "same", "activation": "relu6"},
+            {"name": "pw", "type": "conv2d", "filters": 8, "kernel": 1},
+            {"name": "mp", "type": "max_pool", "pool": 2, "inputs": ["r1"]},
+            {"name": "sum", "type": "add", "inputs": ["mp", "pw"], "activation": "relu"},
+            {"name": "ap", "type": "avg_pool", "pool": 3, "stride": 2, "padding": "same"},
+            {"name": "r6", "type": "relu6"},
+            {"name": "flat", "type": "flatten"},
+            {"name": "fc", "type": "dense", "units": 10}]}}}
+
+
+def test_every_layer_type_bit_exact_with_layer_events(tmp_path):
+    net = load_network(every_layer_type("int8"))
+    assert [op.type for op in net.ops] == ["conv2d", "depthwise_conv2d", "conv2d", "max_pool",
+                                           "add", "avg_pool", "clamp", "dense"]
+    tasks = extract_tasks(net)
+    pw = next(t for t in tasks if t.layer_names == ["pw"])
+    nb = build_network_firmware(net, tmp_path / "fw", runtime_options=RuntimeOptions(**IRQ),
+                                schedules={pw.key: LayerSchedule(tile_size=3, micro_tile=1,
+                                                                 unroll=2)})
+    assert nb.kernels[pw.key].micro_tiles == 9 * 4  # 6x5 output, 3x3 tiles of 1x1
+    run = run_network(nb, tmp_path / "run", deadline_us=200)
+    assert run.correct, run.mismatch
+    assert np.array_equal(run.output, run.expected)
+    evs = [e for e in run.sim.events if e.id in (LAYER_START, LAYER_END)]
+    assert [(e.id, e.payload) for e in evs] == [
+        (eid, i) for i in range(len(net.ops)) for eid in (LAYER_START, LAYER_END)]
+    assert [row["layer"] for row in run.layers] == [op.label for op in net.ops]
+    for row, op in zip(run.layers, net.ops, strict=True):
+        task = next(t for t in tasks if op.index in t.ops)
+        assert row["yield_checks"] == nb.kernels[task.key].micro_tiles, row
+        assert 0 < row["kernel_cycles"] <= row["wall_cycles"]
+    m = run.metrics
+    assert m["correct"] == 1 and m["network_cycles"] == m["wall_cycles"]
+    assert sum(r["wall_cycles"] for r in run.layers) <= m["wall_cycles"]
+    assert m["yield_checks"] == sum(r["yield_checks"] for r in run.layers)
+    assert m["rt_releases"] > 0 and m["max_preemption_latency_cycles"] > 0
+    assert max(r["max_preemption_latency_cycles"] for r in run.layers) <= \
+        m["max_preemption_latency_cycles"]
+    assert nb.plan.arena_bytes > 0 and f"slicert_nn_arena[{nb.plan.arena_bytes}]" in nb.c_source
+
+
+def test_float32_network_within_tolerance(tmp_path):
+    net = load_network(every_layer_type("float32"))
+    nb = build_network_firmware(net, tmp_path / "fw", runtime_options=RuntimeOptions())
+    run = run_network(nb, tmp_path / "run")
+    assert run.correct, run.mismatch
+    np.testing.assert_allclose(run.output, run.expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_mismatch_names_the_first_wrong_layer(tmp_path, monkeypatch):
+    net = load_network(every_layer_type("int8"))
+    nb = build_network_firmware(net, tmp_path / "fw", runtime_options=RuntimeOptions())
+    real_add = ref_mod.add_int8
+
+    def off_by_one(*a, **kw):  # the reference (not the firmware) is wrong from the add on
+        out = real_add(*a, **kw).astype(np.int16)
+        return np.clip(out + 1, -128, 127).astype(np.int8)
+
+    monkeypatch.setattr(ref_mod, "add_int8", off_by_one)
+    run = run_network(nb, tmp_path / "run")
+    assert not run.correct
+    assert run.first_wrong_layer == "sum"
+    assert "first wrong layer: sum (op 4, add)" in run.mismatch

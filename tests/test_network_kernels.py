@@ -1,0 +1,138 @@
+"""Every layer type's TVM kernel against the numpy reference, bit-exact (int8) / within a
+tolerance (float32), compiled by the host gcc from the generated C (real TVM, real gcc, the
+real runtime headers and requantisation helper). Unseen shapes and several schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slicert_ops.network import (
+    LayerSchedule,
+    extract_tasks,
+    generate_layer_kernel,
+    make_network,
+    parse_network,
+    run_reference,
+)
+from slicert_ops.network.host import run_op_host
+from slicert_ops.network.tasks import micro_tiles
+
+pytestmark = pytest.mark.integration
+
+
+def one_layer(layer: dict, input_shape, dtype: str, seed: int = 3, before: list | None = None):
+    layers = list(before or []) + [dict(layer, name="target")]
+    return make_network(parse_network({"name": "t", "dtype": dtype, "input": input_shape,
+                                       "seed": seed, "layers": layers}))
+
+
+def check(net, sched: LayerSchedule | None = None, target: str = "target"):
+    values = run_reference(net, net.make_input())
+    op = next(o for o in net.ops if o.name == target)
+    task = next(t for t in extract_tasks(net) if op.index in t.ops)
+    kernel = generate_layer_kernel(task, sched)
+    ins = [values[t].reshape(op.layer.in_shapes[i]) for i, t in enumerate(op.inputs)]
+    got, yields = run_op_host(net, op, kernel, ins)
+    want = values[op.output]
+    if net.dtype == "int8":
+        assert np.array_equal(got, want), f"{np.sum(got != want)} of {got.size} differ"
+        assert len(np.unique(want)) >= min(5, want.size // 3)  # a meaningful comparison
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert yields == kernel.micro_tiles == micro_tiles(task, kernel.schedule)
+    calls = [ln for ln in kernel.c_source.splitlines() if ln.strip() == "slicert_yield_check();"]
+    assert len(calls) == 1  # one call site, in the micro-tile loop
+    return kernel
+
+
+DTYPES = ["int8", "float32"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, layer, sched", [
+    ([1, 9, 9, 3], {"type": "conv2d", "filters": 6, "kernel": 3, "padding": "same",
+                    "activation": "relu"}, LayerSchedule(4, 2, 3)),
+    ([1, 11, 7, 2], {"type": "conv2d", "filters": 4, "kernel": [5, 3], "stride": [2, 1],
+                     "padding": "same"}, None),
+    ([1, 8, 8, 5], {"type": "conv2d", "filters": 8, "kernel": 1}, LayerSchedule(8, 8, 8)),
+    ([1, 10, 6, 4], {"type": "conv2d", "filters": 4, "kernel": [4, 2], "stride": 2,
+                     "padding": [1, 2, 0, 1], "activation": "relu6"}, LayerSchedule(3, 1, 2)),
+])
+def test_conv2d(dtype, shape, layer, sched):
+    check(one_layer(layer, shape, dtype), sched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, layer, sched", [
+    ([1, 9, 9, 4], {"type": "depthwise_conv2d", "kernel": 3, "padding": "same",
+                    "activation": "relu"}, LayerSchedule(4, 4, 2)),
+    ([1, 10, 7, 3], {"type": "depthwise_conv2d", "kernel": [3, 5], "stride": 2,
+                     "padding": "same", "depth_multiplier": 2}, None),
+    ([1, 6, 6, 8], {"type": "depthwise_conv2d", "kernel": 1}, LayerSchedule(2, 1, 1)),
+])
+def test_depthwise_conv2d(dtype, shape, layer, sched):
+    check(one_layer(layer, shape, dtype), sched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_in, layer, sched", [
+    (37, {"type": "dense", "units": 13, "activation": "relu"}, LayerSchedule(8, 2, 1)),
+    (64, {"type": "dense", "units": 10}, LayerSchedule(5, 5, 16)),
+    (16, {"type": "dense", "units": 3}, None),
+])
+def test_dense(dtype, n_in, layer, sched):
+    check(one_layer(layer, [1, n_in], dtype), sched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["avg_pool", "max_pool"])
+@pytest.mark.parametrize("shape, extra, sched", [
+    ([1, 8, 8, 3], {"pool": 2}, LayerSchedule(micro_tile=2)),
+    ([1, 9, 7, 4], {"pool": 3, "stride": 2, "padding": "same"}, None),
+    ([1, 5, 6, 3], {"pool": "global"}, None),
+    ([1, 25, 5, 2], {"pool": [24, 5]}, None),
+])
+def test_pooling(dtype, kind, shape, extra, sched):
+    # pools read a conv output, so that their input is a realistic int8 activation
+    before = [{"type": "conv2d", "filters": shape[3], "kernel": 1}]
+    check(one_layer(dict(extra, type=kind), shape[:3] + [2], dtype, before=before), sched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation, sched", [(None, LayerSchedule(micro_tile=7)),
+                                               ("relu", None), ("relu6", None)])
+def test_residual_add(dtype, activation, sched):
+    before = [{"name": "x1", "type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+              {"name": "x2", "type": "conv2d", "filters": 4, "kernel": 1}]
+    layer = {"type": "add", "inputs": ["x1", "x2"], "activation": activation}
+    check(one_layer(layer, [1, 6, 5, 2], dtype, before=before), sched)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["relu", "relu6"])
+def test_standalone_relu(dtype, kind):
+    # after a max_pool a relu cannot be fused: it runs as its own clamp kernel
+    before = [{"type": "conv2d", "filters": 4, "kernel": 3}, {"type": "max_pool", "pool": 2}]
+    net = one_layer({"type": kind}, [1, 9, 9, 2], dtype, before=before)
+    assert net.ops[-1].type == "clamp"
+    check(net, LayerSchedule(micro_tile=5))
+
+
+def test_identical_layers_share_one_kernel_with_their_own_quantisation():
+    net = make_network(parse_network({"input": [1, 6, 6, 4], "seed": 9, "layers": [
+        {"name": "a", "type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+        {"name": "b", "type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+        {"name": "c", "type": "conv2d", "filters": 4, "kernel": 3, "padding": "same",
+         "activation": "relu"}]}))
+    tasks = extract_tasks(net)
+    assert len(tasks) == 1 and tasks[0].weight == 3
+    assert net.ops[0].scalars != net.ops[1].scalars  # different zero points
+    for name in "abc":
+        check(net, target=name)
+
+
+def test_impossible_schedule_is_refused():
+    net = one_layer({"type": "conv2d", "filters": 6, "kernel": 3}, [1, 8, 8, 2], "int8")
+    with pytest.raises(ValueError, match="unroll: 4 does not divide the output channels"):
+        generate_layer_kernel(extract_tasks(net)[0], LayerSchedule(2, 1, 4))
