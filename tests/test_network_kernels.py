@@ -58,6 +58,9 @@ DTYPES = ["int8", "float32"]
     ([1, 8, 8, 5], {"type": "conv2d", "filters": 8, "kernel": 1}, LayerSchedule(8, 8, 8)),
     ([1, 10, 6, 4], {"type": "conv2d", "filters": 4, "kernel": [4, 2], "stride": 2,
                      "padding": [1, 2, 0, 1], "activation": "relu6"}, LayerSchedule(3, 1, 2)),
+    ([1, 7, 7, 3], {"type": "conv2d", "filters": 12, "kernel": 3, "padding": "same"},
+     LayerSchedule(tile_size=4, micro_tile=2, unroll=2, channel_tile=6)),
+    ([1, 4, 4, 64], {"type": "conv2d", "filters": 32, "kernel": 3, "padding": "same"}, None),
 ])
 def test_conv2d(dtype, shape, layer, sched):
     check(one_layer(layer, shape, dtype), sched)
@@ -70,6 +73,8 @@ def test_conv2d(dtype, shape, layer, sched):
     ([1, 10, 7, 3], {"type": "depthwise_conv2d", "kernel": [3, 5], "stride": 2,
                      "padding": "same", "depth_multiplier": 2}, None),
     ([1, 6, 6, 8], {"type": "depthwise_conv2d", "kernel": 1}, LayerSchedule(2, 1, 1)),
+    ([1, 6, 6, 8], {"type": "depthwise_conv2d", "kernel": 3, "padding": "same"},
+     LayerSchedule(tile_size=3, micro_tile=3, unroll=1, channel_tile=2)),
 ])
 def test_depthwise_conv2d(dtype, shape, layer, sched):
     check(one_layer(layer, shape, dtype), sched)

@@ -183,6 +183,23 @@ def test_schedule_spaces_per_type_and_per_layer():
     assert "experiment.parameters.conv2d" in text and "tile_size: 64 is larger" in text
 
 
+def test_big_layers_get_a_channel_split_granule():
+    from slicert_ops.network.models import resnet8
+    from slicert_ops.network.tasks import micro_tiles, resolve
+
+    net = make_network(parse_network(resnet8()))
+    task = next(t for t in extract_tasks(net) if t.layer_names == ["s3_conv_b"])
+    d = default_schedule(task)  # one pixel x 64 channels x 576 = 36864 MACs: too coarse
+    assert d.micro_tile == 1 and d.channel_tile == 4 and d.channel_tile % d.unroll == 0
+    assert micro_tiles(task, d) == 8 * 8 * 16
+    assert check_schedule(task, LayerSchedule(unroll=8)) == []
+    assert resolve(task, LayerSchedule(unroll=8)).channel_tile == 8
+    assert "channel_tile: 5 does not divide" in check_schedule(
+        task, LayerSchedule(channel_tile=5))[0]
+    assert "unroll: 4 does not divide channel_tile 2" in check_schedule(
+        task, LayerSchedule(channel_tile=2, unroll=4))[0]
+
+
 def test_default_schedules_are_valid_for_every_reference_model():
     for name, build in MODELS.items():
         net = make_network(parse_network(build()))

@@ -74,11 +74,58 @@ def render(key: str) -> str:
                                  width=160)
 
 
+def run_example(key: str, out_dir: str | Path, *, irq_load: bool = True,
+                slice_us: int = 64) -> dict[str, Any]:
+    """Build and run one example network with default schedules under the manifest's IRQ
+    load; returns the figures of the README table and the per-layer rows."""
+    from slicert_ops.firmware import RuntimeOptions
+
+    from . import load_network
+    from .firmware import build_network_firmware, run_network
+
+    m = manifest(key)
+    exp = m["experiment"]
+    r = exp["runner"]
+    if r["board"] != "lm3s6965evb":
+        raise RuntimeError(f"{key} needs {r['board']}, which has no firmware port yet")
+    net = load_network(m)
+    deadline = r.get("rt_deadline_us", r["irq_period_us"])
+    opts = RuntimeOptions(slice_us=slice_us, irq_load=irq_load,
+                          irq_period_us=r["irq_period_us"], irq_jitter_us=r["irq_jitter_us"],
+                          rt_work_iters=200, rt_deadline_us=deadline)
+    out = Path(out_dir)
+    nb = build_network_firmware(net, out / "fw", runtime_options=opts)
+    run = run_network(nb, out / "run", timeout_s=r["timeout_s"], deadline_us=deadline)
+    m_ = run.metrics
+    return {"network": net.name, "board": r["board"], "correct": run.correct,
+            "mismatch": run.mismatch, "macs": net.macs, "params": net.params,
+            "arena_bytes": nb.plan.arena_bytes, "weight_bytes": nb.plan.weight_bytes,
+            "text_bytes": nb.build.text_bytes, "bss_bytes": nb.build.bss_bytes,
+            "tasks": len(nb.tasks), "ops": len(net.ops),
+            "network_cycles": m_["network_cycles"], "kernel_cycles": m_["kernel_cycles"],
+            "macs_per_cycle": m_["macs_per_cycle"], "yield_checks": m_["yield_checks"],
+            "max_preemption_latency_cycles": m_["max_preemption_latency_cycles"],
+            "deadline_misses": m_["deadline_misses"], "rt_releases": m_["rt_releases"],
+            "layers": run.layers, "seconds": nb.seconds}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--run", nargs="*", metavar="MODEL",
+                    help="build and run these examples in QEMU (default: those that fit "
+                         "lm3s6965evb); figures as JSON on stdout")
     args = ap.parse_args(argv)
+    if args.run is not None:
+        import json
+        import tempfile
+
+        keys = args.run or [k for k, b in MODEL_BOARDS.items() if b == "lm3s6965evb"]
+        for key in keys:
+            with tempfile.TemporaryDirectory(prefix=f"slicert-net-{key}-") as tmp:
+                print(json.dumps(run_example(key, tmp)), flush=True)
+        return 0
     stale = []
     for key, name in FILES.items():
         path = args.out / name

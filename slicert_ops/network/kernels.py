@@ -15,9 +15,11 @@ inline C twin of TFLite's MultiplyByQuantizedMultiplier in ``zephyr/include/slic
 Schedules (the yield check is appended to the loop marked :data:`YIELD_ANNOTATION`):
 
 - conv2d / depthwise: output rows and columns split into macro-tiles (``tile_size``) and
-  micro-tiles (``micro_tile``); channels split by ``unroll``; the int32 accumulators of one
-  pixel x ``unroll`` channels are computed at the channel-group loop (a stack array, unrolled),
-  then requantised. Yield after every micro-tile (``micro_tile``^2 pixels x all channels).
+  micro-tiles (``micro_tile``); channels split into ``channel_tile`` groups (outside the
+  micro-tile's pixels) and those by ``unroll``; the int32 accumulators of one pixel x
+  ``unroll`` channels are computed at the channel-group loop (a stack array, unrolled), then
+  requantised. Yield after every micro-tile (``micro_tile``^2 pixels x ``channel_tile``
+  channels).
 - dense: units split by ``tile_size`` then ``micro_tile``; reduction split by ``unroll``
   (inner part unrolled); yield after every micro-tile of units.
 - avg/max pool: yield after every ``micro_tile`` output rows.
@@ -275,8 +277,16 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
         x_mac, x_t = sch.split(x, [None, s.tile_size])
         y_mic, y_in = sch.split(y_t, [None, s.micro_tile])
         x_mic, x_in = sch.split(x_t, [None, s.micro_tile])
-        k_out, k_in = sch.split(k, [None, s.unroll])
-        sch.reorder(n, y_mac, x_mac, y_mic, x_mic, y_in, x_in, k_out, k_in)
+        k_total = task.signature["out_shape"][3]
+        if s.channel_tile < k_total:  # granule: micro-tile pixels x channel_tile channels
+            k_mic, k_t = sch.split(k, [None, s.channel_tile])
+            k_out, k_in = sch.split(k_t, [None, s.unroll])
+            sch.reorder(n, y_mac, x_mac, y_mic, x_mic, k_mic, y_in, x_in, k_out, k_in)
+            yield_loop = k_mic
+        else:
+            k_out, k_in = sch.split(k, [None, s.unroll])
+            sch.reorder(n, y_mac, x_mac, y_mic, x_mic, y_in, x_in, k_out, k_in)
+            yield_loop = x_mic
         acc = sch.get_sblock("acc")
         sch.compute_at(acc, k_out)
         # compute_at makes the spatial loop (extent unroll; none when unroll is 1) then the
@@ -293,7 +303,7 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
         if spatial is not None:
             sch.unroll(spatial)
             sch.unroll(k_in)
-        sch.annotate(x_mic, YIELD_ANNOTATION, 1)
+        sch.annotate(yield_loop, YIELD_ANNOTATION, 1)
     elif t == "dense":
         n, u = sch.get_loops(out)
         u_mac, u_t = sch.split(u, [None, s.tile_size])

@@ -9,8 +9,10 @@ own (``parameters.layers.<name>``) gets a task of its own.
 Schedule parameters (:class:`LayerSchedule`) per op type:
 
 - conv2d, depthwise_conv2d: ``tile_size`` (macro-tile edge, output pixels), ``micro_tile``
-  (pixels per side of the preemption granule: a yield check after each micro-tile x all output
-  channels), ``unroll`` (output channels computed together, innermost, unrolled);
+  (pixels per side of the preemption granule), ``channel_tile`` (output channels of the
+  granule: a yield check after every micro_tile x micro_tile pixels x channel_tile channels;
+  default all channels, fewer when one pixel x all channels exceeds ~4096 MACs), ``unroll``
+  (output channels computed together, innermost, unrolled; divides channel_tile);
 - dense: ``tile_size`` (output units), ``micro_tile`` (units per yield check), ``unroll``
   (reduction unroll);
 - avg_pool, max_pool: ``micro_tile`` = output rows per yield check;
@@ -39,8 +41,8 @@ from .network import Network, Op
 from .spec import Problem
 
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
-    "conv2d": ("tile_size", "micro_tile", "unroll"),
-    "depthwise_conv2d": ("tile_size", "micro_tile", "unroll"),
+    "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
+    "depthwise_conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
     "dense": ("tile_size", "micro_tile", "unroll"),
     "avg_pool": ("micro_tile",),
     "max_pool": ("micro_tile",),
@@ -63,10 +65,11 @@ class LayerSchedule:
     tile_size: int | None = None
     micro_tile: int | None = None
     unroll: int | None = None
+    channel_tile: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
-                "unroll": self.unroll}
+                "unroll": self.unroll, "channel_tile": self.channel_tile}
 
 
 @dataclass
@@ -154,7 +157,7 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
         micro = max([d for d in _divisors(tile) if d * d * per_pixel <= DEFAULT_MICRO_MACS]
                     or [1])
         unroll = max(d for d in _divisors(ext["channels"]) if d <= 4)
-        return LayerSchedule(tile, micro, unroll)
+        return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll))
     if t == "dense":
         units = ext["units"]
         tile = tile_size or max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
@@ -165,6 +168,18 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
     if t in ("avg_pool", "max_pool"):
         return LayerSchedule(micro_tile=1)
     return LayerSchedule(micro_tile=min(DEFAULT_ELEMENTWISE_GRANULE, ext["elements"]))
+
+
+def default_channel_tile(task: Task, unroll: int) -> int:
+    """All output channels, unless one pixel x all channels is more than
+    :data:`DEFAULT_MICRO_MACS` MACs: then the most channels (a multiple of ``unroll``) that
+    stay within it, at least ``unroll``."""
+    ext = _extent(task.signature)
+    k, red = ext["channels"], ext["reduction"]
+    if k * red <= DEFAULT_MICRO_MACS or k % unroll:
+        return k
+    fits = [d for d in _divisors(k) if d % unroll == 0 and d * red <= DEFAULT_MICRO_MACS]
+    return max(fits) if fits else unroll
 
 
 def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
@@ -186,6 +201,14 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
     tile = sched.tile_size or d.tile_size
     micro = sched.micro_tile or d.micro_tile
     unroll = sched.unroll or d.unroll
+    if t in ("conv2d", "depthwise_conv2d") and not errs:
+        chan = sched.channel_tile or default_channel_tile(task, unroll)
+        k = ext["channels"]
+        if k % chan:
+            errs.append(f"channel_tile: {chan} does not divide the output channels ({k})")
+        elif chan % unroll:
+            errs.append(f"unroll: {unroll} does not divide channel_tile {chan} (the channels "
+                        "of one micro-tile)")
     if t in ("conv2d", "depthwise_conv2d", "dense"):
         edge = min(ext["rows"], ext["cols"]) if t != "dense" else ext["units"]
         if tile > edge:
@@ -220,6 +243,8 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
     keys = SCHEDULE_KEYS[task.type]
     vals = {k: (getattr(sched, k) if getattr(sched, k) is not None else getattr(d, k))
             for k in keys}
+    if "channel_tile" in vals and sched.channel_tile is None:
+        vals["channel_tile"] = default_channel_tile(task, vals["unroll"])
     return LayerSchedule(**vals)
 
 
@@ -229,7 +254,8 @@ def micro_tiles(task: Task, sched: LayerSchedule) -> int:
     ext = _extent(task.signature)
     if task.type in ("conv2d", "depthwise_conv2d"):
         per = -(-s.tile_size // s.micro_tile)
-        return -(-ext["rows"] // s.tile_size) * -(-ext["cols"] // s.tile_size) * per * per
+        return (-(-ext["rows"] // s.tile_size) * -(-ext["cols"] // s.tile_size) * per * per
+                * (ext["channels"] // s.channel_tile))
     if task.type == "dense":
         return -(-ext["units"] // s.tile_size) * -(-s.tile_size // s.micro_tile)
     if task.type in ("avg_pool", "max_pool"):
