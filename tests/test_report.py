@@ -344,3 +344,25 @@ def test_retention_policy_from_the_environment():
     assert keep_from_env({"SLICERT_KEEP_SUPERSEDED": "all"}) is None
     with pytest.raises(InputError, match="SLICERT_KEEP_SUPERSEDED"):
         keep_from_env({"SLICERT_KEEP_SUPERSEDED": "lots"})
+
+
+def test_index_reads_only_the_trace_head(tmp_path):
+    """The index stops reading a trace at its events (written last by dumps_trace); any
+    other layout is parsed whole."""
+    from slicert_ops.report.index import read_trace_head
+    from slicert_ops.rundir import dumps_trace
+
+    trace = {"schema": "slicert-trace/1", "exit_code": 0, "cycle_model": "cm3-v1",
+             "metrics": {"kernel_cycles": 123, "irq_latency_mean_cycles": 12.5},
+             "events": [{"kind": "yield", "cycles": i} for i in range(5000)]}
+    head = {k: v for k, v in trace.items() if k != "events"}
+    written = tmp_path / "qemu_trace.json"
+    written.write_text(dumps_trace(trace))
+    assert json.loads(written.read_text()) == trace
+    assert read_trace_head(written) == head
+    compact = tmp_path / "compact.json"
+    compact.write_text(json.dumps(trace))  # no head/events layout: whole-file fallback
+    assert read_trace_head(compact) == trace
+    empty = tmp_path / "empty.json"
+    empty.write_text(dumps_trace({**head, "events": []}))
+    assert read_trace_head(empty)["metrics"] == head["metrics"]

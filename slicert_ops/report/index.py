@@ -65,6 +65,34 @@ def _read_json(path: Path) -> Any:
                          fix="the run folder is damaged: re-run the candidate") from exc
 
 
+# rundir.dumps_trace writes every key but "events" first (sorted), then the events, one per
+# line: the index needs only the head, so it stops reading there (a trace holds thousands of
+# events; parsing them all was most of the index's cost on real sweeps).
+_EVENTS_MARK = b',\n"events": ['
+
+
+def read_trace_head(path: Path) -> dict[str, Any]:
+    """A trace's keys except ``events`` (schema, metrics, exit code ...), read from its head;
+    falls back to parsing the whole file when it is laid out differently."""
+    with open(path, "rb") as f:
+        buf = b""
+        while len(buf) < 1 << 20:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            i = buf.find(_EVENTS_MARK)
+            if i >= 0:
+                try:
+                    head = json.loads(buf[:i] + b"\n}")
+                except ValueError:
+                    break
+                if isinstance(head, dict):
+                    return head
+                break
+    return _read_json(path)
+
+
 def manifest_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The manifest-derived part of an index row (also used for not-yet-run candidates)."""
     row: dict[str, Any] = {}
@@ -124,7 +152,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     trace_path = run_dir / "qemu_trace.json"
     row["has_trace"] = trace_path.is_file()
     if row["has_trace"]:
-        trace = _read_json(trace_path)
+        trace = read_trace_head(trace_path)
         row["trace_schema"] = trace.get("schema")
         row["cycle_model"] = trace.get("cycle_model")
         row["exit_code"] = trace.get("exit_code")
