@@ -1,21 +1,34 @@
-"""Search strategies against the exhaustive truth of a 512-candidate schedule space.
+"""Search strategies against the exhaustive truth of several schedule spaces.
 
-The space: conv2d 20x20x4 -> 18x18x8 (3x3, int8) with tile_size x micro_tile x unroll x
-slice (32 tile/micro-tile pairs x 4 x 4 = 512 candidates; bench/search_space.yaml), under IRQ load.
-It is measured exhaustively once (the normal pipeline, repeat 1, --jobs) and cached in
-bench/.cache/ (git-ignored), keyed by the candidate ids (so a new toolchain or runtime
-re-measures). Then, for each strategy, the best kernel_cycles found after 5 %, 10 % and
-20 % of the space was measured, as a ratio to the true best (1.000 = found it), averaged
-over several seeds: ``random`` and ``cost_model`` replay from the cache (no measurement);
-``meta_schedule`` (TVM's own search over the schedules TVM generates, beyond the manifest's
-parameters) is measured for real with our builder/runner, one run of the largest budget
-whose best-so-far is read at each budget (TVM's search does not depend on the budget), its
-run folders under bench/.cache/ms/ (a re-run replays them; --fresh-ms measures again).
+For each space (a manifest, ``bench/search_space*.yaml`` by default: conv2d and dense, int8
+and float32, with and without IRQ load, 168 to 512 candidates), the whole space is measured
+once with the real pipeline (TVM codegen, gcc, QEMU with the cycle plugin; repeat 1, --jobs)
+and cached in ``bench/.cache/`` (git-ignored), keyed by the candidate ids. A candidate id
+hashes the toolchain, runtime and **cycle-model** versions, so after a change of the cycle
+model (cm3-v1 -> cm3-v2) or of the runtime, the next run of this bench measures the spaces
+again by itself. The cached table is then the oracle: ``random`` and ``cost_model`` searches
+replay from it (nothing is measured), several seeds each.
 
-Targets: cost_model within 3 % of the true best at 10 %, and ahead of random at every budget.
+Reported per space, unconstrained (``kernel_cycles``) and under the space's bound (the
+manifest's ``search.objective``, e.g. ``max_preemption_latency_us <= 40``; a code-size bound
+for spaces without IRQ load, where latency bounds are vacuous): best found / true best after
+5 %, 10 % and 20 % of the space, mean over the seeds and the worst seed, for random and
+cost_model. A search of budget b proposes exactly the first b trials of a longer search with
+the same seed (both strategies are budget-independent), so one search per seed, read at each
+budget, gives the same numbers as one search per budget.
 
-Usage: .venv/bin/python bench/bench_search.py [--seeds 5] [--jobs 2] [--no-ms]
-                                              [--ms-seeds 1] [--fresh-ms] [--constrained]
+Targets (a summary line per space and objective):
+  - cost_model within 3 % of the true best at 10 % of the space, worst seed included;
+  - cost_model at or ahead of random (mean) at every budget.
+
+``cost_model`` here has no champion (the bench must not depend on what a registry holds): its
+first round is the space-filling design. ``--transfer`` adds ``cost_model+prior``: the same
+strategy with a prior model trained on the *other* spaces' measurements (other operators,
+shapes, dtypes), the way a champion trained on earlier experiments is used.
+
+Usage:
+  .venv/bin/python bench/bench_search.py [SPACE.yaml ...] [--seeds 5] [--jobs 2]
+        [--measure-only] [--oracle-only] [--any-version] [--transfer] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -28,36 +41,46 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slicert_ops.manifest import expand, load_manifest  # noqa: E402
-from slicert_ops.search.base import MeasureResult  # noqa: E402
+from slicert_ops.manifest import Candidate, Experiment, expand, load_manifest  # noqa: E402
+from slicert_ops.search.base import MeasureResult, SearchStrategy  # noqa: E402
 from slicert_ops.search.database import MemoryDatabase  # noqa: E402
 from slicert_ops.search.measure import ReplayMeasurer  # noqa: E402
-from slicert_ops.search.objective import parse_objective  # noqa: E402
+from slicert_ops.search.objective import Objective, parse_objective  # noqa: E402
 from slicert_ops.search.run import make_context  # noqa: E402
 from slicert_ops.search.strategies import CostModelStrategy, RandomStrategy  # noqa: E402
-from slicert_ops.search.tuner import tune  # noqa: E402
+from slicert_ops.search.tuner import SearchResult, tune  # noqa: E402
 
-SPACE = ROOT / "bench" / "search_space.yaml"
 CACHE = ROOT / "bench" / ".cache"
 FRACTIONS = (0.05, 0.10, 0.20)
+TARGET_AT = 0.10
+TARGET_RATIO = 1.03
 
 
+def default_spaces() -> list[Path]:
+    return sorted((ROOT / "bench").glob("search_space*.yaml"))
+
+
+# -- the oracle: every candidate measured once ----------------------------------------------
 def _schedule_key(schedule: dict) -> str:
     return json.dumps(schedule, sort_keys=True)
 
 
-def exhaustive(exp, cands, jobs: int, refresh: bool,
-               any_version: bool = False) -> tuple[dict[str, MeasureResult], dict]:
+def exhaustive(exp: Experiment, cands: list[Candidate], jobs: int, refresh: bool = False,
+               any_version: bool = False, oracle_only: bool = False,
+               ) -> tuple[dict[str, MeasureResult], dict[str, Any]]:
     """{candidate id: MeasureResult} for the whole space, measured once and cached.
 
-    The cache is keyed by the candidate ids, which hash the toolchain and runtime versions:
-    a changed runtime is measured again. ``any_version`` takes the newest cache of this
-    space instead (matched by schedule), for when the runtime is being edited."""
+    Keyed by the candidate ids (which hash the toolchain, runtime and cycle-model versions):
+    a changed version is measured again. ``any_version`` takes the newest cache of this
+    space instead (matched by schedule), e.g. while the runtime is being edited."""
     from slicert_ops.search.measure import result_from_outcomes
     from slicert_ops.sweep import run_sweep
 
@@ -68,8 +91,8 @@ def exhaustive(exp, cands, jobs: int, refresh: bool,
                        key=lambda p: p.stat().st_mtime)
         if older:
             path = older[-1]
-            print(f"using {path.name} (measured with other versions: --any-version)",
-                  file=sys.stderr)
+            print(f"{exp.name}: using {path.name} (measured with other versions: "
+                  "--any-version)", file=sys.stderr)
     if path.is_file() and not refresh:
         data = json.loads(path.read_text())
         by_sched = data.get("schedules", {})
@@ -82,16 +105,20 @@ def exhaustive(exp, cands, jobs: int, refresh: bool,
                 table[c.id] = MeasureResult(c.id, r["status"], r["metrics"],
                                             error=r.get("error"))
         if len(table) == len(cands):
-            return table, {**data["cost"], "cached": True}
+            return table, {**data["cost"], "cached": True, "versions": data.get("versions")}
+    if oracle_only:
+        raise SystemExit(f"{exp.name}: no cached measurement of this space for these "
+                         f"versions ({path.name}); run without --oracle-only to measure it")
     out_root = CACHE / "results"
     if refresh:
         shutil.rmtree(out_root / exp.name, ignore_errors=True)
-    print(f"measuring the whole space once: {len(cands)} candidates x {exp.repeat} repeat, "
-          f"{jobs} jobs (cached in {path.relative_to(ROOT)})", file=sys.stderr)
+    print(f"{exp.name}: measuring the whole space once: {len(cands)} candidates x "
+          f"{exp.repeat} repeat, {jobs} jobs (cached in {path.relative_to(ROOT)})",
+          file=sys.stderr)
     t0 = time.perf_counter()
     sweep = run_sweep(exp, cands, out_root, jobs=jobs, progress=True)
     elapsed = time.perf_counter() - t0
-    # runs of earlier toolchain/runtime versions, moved aside by the sweep: not needed
+    # runs of earlier toolchain/runtime/cycle-model versions, moved aside by the sweep
     shutil.rmtree(out_root / exp.name / ".superseded", ignore_errors=True)
     by_cand: dict[str, list] = {}
     for o in sweep.outcomes:
@@ -108,191 +135,192 @@ def exhaustive(exp, cands, jobs: int, refresh: bool,
         "schedules": {_schedule_key(c.schedule): c.id for c in cands},
         "results": {cid: {"status": r.status, "metrics": r.metrics, "error": r.error}
                     for cid, r in table.items()}}, sort_keys=True))
-    return table, {**cost, "cached": False}
+    return table, {**cost, "cached": False, "versions": cands[0].versions}
 
 
-def true_best(table: dict[str, MeasureResult], objective) -> float:
+@dataclass
+class Space:
+    path: Path
+    exp: Experiment
+    cands: list[Candidate]
+    table: dict[str, MeasureResult]
+    cost: dict[str, Any]
+    bound: Objective | None  # the constrained objective of the manifest, if any
+
+    @property
+    def name(self) -> str:
+        return self.exp.name
+
+    def describe(self) -> str:
+        op = self.exp.operator if hasattr(self.exp, "operator") else None
+        return f"{self.name} ({len(self.cands)} candidates{'' if op is None else ''})"
+
+
+def load_space(path: Path, jobs: int, args: argparse.Namespace) -> Space:
+    exp = load_manifest(path, ["experiment.repeat=1"])
+    cands = expand(exp).candidates
+    table, cost = exhaustive(exp, cands, jobs, args.refresh, args.any_version,
+                             args.oracle_only)
+    text = (exp.search or {}).get("objective")
+    bound = parse_objective(text) if text else None
+    return Space(path, exp, cands, table, cost, bound if bound and bound.bounds else None)
+
+
+# -- replaying searches -------------------------------------------------------------------
+def true_best(table: dict[str, MeasureResult], objective: Objective) -> float:
     vals = [objective.evaluate(r.metrics) for r in table.values() if r.ok]
-    return min(v.value for v in vals if v.feasible)
+    return min(v.value for v in vals if v.feasible and v.value is not None)
 
 
-def replay(exp, cands, table, objective, make, budget: int, seed: int):
-    ctx = make_context(exp, cands, budget)
+def replay(space: Space, objective: Objective, strategy: SearchStrategy, budget: int,
+           seed: int) -> SearchResult:
+    ctx = make_context(space.exp, space.cands, budget)
     ctx.objective, ctx.seed = objective, seed
-    return tune(ctx, make(), ReplayMeasurer(table), MemoryDatabase())
+    return tune(ctx, strategy, ReplayMeasurer(space.table), MemoryDatabase())
 
 
-def run_table(exp, cands, table, objective, seeds: int, ms_runs: list, label: str) -> dict:
-    n = len(cands)
+Cell = tuple[float, float, int, int]  # mean ratio, worst seed, seeds at the true best, seeds
+
+
+def evaluate(space: Space, objective: Objective, strategies: dict[str, Callable[[], Any]],
+             seeds: int) -> dict[str, Any]:
+    n = len(space.cands)
     budgets = [max(1, round(f * n)) for f in FRACTIONS]
-    best = true_best(table, objective)
-    strategies = {
-        "random": lambda: RandomStrategy(),
-        "cost_model": lambda: CostModelStrategy(use_champion=False),
-    }
-    rows: dict[str, list[tuple[float, float, int, int]]] = {}  # mean, worst, exact, runs
+    best = true_best(space.table, objective)
+    rows: dict[str, list[Cell]] = {}
     timing: dict[str, float] = {}
+    infeasible: dict[str, float] = {}
     for name, make in strategies.items():
         t = time.perf_counter()
-        rows[name] = []
-        for b in budgets:
-            ratios = []
-            for seed in range(seeds):
-                res = replay(exp, cands, table, objective, make, b, seed)
-                ratios.append(res.best.value / best if res.best else float("inf"))
-            rows[name].append(_cell(ratios))
-        timing[name] = time.perf_counter() - t
-    if ms_runs:
-        rows["meta_schedule"] = []
-        for b in budgets:
-            ratios = []
-            for res in ms_runs:
+        ratios: list[list[float]] = [[] for _ in budgets]
+        bad = []
+        for seed in range(seeds):
+            res = replay(space, objective, make(), max(budgets), seed)
+            for k, b in enumerate(budgets):
                 v = res.best_at(b)
-                ratios.append(v / best if v is not None else float("inf"))
-            rows["meta_schedule"].append(_cell(ratios))
-    print(f"\n{label}: best found / true best ({best:,.0f} cycles): mean over {seeds} "
-          f"seeds (worst seed; runs that reached the true best); space {n} candidates")
-    head = f"{'strategy':<14}" + "".join(f"{f'{int(f * 100)} % = {b} trials':>28}"
-                                          for f, b in zip(FRACTIONS, budgets, strict=True))
-    print(head)
-    for name, vals in rows.items():
-        cells = "".join(f"{f'{m:.4f} ({hi:.3f}; {k}/{r})':>28}" for m, hi, k, r in vals)
-        extra = f"  [{len(ms_runs)} run(s), measured]" if name == "meta_schedule" else ""
-        print(f"{name:<14}{cells}{extra}")
+                ratios[k].append(v / best if v is not None else float("inf"))
+            bad.append(len(res.infeasible) / max(1, len(res.trials)))
+        rows[name] = [_cell(r) for r in ratios]
+        timing[name] = time.perf_counter() - t
+        infeasible[name] = statistics.mean(bad)
+    feasible = sum(1 for r in space.table.values()
+                   if r.ok and objective.evaluate(r.metrics).feasible)
+    return {"space": space.name, "objective": objective.text, "true_best": best,
+            "budgets": budgets, "rows": rows, "timing": timing, "seeds": seeds,
+            "feasible": feasible, "size": n, "infeasible_share": infeasible,
+            "targets": targets(rows, budgets) if "cost_model" in rows else {}}
+
+
+def targets(rows: dict[str, list[Cell]], budgets: list[int]) -> dict[str, Any]:
     cm, rnd = rows["cost_model"], rows["random"]
-    ok10 = cm[1][0] <= 1.03
-    ahead = all(c[0] <= r[0] for c, r in zip(cm, rnd, strict=True))
-    print(f"targets: cost_model within 3 % at 10 %: {'yes' if ok10 else 'NO'} "
-          f"({(cm[1][0] - 1) * 100:.2f} %); ahead of random at every budget: "
-          f"{'yes' if ahead else 'NO'}; replay time: "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items()))
-    return {"label": label, "true_best": best, "budgets": budgets, "rows": rows,
-            "targets": {"cost_model_within_3pct_at_10pct": ok10, "ahead_of_random": ahead}}
+    k = FRACTIONS.index(TARGET_AT)
+    within = cm[k][1] <= TARGET_RATIO
+    ahead = [c[0] <= r[0] + 1e-12 for c, r in zip(cm, rnd, strict=True)]
+    return {"within_3pct_at_10pct_worst_seed": within, "worst_at_10pct": cm[k][1],
+            "at_or_ahead_of_random": all(ahead), "ahead_per_budget": ahead}
 
 
-def _cell(ratios: list[float]) -> tuple[float, float, int, int]:
+def _cell(ratios: list[float]) -> Cell:
     return (statistics.mean(ratios), max(ratios), sum(1 for r in ratios if r <= 1 + 1e-9),
             len(ratios))
 
 
-def run_ms(exp, budget: int, seeds: int, jobs: int, fresh: bool) -> tuple[list, float]:
-    from slicert_ops.search.meta_schedule import run_meta_schedule
-
-    out_root = CACHE / "ms"
-    runs = []
-    t = time.perf_counter()
-    for seed in range(seeds):
-        name = f"{exp.name}_ms_s{seed}"
-        if fresh:
-            shutil.rmtree(out_root / name, ignore_errors=True)
-        ms_exp = _renamed(exp, name)
-        print(f"meta_schedule seed {seed}: {budget} trials (measured with our builder/runner; "
-              f"{out_root / name})", file=sys.stderr)
-        res = run_meta_schedule(ms_exp, out_root, jobs=jobs, progress=True, budget=budget,
-                                seed=seed)
-        shutil.rmtree(out_root / name / ".superseded", ignore_errors=True)
-        print(f"  {res.measured} measured, {res.replayed} replayed, "
-              f"{len(res.failed)} failed, {res.elapsed_s:.0f} s", file=sys.stderr)
-        runs.append(res)
-    return runs, time.perf_counter() - t
-
-
-def _renamed(exp, name: str):
-    from dataclasses import replace
-
-    return replace(exp, name=name, search={**(exp.search or {}), "strategy": "meta_schedule"})
-
-
-def plot(exp, cands, table, objective, seeds: int, ms_runs: list, path: Path) -> None:
-    """Mean best-so-far ratio against the share of the space measured."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    n = len(cands)
-    budget = round(max(FRACTIONS) * n)
-    best = true_best(table, objective)
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for name, make in (("random", RandomStrategy),
-                       ("cost_model", lambda: CostModelStrategy(use_champion=False))):
-        curves = []
-        for seed in range(seeds):
-            res = replay(exp, cands, table, objective, make, budget, seed)
-            curves.append([(v / best) if v else np.nan for _, v in res.curve()])
-        ax.plot(np.arange(1, budget + 1) / n * 100, np.nanmean(np.array(curves), axis=0),
-                label=f"{name} (mean of {seeds} seeds)")
-    for i, res in enumerate(ms_runs):
-        ys = [(v / best) if v else np.nan for _, v in res.curve()]
-        ax.plot(np.arange(1, len(ys) + 1) / n * 100, ys, linestyle="--",
-                label=f"meta_schedule (seed {i}, measured)")
-    ax.axhline(1.0, color="grey", linewidth=1)
-    ax.axhline(1.03, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("share of the space measured (%)")
-    ax.set_ylabel("best kernel_cycles so far / true best")
-    low = min([0.98] + [v / best for r in ms_runs for _, v in r.curve() if v])
-    ax.set_ylim(low - 0.02, 1.6)
-    ax.set_title(f"{exp.name}: {n} candidates, {objective.describe()}", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+# -- output ---------------------------------------------------------------------------------
+def print_table(res: dict[str, Any], out: list[str]) -> None:
+    budgets = res["budgets"]
+    extra = (f"; {res['feasible']} of {res['size']} feasible"
+             if "subject to" in res["objective"] else "")
+    out.append(f"\n**{res['space']}**: `{res['objective']}` (true best "
+               f"{res['true_best']:,.0f}{extra}); best found / true best, mean of "
+               f"{res['seeds']} seeds (worst seed; seeds at the true best)\n")
+    out.append("| strategy | " + " | ".join(f"{int(f * 100)} % ({b})"
+                                             for f, b in zip(FRACTIONS, budgets, strict=True))
+               + " |")
+    out.append("|---|" + "---|" * len(budgets))
+    for name, cells in res["rows"].items():
+        out.append(f"| {name} | " + " | ".join(f"{m:.4f} ({hi:.3f}; {k}/{r})"
+                                               for m, hi, k, r in cells) + " |")
+    t = res["targets"]
+    out.append(f"\ntargets: within 3 % at 10 % (worst seed {t['worst_at_10pct']:.4f}): "
+               f"{'yes' if t['within_3pct_at_10pct_worst_seed'] else 'NO'}; at or ahead of "
+               f"random at every budget: {'yes' if t['at_or_ahead_of_random'] else 'NO'}"
+               + ("" if t["at_or_ahead_of_random"] else
+                  f" {['ok' if a else 'behind' for a in t['ahead_per_budget']]}"))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("spaces", nargs="*", type=Path, help="manifests (default: "
+                    "bench/search_space*.yaml)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--no-ms", action="store_true", help="skip meta_schedule")
-    ap.add_argument("--ms-seeds", type=int, default=1)
-    ap.add_argument("--fresh-ms", action="store_true", help="measure meta_schedule again")
-    ap.add_argument("--refresh", action="store_true", help="measure the space again")
+    ap.add_argument("--refresh", action="store_true", help="measure the spaces again")
     ap.add_argument("--any-version", action="store_true",
-                    help="replay the newest exhaustive cache even if the toolchain/runtime "
-                         "versions changed since")
-    ap.add_argument("--constrained", default="kernel_cycles subject to "
-                    "max_preemption_latency_us <= 40",
-                    help="objective of the second table ('' to skip)")
+                    help="replay the newest cache of a space even if the toolchain/runtime/"
+                         "cycle-model versions changed since")
+    ap.add_argument("--oracle-only", action="store_true",
+                    help="never measure: fail when a space is not cached")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure (or check the cache of) every space and stop")
+    ap.add_argument("--transfer", action="store_true",
+                    help="also cost_model with a prior trained on the other spaces")
+    ap.add_argument("--unconstrained-only", action="store_true")
+    ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # "no champion" notices
     t_all = time.perf_counter()
-    exp = load_manifest(SPACE, ["experiment.repeat=1"])
-    cands = expand(exp).candidates
-    table, cost = exhaustive(exp, cands, args.jobs, args.refresh, args.any_version)
-    print(f"space: {len(cands)} candidates; exhaustive measurement: {cost['runs']} runs, "
-          f"{cost['elapsed_s']:.0f} s with {cost['jobs']} jobs "
-          f"({cost['per_candidate_s']:.2f} s per candidate per job), {cost['failed']} failed"
-          + (" (cached: not measured now)" if cost["cached"] else " (measured now)"))
-    ms_runs, ms_time = [], 0.0
-    if not args.no_ms:
-        ms_runs, ms_time = run_ms(exp, round(max(FRACTIONS) * len(cands)), args.ms_seeds,
-                                  args.jobs, args.fresh_ms)
-    out = {"space": len(cands), "exhaustive": cost, "tables": []}
-    obj = parse_objective("kernel_cycles")
-    out["tables"].append(run_table(exp, cands, table, obj, args.seeds, ms_runs,
-                                   "kernel_cycles"))
-    if ms_runs:
-        measured = sum(r.measured for r in ms_runs)
-        print(f"meta_schedule: {measured} trials measured now, "
-              f"{sum(r.replayed for r in ms_runs)} replayed, {ms_time:.0f} s; best "
-              + ", ".join(f"{r.best.value:,.0f}" if r.best else "-" for r in ms_runs)
-              + " cycles (a ratio below 1 beats every schedule of the manifest's space)")
-    if args.constrained:
-        cobj = parse_objective(args.constrained)
-        feas = sum(1 for r in table.values() if r.ok and cobj.evaluate(r.metrics).feasible)
-        print(f"\n{cobj.describe()}: {feas} of {len(table)} candidates feasible")
-        out["tables"].append(run_table(exp, cands, table, cobj, args.seeds, [],
-                                       args.constrained))
-    png = CACHE / "bench_search.png"
-    plot(exp, cands, table, obj, args.seeds, ms_runs, png)
-    out["elapsed_s"] = round(time.perf_counter() - t_all, 1)
-    (CACHE / "bench_search.json").write_text(json.dumps(out, indent=1, default=str))
-    print(f"\nplot: {png.relative_to(ROOT)}; bench time {out['elapsed_s']:.0f} s"
-          + ("" if cost["cached"] else f" (of which exhaustive measurement "
-             f"{cost['elapsed_s']:.0f} s)"))
-    return 0
+    paths = [p.resolve() for p in args.spaces] or default_spaces()
+    spaces = [load_space(p, args.jobs, args) for p in paths]
+    lines = ["# bench/bench_search.py", ""]
+    for s in spaces:
+        c = s.cost
+        lines.append(f"- {s.name} ({s.path.relative_to(ROOT)}): {len(s.cands)} candidates, "
+                     f"cycle model {(c.get('versions') or {}).get('cycle_model', '?')}; "
+                     f"exhaustive measurement {c['runs']} runs in {c['elapsed_s']:.0f} s "
+                     f"with {c['jobs']} jobs, {c['failed']} failed"
+                     + (" (cached)" if c["cached"] else " (measured now)"))
+    print("\n".join(lines))
+    if args.measure_only:
+        return 0
+    results = []
+    for s in spaces:
+        strategies: dict[str, Callable[[], Any]] = {
+            "random": RandomStrategy,
+            "cost_model": lambda: CostModelStrategy(use_champion=False),
+        }
+        if args.transfer:
+            prior = transfer_prior(s, [o for o in spaces if o is not s])
+            strategies["cost_model+prior"] = lambda p=prior: CostModelStrategy(
+                use_champion=False, prior=p)
+        objectives = [parse_objective("kernel_cycles")]
+        if s.bound is not None and not args.unconstrained_only:
+            objectives.append(s.bound)
+        for obj in objectives:
+            res = evaluate(s, obj, strategies, args.seeds)
+            results.append(res)
+            block: list[str] = []
+            print_table(res, block)
+            print("\n".join(block), flush=True)
+            lines += block
+    ok = all(r["targets"]["within_3pct_at_10pct_worst_seed"]
+             and r["targets"]["at_or_ahead_of_random"] for r in results)
+    summary = (f"\nall targets met on {len(results)} tables: {'yes' if ok else 'NO'}; "
+               f"bench time {time.perf_counter() - t_all:.0f} s")
+    print(summary)
+    lines.append(summary)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    (CACHE / "bench_search.json").write_text(json.dumps(results, indent=1, default=str))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n")
+    return 0 if ok else 1
+
+
+def transfer_prior(space: Space, others: list[Space]) -> Any:
+    """A prior for ``space`` trained on the measurements of the other spaces only."""
+    from slicert_ops.search.model import TransferPrior
+
+    return TransferPrior.fit(space.cands, [(o.cands, o.table) for o in others],
+                             space.bound.metrics if space.bound else ["kernel_cycles"])
 
 
 if __name__ == "__main__":

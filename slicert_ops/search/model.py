@@ -1,39 +1,49 @@
-"""Cost models a search ranks with: the cost-model package's trees, retrained as it goes.
+"""Cost models a search ranks with: gradient-boosted trees retrained as it goes.
 
-- :class:`TreeSearchModel` (the ``CostModel`` of ``search/base.py``): one gradient-boosted
-  regressor per metric the objective needs (``costmodel.models.make_model``: XGBoost on
-  log1p(cycles)), refitted on every successful measurement so far. Its features are the
-  space's (``search/space.py``) plus, when a champion exists, the champion's predictions
-  (``prior.<metric>``, log1p) as extra columns: the champion's knowledge of other
-  experiments carries over, and the search's own data corrects it.
-- :class:`ChampionPrior`: the registered champion (``costmodel.loader.load_champion()``)
-  evaluated once over the whole space; None when there is no champion (no MLflow, no
-  alias yet, or it cannot predict these features).
+- :class:`TreeSearchModel` (the ``CostModel`` of ``search/base.py``): for every metric the
+  objective needs (the objective metric and each bounded metric) a small bootstrap ensemble
+  of XGBoost regressors on log1p(metric), refitted on every successful measurement so far
+  -- *including* the ones that broke a bound: an infeasible measurement is a latency sample
+  like any other and teaches the latency model where the bound lies. The ensemble's mean
+  and spread give, per unmeasured candidate, a predicted value and an uncertainty (log
+  space), from which the strategy derives the probability that a bound holds
+  (:meth:`TreeSearchModel.feasibility`).
+  Features: the space's (``search/space.py``: the cost-model package's candidate features)
+  plus, when a prior exists, the prior's predictions (``prior.<metric>``, log1p) as extra
+  columns: the prior's knowledge of other experiments carries over, the search's own data
+  corrects it.
+- Priors: :class:`ChampionPrior` (the registered champion, ``costmodel.loader``) and
+  :class:`TransferPrior` (a model fitted here on measurements of *other* spaces: what the
+  champion is, without a registry; the bench uses it to show transfer), both evaluated once
+  over the whole space; ``predictions`` = {metric: array aligned with the space}.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from slicert_ops.manifest import Candidate
 from slicert_ops.search.base import CostModel, MeasureResult
-from slicert_ops.search.space import SearchSpace
+from slicert_ops.search.space import SearchSpace, feature_frame_of
 
 log = logging.getLogger("slicert.search")
 
 MIN_TRAIN = 3  # below this many measurements the model predicts the prior (or a constant)
+MEMBERS = 4    # bootstrap ensemble size (the spread is the model's uncertainty)
+# Floor of the uncertainty of a log1p prediction: the trees fit their few training points
+# almost exactly, so the ensemble alone is over-confident near measured candidates.
+SIGMA_FLOOR = 0.05
 
-# Small-data settings: the search refits after every round on tens of points. On the bench
-# space these rank as well as the package's training defaults (300 trees, depth 4) at a
-# fifth of the cost. One thread: on tens of rows OpenMP synchronisation costs more than it
-# saves, and far more when the cores are busy measuring (~0.03 s per refit instead of 0.4).
+# Small-data settings: the search refits after every round on tens of points. One thread:
+# on tens of rows OpenMP synchronisation costs more than it saves, and far more when the
+# cores are busy measuring.
 SEARCH_XGB_PARAMS: dict[str, Any] = {
-    "n_estimators": 100, "max_depth": 3, "learning_rate": 0.2, "min_child_weight": 1.0,
+    "n_estimators": 60, "max_depth": 3, "learning_rate": 0.25, "min_child_weight": 1.0,
     "reg_lambda": 1.0, "subsample": 1.0, "colsample_bytree": 1.0, "nthread": 1,
 }
 
@@ -67,28 +77,96 @@ class ChampionPrior:
             return None
         return cls(str(champion.name), str(champion.version), preds)
 
+    def for_space(self, space: SearchSpace) -> ChampionPrior:
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "metrics": sorted(self.predictions)}
+
+
+class TransferPrior:
+    """A model of other spaces' measurements, evaluated over this space's candidates.
+
+    ``fit(cands, others, metrics)`` trains one XGBoost regressor per metric on the candidate
+    features of every (candidates, {id: MeasureResult}) pair in ``others`` (other operators,
+    shapes, dtypes, runner options) and predicts ``cands``. Nothing of the target space is
+    used: this is what a champion trained on earlier experiments knows."""
+
+    def __init__(self, predictions: dict[str, np.ndarray], n_train: int,
+                 ids: Sequence[str]) -> None:
+        self.predictions, self.n_train = predictions, n_train
+        self.ids = list(ids)
+        self.name, self.version = "transfer", f"{n_train} runs"
+
+    @classmethod
+    def fit(cls, cands: Sequence[Candidate],
+            others: Sequence[tuple[Sequence[Candidate], Mapping[str, MeasureResult]]],
+            metrics: Sequence[str]) -> TransferPrior:
+        import pandas as pd
+        import xgboost as xgb
+
+        frames, targets = [], {m: [] for m in metrics}
+        for o_cands, table in others:
+            ok = [c for c in o_cands if c.id in table and table[c.id].ok
+                  and all(_finite(table[c.id].metrics.get(m)) for m in metrics)]
+            if not ok:
+                continue
+            frames.append(feature_frame_of(ok))
+            for m in metrics:
+                targets[m] += [float(table[c.id].metrics[m]) for c in ok]
+        target = feature_frame_of(cands)
+        if not frames:
+            raise ValueError("no measurements to train a transfer prior on")
+        train = pd.concat(frames, ignore_index=True)
+        cols = sorted(set(train.columns) | set(target.columns))
+        onehot = [c for c in cols if "=" in c]
+        train = train.reindex(columns=cols)
+        target = target.reindex(columns=cols)
+        train[onehot] = train[onehot].fillna(0.0)
+        target[onehot] = target[onehot].fillna(0.0)
+        params = {"objective": "reg:squarederror", "tree_method": "hist", "nthread": 1,
+                  "eta": 0.1, "max_depth": 6, "verbosity": 0, "seed": 0}
+        preds = {}
+        dtest = xgb.DMatrix(target.to_numpy(), missing=np.nan, nthread=1)
+        for m in metrics:
+            y = np.log1p(np.clip(np.asarray(targets[m]), 0, None))
+            booster = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y, nthread=1,
+                                                    missing=np.nan), num_boost_round=300)
+            preds[m] = np.expm1(booster.predict(dtest))
+        return cls(preds, len(train), [c.id for c in cands])
+
+    def for_space(self, space: SearchSpace) -> TransferPrior:
+        """The predictions re-aligned with ``space``'s candidate order."""
+        pos = {cid: i for i, cid in enumerate(self.ids)}
+        order = [pos[c.id] for c in space.candidates]
+        return TransferPrior({m: v[order] for m, v in self.predictions.items()},
+                             self.n_train, [c.id for c in space.candidates])
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "metrics": sorted(self.predictions)}
 
 
 class TreeSearchModel(CostModel):
-    """Gradient-boosted trees over the space's features, refitted on all measurements."""
+    """Bootstrap ensembles of gradient-boosted trees, one per metric, refitted on all
+    measurements (log1p targets)."""
 
     def __init__(self, space: SearchSpace, metrics: Sequence[str], seed: int = 0,
-                 family: str = "xgboost", prior: ChampionPrior | None = None,
-                 params: dict[str, Any] | None = None, members: int = 1) -> None:
-        self.space, self.metrics, self.seed, self.family = space, list(metrics), seed, family
+                 prior: Any = None, params: dict[str, Any] | None = None,
+                 members: int = MEMBERS) -> None:
+        self.space, self.metrics, self.seed = space, list(metrics), seed
         self.members = max(1, members)
         self.prior = prior
-        self.params = dict(SEARCH_XGB_PARAMS if family == "xgboost" else {}, **(params or {}))
-        frame = space.features().copy()
+        self.params = {**SEARCH_XGB_PARAMS, **(params or {})}
+        frame = space.features()
+        frame = frame.loc[:, frame.nunique(dropna=False) > 1]  # constant over the space
+        X = frame.to_numpy(dtype="float64")
         if prior is not None:
-            for m, values in prior.predictions.items():
-                frame[f"prior.{m}"] = np.log1p(np.clip(values, 0, None))
-        self.frame = frame
+            extra = [np.log1p(np.clip(v, 0, None)) for v in prior.predictions.values()]
+            X = np.column_stack([X, *extra]) if extra else X
+        self.X = X
         self.rows: list[int] = []                       # space positions measured ok
         self.targets: dict[str, list[float]] = {m: [] for m in self.metrics}
-        self.models: Any = None
+        self.boosters: dict[str, list[Any]] = {}
 
     @property
     def n_train(self) -> int:
@@ -101,51 +179,92 @@ class TreeSearchModel(CostModel):
             self.rows.append(self.space.position(cand.id))
             for m in self.metrics:
                 self.targets[m].append(float(res.metrics[m]))
+        self.boosters = {}
         if self.n_train < MIN_TRAIN:
-            self.models = None
             return
-        import pandas as pd
+        import xgboost as xgb
 
-        from slicert_ops.costmodel.models import make_model
-
-        X = self.frame.iloc[self.rows]
-        X = X.loc[:, X.nunique(dropna=False) > 1].reset_index(drop=True)  # drop constants
-        y = pd.DataFrame({m: self.targets[m] for m in self.metrics}, dtype="float64")
-        models = [make_model(self.family, self.params, seed=self.seed).fit(X, y)]
-        # Extra members: bootstrap resamples (seeded by the member and the data size), whose
-        # disagreement tells where the model is unsure.
-        for k in range(1, self.members):
-            rng = np.random.default_rng([self.seed, k, self.n_train])
-            idx = rng.integers(0, self.n_train, self.n_train)
-            models.append(make_model(self.family, self.params, seed=self.seed + k).fit(
-                X.iloc[idx].reset_index(drop=True), y.iloc[idx].reset_index(drop=True)))
-        self.models = models
+        p = dict(self.params)
+        rounds = int(p.pop("n_estimators"))
+        base = {"objective": "reg:squarederror", "tree_method": "exact", "verbosity": 0,
+                "eta": p.pop("learning_rate"), "lambda": p.pop("reg_lambda"), **p}
+        X = self.X[self.rows]
+        n = self.n_train
+        for m in self.metrics:
+            y = np.log1p(np.clip(np.asarray(self.targets[m]), 0, None))
+            fitted = []
+            for k in range(self.members):
+                # member 0: all the data; the others: bootstrap resamples, seeded by the
+                # member and the data size (deterministic given the measurements)
+                if k == 0:
+                    idx = np.arange(n)
+                else:
+                    idx = np.random.default_rng([self.seed, k, n]).integers(0, n, n)
+                dtrain = xgb.DMatrix(X[idx], label=y[idx], missing=np.nan, nthread=1)
+                fitted.append(xgb.train({**base, "seed": self.seed + k,
+                                         "base_score": float(np.mean(y[idx]))},
+                                        dtrain, num_boost_round=rounds))
+            self.boosters[m] = fitted
 
     def predict(self, cands: Sequence[Candidate]) -> dict[str, np.ndarray]:
-        """Mean prediction of the members (cycles)."""
-        members = self.predict_members(cands)
-        return {m: np.expm1(np.mean(np.log1p(v), axis=0)) for m, v in members.items()}
+        """Mean prediction of the members (in the metric's unit)."""
+        mean, _ = self.predict_log([self.space.position(c.id) for c in cands])
+        return {m: np.expm1(v) for m, v in mean.items()}
 
     def predict_members(self, cands: Sequence[Candidate]) -> dict[str, np.ndarray]:
-        """{metric: array (members, candidates)}; one row when there is no model yet."""
-        pos = [self.space.position(c.id) for c in cands]
-        if self.models is None:
+        """{metric: array (members, candidates)} of log1p predictions."""
+        return self._members([self.space.position(c.id) for c in cands])
+
+    def predict_log(self, pos: Sequence[int]) -> tuple[dict[str, np.ndarray],
+                                                        dict[str, np.ndarray]]:
+        """(mean, spread) of the log1p prediction per metric, for space positions."""
+        members = self._members(pos)
+        mean = {m: v.mean(axis=0) for m, v in members.items()}
+        std = {m: np.maximum(v.std(axis=0), SIGMA_FLOOR) for m, v in members.items()}
+        return mean, std
+
+    def _members(self, pos: Sequence[int]) -> dict[str, np.ndarray]:
+        pos = list(pos)
+        if not self.boosters:
             return {m: v[None, :] for m, v in self._fallback(pos).items()}
-        rows = self.frame.iloc[pos]
-        preds = [model.predict(rows) for model in self.models]
-        return {m: np.stack([np.clip(np.asarray(p[m], dtype="float64"), 0, None)
-                             for p in preds]) for m in self.metrics}
+        import xgboost as xgb
+
+        dm = xgb.DMatrix(self.X[pos], missing=np.nan, nthread=1)
+        return {m: np.stack([b.predict(dm) for b in bs]).astype("float64")
+                for m, bs in self.boosters.items()}
 
     def _fallback(self, pos: list[int]) -> dict[str, np.ndarray]:
         out = {}
         for m in self.metrics:
             if self.prior is not None and m in self.prior.predictions:
-                out[m] = self.prior.predictions[m][pos]
+                out[m] = np.log1p(np.clip(self.prior.predictions[m][pos], 0, None))
             elif self.targets[m]:
-                out[m] = np.full(len(pos), float(np.mean(self.targets[m])))
+                out[m] = np.full(len(pos), float(np.mean(np.log1p(self.targets[m]))))
             else:
                 out[m] = np.zeros(len(pos))
         return out
+
+    def feasibility(self, pos: Sequence[int], bounds: Sequence[Any],
+                    sigma: float | None = None) -> np.ndarray:
+        """P(every bound holds) per position: each bounded metric's log1p prediction taken
+        as normal (ensemble mean, spread floored; ``sigma`` overrides the spread, e.g. for
+        an untrained prior), bounds independent."""
+        if not bounds:
+            return np.ones(len(pos))
+        mean, std = self.predict_log(pos)
+        p = np.ones(len(pos))
+        for b in bounds:
+            s = np.full(len(pos), sigma) if sigma is not None else std[b.metric]
+            z = (math.log1p(max(b.limit, 0.0)) - mean[b.metric]) / s
+            p *= _norm_cdf(z)
+        return p
+
+
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
+def _norm_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + _erf(np.asarray(z, dtype="float64") / math.sqrt(2.0)))
 
 
 def _finite(v: Any) -> bool:

@@ -32,7 +32,7 @@ from slicert_ops.search.base import (
     SearchContext,
     SearchStrategy,
 )
-from slicert_ops.search.model import ChampionPrior, TreeSearchModel
+from slicert_ops.search.model import MEMBERS, ChampionPrior, TreeSearchModel
 
 DEFAULT_BATCH = 8
 DEFAULT_INIT = 8
@@ -75,26 +75,35 @@ class RandomStrategy(SearchStrategy):
 
 
 class CostModelStrategy(SearchStrategy):
-    """Rounds of rank (model) -> measure (top + exploration) -> retrain."""
+    """Rounds of rank (model) -> measure (best-ranked + exploration) -> retrain."""
 
     name = "cost_model"
 
     def __init__(self, init: int | None = None, round_size: int | None = None,
-                 use_champion: bool = True, family: str = "xgboost", members: int = 1,
-                 kappa: float = 0.0, diverse: bool = True) -> None:
+                 use_champion: bool = True, prior: Any = None, members: int = MEMBERS,
+                 acquisition: str = "mixed", space_filling: bool = True,
+                 exploration: float | None = None, diverse: bool = True) -> None:
         self.init_opt, self.round_size_opt = init, round_size
-        self.use_champion, self.family = use_champion, family
-        self.members, self.kappa, self.diverse = members, kappa, diverse
+        self.use_champion, self.prior_opt = use_champion, prior
+        self.members, self.acquisition = members, acquisition
+        self.space_filling, self.exploration_opt, self.diverse = \
+            space_filling, exploration, diverse
+        if acquisition not in ("mixed", "ei", "mean"):
+            raise ValueError(f"acquisition {acquisition!r}: valid: mixed, ei, mean")
 
     def pre_tuning(self, ctx: SearchContext) -> None:
         super().pre_tuning(ctx)
         n = len(ctx.space)
         budget = min(ctx.budget, n)
         self.rng = np.random.default_rng(ctx.seed)
-        self.prior = ChampionPrior.load(ctx.space, ctx.objective.metrics) \
-            if self.use_champion else None
-        self.model = TreeSearchModel(ctx.space, ctx.objective.metrics, seed=ctx.seed,
-                                     family=self.family, prior=self.prior,
+        metrics = ctx.objective.metrics
+        if self.prior_opt is not None:
+            self.prior = self.prior_opt.for_space(ctx.space)
+        elif self.use_champion:
+            self.prior = ChampionPrior.load(ctx.space, metrics)
+        else:
+            self.prior = None
+        self.model = TreeSearchModel(ctx.space, metrics, seed=ctx.seed, prior=self.prior,
                                      members=self.members)
         self.init_size = max(1, min(self.init_opt or DEFAULT_INIT, budget))
         if ctx.rounds:
@@ -102,79 +111,198 @@ class CostModelStrategy(SearchStrategy):
             self.round_size = max(1, math.ceil(rest / ctx.rounds)) if rest else 1
         else:
             self.round_size = self.round_size_opt or DEFAULT_ROUND_SIZE
+        self.exploration = ctx.exploration if self.exploration_opt is None \
+            else self.exploration_opt
         self.unmeasured = np.ones(n, dtype=bool)
         self.round = 0
         self.explore_credit = 0.0
+        self.best_log: float | None = None     # best feasible objective so far, log1p
+        self.unit = _unit_grid(ctx.space)
 
     # -- proposals ----------------------------------------------------------------------
     def generate_measure_candidates(self, remaining: int) -> list[MeasureCandidate] | None:
+        """One round. Its content does not depend on ``remaining`` (a shorter last round is
+        a prefix of the full one), so a search of budget b proposes exactly the first b
+        trials of any longer search with the same seed."""
         if remaining <= 0 or not self.unmeasured.any():
             return None
-        size = min(remaining, self.init_size if self.round == 0 else self.round_size,
+        size = min(self.init_size if self.round == 0 else self.round_size,
                    int(self.unmeasured.sum()))
-        if self.round == 0 and self.prior is None:
-            picks = self._random(size, "init")
-        else:
-            picks = self._ranked(size, "champion" if self.round == 0 else "model")
+        picks = self._first(size) if self.round == 0 else self._ranked(size, "model")
+        picks = picks[:remaining]
         self.round += 1
         for mc in picks:
             self.unmeasured[self.ctx.space.position(mc.candidate.id)] = False
         return picks
 
-    def _random(self, size: int, source: str) -> list[MeasureCandidate]:
+    def _first(self, size: int) -> list[MeasureCandidate]:
+        """Round 0: the prior's best picks (half the round) when there is a prior, the rest
+        a space-filling design (the best of many seeded random designs by the maximin
+        distance of their schedule parameters): every parameter's range is covered without
+        the corner bias of a pure maximin design."""
+        picks: list[MeasureCandidate] = []
+        if self.prior is not None:
+            picks = self._ranked(size - size // 2, "champion", explore=False)
+            for mc in picks:
+                self.unmeasured[self.ctx.space.position(mc.candidate.id)] = False
         pool = np.flatnonzero(self.unmeasured)
-        chosen = self.rng.permutation(pool)[:size]  # a prefix of one seeded order
-        return [MeasureCandidate(self.ctx.space.candidates[int(i)], source) for i in chosen]
+        n = size - len(picks)
+        if self.space_filling:
+            chosen = _space_filling(self.unit[pool], n, self.rng)
+        else:
+            chosen = self.rng.permutation(len(pool))[:n]
+        picks += [MeasureCandidate(self.ctx.space.candidates[int(pool[k])], "init")
+                  for k in chosen]
+        return picks
 
-    def _ranked(self, size: int, source: str) -> list[MeasureCandidate]:
+    def _ranked(self, size: int, source: str, explore: bool = True
+                ) -> list[MeasureCandidate]:
         pool = np.flatnonzero(self.unmeasured)
         cands = [self.ctx.space.candidates[int(i)] for i in pool]
-        members = self.model.predict_members(cands)
-        score, predicted = self._score(members)
-        self.explore_credit += self.ctx.exploration * size
-        n_explore = min(int(self.explore_credit), size - 1 if size > 1 else 0)
-        self.explore_credit -= n_explore
-        # best first; exact ties broken by a seeded shuffle, not by expansion order
+        scores, predicted, p_feas = self._scores(pool)
+        n_explore = 0
+        if explore:
+            self.explore_credit += self.exploration * size
+            n_explore = min(int(self.explore_credit), size - 1 if size > 1 else 0)
+            self.explore_credit -= n_explore
+        # each ranking best (lowest) first; exact ties broken by one seeded shuffle
         tiebreak = self.rng.permutation(len(pool))
-        order = np.lexsort((tiebreak, score))
-        top = _diverse(order, score, size - n_explore) if self.diverse else \
-            list(order[:size - n_explore])
-        picks = [MeasureCandidate(cands[int(k)], source, float(predicted[k])) for k in top]
+        rankings = []
+        for score in scores:
+            order = np.lexsort((tiebreak, score))
+            rankings.append(_diverse(order, score, size) if self.diverse else
+                            [int(k) for k in order[:size]])
+        top = _interleave(rankings, size - n_explore)
+        picks = [MeasureCandidate(cands[k], source, float(predicted[k])) for k in top]
         if n_explore:
+            # epsilon-greedy: uniform over the rest, among the candidates likely to meet
+            # the bounds when there are enough of them
             rest = np.setdiff1d(np.arange(len(pool)), np.asarray(top, dtype=int))
+            likely = rest[p_feas[rest] >= 0.5]
+            rest = likely if len(likely) >= n_explore else rest
             chosen = self.rng.choice(rest, size=min(n_explore, len(rest)), replace=False)
             picks += [MeasureCandidate(cands[int(k)], "explore", float(predicted[k]))
                       for k in chosen]
         return picks
 
-    def _score(self, members: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(rank score, predicted objective). The score is the members' mean log prediction
-        minus ``kappa`` standard deviations (optimism where the model is unsure);
-        predicted-infeasible candidates rank after every feasible one (among themselves
-        by how far they break their bounds)."""
+    def _scores(self, pool: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """([rank scores: lower is better], predicted objective, P(feasible)).
+
+        Two rankings, both constraint-aware:
+        - *exploit*: predicted log1p(objective) minus log P(feasible): the expected objective
+          inflated by the risk of breaking a bound;
+        - *improve*: minus the expected improvement of log1p(objective) over the best
+          feasible value measured so far, times P(feasible) (constrained EI); before
+          anything feasible was measured, minus P(feasible), the predicted objective
+          breaking ties.
+        ``acquisition='mixed'`` (default) takes the rounds' model picks alternately from
+        the two (a portfolio: greedy exploitation converges fast on smooth landscapes, EI
+        leaves a trap the model believes in); ``mean`` / ``ei`` use one of them.
+        """
         obj = self.ctx.objective
-        logs = np.log1p(members[obj.metric])
-        mean = logs.mean(axis=0)
-        score = mean - self.kappa * logs.std(axis=0)
-        predicted = np.expm1(mean)
-        if not obj.bounds:
-            return score, predicted
-        excess = np.zeros_like(score)
-        for b in obj.bounds:
-            pred_b = np.expm1(np.log1p(members[b.metric]).mean(axis=0))
-            excess = np.maximum(excess, pred_b / max(b.limit, 1e-9) - 1.0)
-        return np.where(excess > 0, 1e6 + excess, score), predicted
+        mean, std = self.model.predict_log(pool)
+        mu, sigma = mean[obj.metric], std[obj.metric]
+        trained = bool(self.model.boosters)
+        p_feas = self.model.feasibility(pool, obj.bounds,
+                                        sigma=None if trained else PRIOR_SIGMA)
+        predicted = np.expm1(mu)
+        exploit = mu - np.log(np.clip(p_feas, 1e-6, 1.0))
+        if self.acquisition == "mean" or self.best_log is None and not obj.bounds:
+            return [exploit], predicted, p_feas
+        if self.best_log is None:  # nothing feasible yet: find something feasible and fast
+            improve = -p_feas + 1e-3 * (mu - mu.min())
+        else:
+            z = (self.best_log - mu) / sigma
+            improve = -(sigma * (z * _norm_cdf(z) + _norm_pdf(z)) * p_feas)
+        if self.acquisition == "ei":
+            return [improve], predicted, p_feas
+        return [exploit, improve], predicted, p_feas
 
     # -- learning -----------------------------------------------------------------------
     def notify_runner_results(self, cands: Sequence[MeasureCandidate],
                               results: Sequence[MeasureResult]) -> None:
+        obj = self.ctx.objective
+        for res in results:
+            if res.ok:
+                ev = obj.evaluate(res.metrics)
+                if ev.feasible and ev.value is not None:
+                    v = math.log1p(max(ev.value, 0.0))
+                    self.best_log = v if self.best_log is None else min(self.best_log, v)
         self.model.update([mc.candidate for mc in cands], results)
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, "seed": self.ctx.seed, "init": self.init_size,
                 "round_size": self.round_size, "rounds": self.ctx.rounds,
-                "exploration": self.ctx.exploration, "model": self.family,
-                "champion": self.prior.describe() if self.prior else None}
+                "exploration": self.exploration, "acquisition": self.acquisition,
+                "members": self.members, "space_filling": self.space_filling,
+                "prior": self.prior.describe() if self.prior else None}
+
+
+PRIOR_SIGMA = 0.3  # uncertainty (log1p) of a prior's bound prediction before any training
+
+
+def _norm_cdf(z: np.ndarray) -> np.ndarray:
+    from slicert_ops.search.model import _norm_cdf as cdf
+
+    return cdf(z)
+
+
+def _norm_pdf(z: np.ndarray) -> np.ndarray:
+    return np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _unit_grid(space: Any) -> np.ndarray:
+    """The numeric schedule parameters of every candidate, log2-scaled to [0, 1] per
+    parameter (constant ones dropped): the coordinates of the space-filling design."""
+    keys = sorted({k for c in space.candidates for k, v in c.schedule.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)})
+    cols = []
+    for k in keys:
+        v = np.array([float(c.schedule.get(k) or 0.0) for c in space.candidates])
+        v = np.log2(np.clip(v, 0, None) + 1.0)
+        span = v.max() - v.min()
+        if span > 0:
+            cols.append((v - v.min()) / span)
+    if not cols:
+        return np.zeros((len(space), 1))
+    return np.column_stack(cols)
+
+
+SPACE_FILLING_DESIGNS = 64
+
+
+def _space_filling(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of n of ``points``: the best of SPACE_FILLING_DESIGNS seeded random designs
+    by their smallest pairwise distance (then their mean nearest-neighbour distance)."""
+    if n <= 0:
+        return np.zeros(0, dtype=int)
+    if n == 1 or len(points) <= n:
+        return rng.permutation(len(points))[:n]
+    best, best_key = None, None
+    for _ in range(SPACE_FILLING_DESIGNS):
+        idx = rng.choice(len(points), size=n, replace=False)
+        p = points[idx]
+        d = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        nn = d.min(axis=1)
+        key = (float(nn.min()), float(nn.mean()))
+        if best_key is None or key > best_key:
+            best, best_key = idx, key
+    return best
+
+
+def _interleave(rankings: list[list[int]], n: int) -> list[int]:
+    """n distinct items taken from the rankings in turn (first of each, then second...)."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for k in range(max((len(r) for r in rankings), default=0)):
+        for r in rankings:
+            if len(out) == n:
+                return out
+            if k < len(r) and r[k] not in seen:
+                seen.add(r[k])
+                out.append(r[k])
+    return out
 
 
 def _diverse(order: np.ndarray, score: np.ndarray, n: int) -> list[int]:
