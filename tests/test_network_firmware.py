@@ -101,3 +101,21 @@ def test_a_mismatch_names_the_first_wrong_layer(tmp_path, monkeypatch):
     assert not run.correct
     assert run.first_wrong_layer == "sum"
     assert "first wrong layer: sum (op 4, add)" in run.mismatch
+
+
+def test_a_task_measured_alone_matches_its_layer_in_the_network(tmp_path):
+    from slicert_ops.network import measure_task
+
+    net = load_network(every_layer_type("int8"))
+    nb = build_network_firmware(net, tmp_path / "fw", runtime_options=RuntimeOptions())
+    full = run_network(nb, tmp_path / "run")
+    assert full.correct
+    for label in ("pw", "sum"):  # a conv and the two-input add (second input const in flash)
+        task = next(t for t in extract_tasks(net) if t.layer_names == [label])
+        alone = measure_task(net, task, tmp_path / label, runtime_options=RuntimeOptions())
+        assert alone.correct, alone.mismatch
+        row = alone.layers[0]
+        in_net = next(r for r in full.layers if r["layer"] == label)
+        assert row["yield_checks"] == in_net["yield_checks"]
+        assert abs(row["kernel_cycles"] - in_net["kernel_cycles"]) <= \
+            0.02 * in_net["kernel_cycles"], (row, in_net)

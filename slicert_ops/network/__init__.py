@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import LAYER_END, LAYER_START
 from .memory import BOARDS, MemoryPlan, check_board, plan_memory
-from .network import Network, Op, make_network, run_op, run_reference
+from .network import Network, Op, make_network, run_op, run_reference, task_network
 from .spec import LAYER_TYPES, Layer, NetworkError, NetworkSpec, Problem, parse_network
 from .tasks import (
     LayerSchedule,
@@ -31,20 +31,26 @@ from .tasks import (
 )
 
 if TYPE_CHECKING:
-    from .firmware import NetworkBuild, NetworkRun, build_network_firmware, run_network
+    from .firmware import (
+        NetworkBuild,
+        NetworkRun,
+        build_network_firmware,
+        measure_task,
+        run_network,
+    )
     from .kernels import LayerKernel, generate_layer_kernel
 
 _LAZY = {"generate_layer_kernel": "kernels", "LayerKernel": "kernels",
          "build_network_firmware": "firmware", "run_network": "firmware",
-         "NetworkBuild": "firmware", "NetworkRun": "firmware"}
+         "NetworkBuild": "firmware", "NetworkRun": "firmware", "measure_task": "firmware"}
 
 __all__ = [
     "BOARDS", "LAYER_END", "LAYER_START", "LAYER_TYPES", "Layer", "LayerKernel",
     "LayerSchedule", "MemoryPlan", "Network", "NetworkBuild", "NetworkError", "NetworkRun",
     "NetworkSpec", "Op", "Problem", "Task", "build_network_firmware", "check_board",
     "default_schedule", "extract_tasks", "generate_layer_kernel", "is_network_manifest",
-    "load_network", "make_network", "parse_network", "parse_parameters", "plan_memory",
-    "run_network", "run_op", "run_reference", "task_spaces",
+    "load_network", "make_network", "measure_task", "parse_network", "parse_parameters",
+    "plan_memory", "run_network", "run_op", "run_reference", "task_network", "task_spaces",
 ]
 
 

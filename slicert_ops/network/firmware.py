@@ -148,6 +148,12 @@ def network_c_source(net: Network, plan: MemoryPlan, kernels: dict[str, LayerKer
                          f"__attribute__((aligned(8))) = {{")
             lines.append(_c_values(arr))
             lines.append("};")
+    for name, arr in net.consts.items():
+        lines.append(f"/* const input tensor {name} {list(arr.shape)} */")
+        lines.append(f"static const {ct} slicert_nn_{name}[{arr.size}] "
+                     "__attribute__((aligned(8))) = {")
+        lines.append(_c_values(arr))
+        lines.append("};")
     lines.append("")
     if plan.arena_bytes:
         lines.append(f"static uint8_t {ARENA}[{plan.arena_bytes}] __attribute__((aligned(8)));")
@@ -156,6 +162,8 @@ def network_c_source(net: Network, plan: MemoryPlan, kernels: dict[str, LayerKer
     def ptr(tensor: str) -> str:
         if tensor == NETWORK_INPUT:
             return "input"
+        if tensor in net.consts:
+            return f"slicert_nn_{tensor}"
         if tensor == final:
             return "output"
         return f"({ARENA} + {plan.allocations[tensor].offset})"
@@ -364,3 +372,23 @@ def network_report(net: Network, plan: MemoryPlan) -> dict[str, Any]:
             "naive_bytes": plan.naive_bytes,
             "largest_tensor": max((math.prod(t.shape) for t in net.tensors.values()),
                                   default=0)}
+
+
+def measure_task(net: Network, task: Task, out_dir: str | Path, *,
+                 schedule: LayerSchedule | None = None, runtime_options: Any = None,
+                 seed: int = 0, timeout_s: float = 120.0, deadline_us: int | None = None,
+                 x: np.ndarray | None = None) -> NetworkRun:
+    """Build and run the firmware of one tuning task alone (its first op, on the input that
+    op sees in the network): what a per-task sweep measures. ``run.layers[0]`` holds the op's
+    metrics; the output is checked like a network's."""
+    from .network import task_network
+
+    sub, x0 = task_network(net, task.ops[0], x)
+    sub_tasks = extract_tasks(sub)
+    assert len(sub_tasks) == 1 and sub_tasks[0].key == task.key
+    out = Path(out_dir)
+    nb = build_network_firmware(sub, out / "fw", tasks=sub_tasks,
+                                schedules={task.key: schedule} if schedule else None,
+                                runtime_options=runtime_options, x=x0)
+    return run_network(nb, out / "run", seed=seed, timeout_s=timeout_s,
+                       deadline_us=deadline_us)

@@ -138,7 +138,8 @@ def plan_memory(net: Network, in_place: bool = True) -> MemoryPlan:
     used_in_place = [k for k, v in partner.items()
                      if tensors[k].offset == tensors[v].offset]
     return MemoryPlan(arena_bytes=arena, allocations=tensors,
-                      input_bytes=net.tensors[NETWORK_INPUT].nbytes,
+                      input_bytes=net.tensors[NETWORK_INPUT].nbytes
+                      + sum(a.nbytes for a in net.consts.values()),
                       output_bytes=net.tensors[final].nbytes, weight_bytes=net.weight_bytes,
                       peak_live_bytes=peak, naive_bytes=sum(a.size for a in tensors.values()),
                       in_place=used_in_place)

@@ -80,6 +80,7 @@ class Network:
     ops: list[Op]
     tensors: dict[str, TensorInfo]
     aliases: dict[str, str]       # layer name -> tensor holding its output
+    consts: dict[str, np.ndarray] = field(default_factory=dict)  # const input tensors (flash)
 
     @property
     def name(self) -> str:
@@ -273,7 +274,7 @@ def run_reference(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
     if tuple(x.shape) != net.input.shape:
         raise ValueError(f"input has shape {tuple(x.shape)}, the network takes "
                          f"{net.input.shape}")
-    values: dict[str, np.ndarray] = {NETWORK_INPUT: x}
+    values: dict[str, np.ndarray] = {NETWORK_INPUT: x, **net.consts}
     for op in net.ops:
         ins = [_reshape_for(values[t], op.layer.in_shapes[i]) for i, t in enumerate(op.inputs)]
         values[op.output] = run_op(op, ins, net.dtype)
@@ -337,3 +338,27 @@ def network_from_manifest(model: dict[str, Any], *, source: str | None = None) -
     from .spec import parse_network
 
     return make_network(parse_network(model, source=source))
+
+
+def task_network(net: Network, op_index: int, x: np.ndarray | None = None
+                 ) -> tuple[Network, np.ndarray]:
+    """A one-op network that runs op ``op_index`` of ``net`` on the input it sees in ``net``
+    (reference values for input ``x``): the firmware of one tuning task, measured alone.
+    A second input (add) becomes a const tensor in flash. Returns (network, its input)."""
+    import dataclasses
+
+    values = run_reference(net, net.make_input() if x is None else x)
+    op = net.ops[op_index]
+    ins = [values[t].reshape(op.layer.in_shapes[i]) for i, t in enumerate(op.inputs)]
+    names = [NETWORK_INPUT] + [f"const_{i}" for i in range(1, len(ins))]
+    sub_op = dataclasses.replace(op, index=0, inputs=tuple(names))
+    src = [net.tensors[t] for t in op.inputs]
+    tensors = {n: TensorInfo(n, tuple(a.shape), net.dtype, t.scale, t.zero_point)
+               for n, a, t in zip(names, ins, src, strict=True)}
+    tensors[op.output] = dataclasses.replace(net.tensors[op.output])
+    spec = NetworkSpec(name=f"{net.name}.{op.name}", dtype=net.dtype,
+                       input_shape=tuple(ins[0].shape), layers=[op.layer], seed=net.spec.seed,
+                       source=net.spec.source)
+    sub = Network(spec, [sub_op], tensors, {NETWORK_INPUT: NETWORK_INPUT, op.name: op.output},
+                  consts={n: a for n, a in zip(names[1:], ins[1:], strict=True)})
+    return sub, ins[0]
