@@ -218,6 +218,22 @@ def test_log_runs_rest_and_s3(slicert_services, tmp_path):
     assert sweep["info"]["status"] == "FINISHED"
     assert metrics_of(sweep)["runs_valid"] == 4
     assert "report/summary.html" in artifact_keys(store, exp_id, parent)
+    # the experiment opens in MLflow's machine-learning view (not the GenAI traces page)
+    from slicert_ops.tracking.mlflow_rest import MlflowRest
+
+    exp = MlflowRest(uri).get_experiment_by_name("track_basic")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_existing_experiments_get_the_ml_view_tag(slicert_services):
+    from slicert_ops.tracking.mlflow_rest import MlflowRest
+
+    rest = MlflowRest(slicert_services.env["MLFLOW_TRACKING_URI"])
+    exp_id = rest.create_experiment("made_before_the_tag", tags={"slicert.managed": "true"})
+    assert "mlflow.experimentKind" not in rest.get_experiment_by_name("made_before_the_tag").tags
+    assert slicert_services.tracker().experiment_id("made_before_the_tag") == exp_id
+    tags = rest.get_experiment_by_name("made_before_the_tag").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def _report_dir(tmp_path: Path) -> Path:
