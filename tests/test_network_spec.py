@@ -111,7 +111,7 @@ def test_softmax_and_onnx_are_explained():
     assert "softmax is not implemented" in str(problems(m)[0])
     m = small()
     m["onnx"] = "model.onnx"
-    assert "ONNX import is not available yet" in str(problems(m)[0])
+    assert "read by load_network" in str(problems(m)[0])
 
 
 def test_network_error_is_an_input_error_listing_everything():

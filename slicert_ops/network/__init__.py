@@ -94,8 +94,11 @@ def load_network(manifest: dict[str, Any], path: str | Path | None = None, *,
     if model is None:
         raise NetworkError([Problem("experiment.model", "missing: a network manifest needs "
                                     "experiment.model.layers")], source)
+    weights = None
+    if isinstance(model, dict) and "onnx" in model:
+        model, weights = _onnx_model(model, path, source)
     spec = parse_network(model, source=source)
-    net = make_network(spec)
+    net = make_network(spec, weights)
     runner = exp.get("runner") or {}
     board = board or (runner.get("board") if isinstance(runner, dict) else None) \
         or "lm3s6965evb"
@@ -105,3 +108,24 @@ def load_network(manifest: dict[str, Any], path: str | Path | None = None, *,
     if probs:
         raise NetworkError(probs, source)
     return net
+
+
+def _onnx_model(model: dict[str, Any], path: str | Path | None, source: str | None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """experiment.model.onnx (relative to the manifest) -> (model dict, float weights)."""
+    from .onnx_import import import_onnx
+
+    extra = set(model) - {"onnx", "name", "dtype", "seed", "description"}
+    if extra:
+        raise NetworkError([Problem(f"experiment.model.{sorted(extra)[0]}", "not allowed "
+                                    "with experiment.model.onnx (the ONNX file gives the "
+                                    "layers and the input)", "remove it")], source)
+    rel = Path(str(model["onnx"]))
+    onnx_path = rel if rel.is_absolute() or path is None else Path(path).parent / rel
+    try:
+        imported, weights = import_onnx(onnx_path, name=model.get("name"),
+                                        dtype=model.get("dtype", "int8"),
+                                        seed=model.get("seed", 0))
+    except NetworkError as exc:
+        raise NetworkError(exc.problems, source) from None
+    return imported, weights

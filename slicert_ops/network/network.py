@@ -284,14 +284,27 @@ def run_reference(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------------------
 # quantisation
 # ------------------------------------------------------------------------------------------
-def make_network(spec: NetworkSpec) -> Network:
-    """Seeded weights and (int8) TFLite-style quantisation for a checked architecture."""
+def make_network(spec: NetworkSpec,
+                 weights: dict[str, dict[str, np.ndarray]] | None = None) -> Network:
+    """Float weights (``weights[layer] = {"weight", "bias"}`` in the layouts of
+    ``reference.py``, e.g. from an ONNX model; seeded ones for the layers not given) and, for
+    int8, TFLite-style quantisation of a checked architecture."""
     ops, aliases = build_ops(spec)
     tensors: dict[str, TensorInfo] = {
         NETWORK_INPUT: TensorInfo(NETWORK_INPUT, spec.input_shape, spec.dtype)}
+    weights = weights or {}
     for op in ops:
         tensors[op.output] = TensorInfo(op.output, op.layer.out_shape, spec.dtype)
         op.arrays = _float_weights(op, spec.seed)
+        given = weights.get(op.name)
+        if given is not None:
+            for key in ("weight", "bias"):
+                want = op.arrays[key].shape
+                got = np.asarray(given[key], dtype=np.float32)
+                if got.shape != want:
+                    raise ValueError(f"{op.name}: {key} has shape {got.shape}, the layer "
+                                     f"needs {want}")
+                op.arrays[key] = got
     net = Network(spec, ops, tensors, aliases)
     if spec.dtype == "float32":
         return net

@@ -281,8 +281,8 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
         if key not in MODEL_FIELDS:
             bad(f"{base}.{key}", "unknown field", f"valid: {', '.join(MODEL_FIELDS)}")
     if "onnx" in model:
-        bad(f"{base}.onnx", "ONNX import is not available yet",
-            "describe the network with experiment.model.layers")
+        bad(f"{base}.onnx", "an ONNX model is read by load_network, not parse_network",
+            "call slicert_ops.network.load_network")
     name = model.get("name", "network")
     if not isinstance(name, str) or not name:
         bad(f"{base}.name", f"{name!r} must be a non-empty string")
