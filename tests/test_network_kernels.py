@@ -141,3 +141,26 @@ def test_impossible_schedule_is_refused():
     net = one_layer({"type": "conv2d", "filters": 6, "kernel": 3}, [1, 8, 8, 2], "int8")
     with pytest.raises(ValueError, match="unroll: 4 does not divide the output channels"):
         generate_layer_kernel(extract_tasks(net)[0], LayerSchedule(2, 1, 4))
+
+
+@pytest.mark.parametrize("seed, dtype", [(s, "int8") for s in range(100, 105)]
+                         + [(s, "float32") for s in range(200, 202)])
+def test_random_networks_unseen_shapes_and_orders(seed, dtype):
+    """Random layer orders and shapes (models.random_network): every op's kernel equals the
+    reference on the values it sees in the network."""
+    from slicert_ops.network.models import random_network
+
+    net = make_network(parse_network(random_network(seed, dtype)))
+    values = run_reference(net, net.make_input())
+    for task in extract_tasks(net):
+        kernel = generate_layer_kernel(task)
+        for i in task.ops:
+            op = net.ops[i]
+            ins = [values[t].reshape(op.layer.in_shapes[j]) for j, t in enumerate(op.inputs)]
+            got, yields = run_op_host(net, op, kernel, ins)
+            want = values[op.output]
+            if dtype == "int8":
+                assert np.array_equal(got, want), (seed, op.label)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+            assert yields == kernel.micro_tiles

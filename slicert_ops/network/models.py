@@ -117,3 +117,78 @@ MODELS = {"ds_cnn_kws": ds_cnn_kws, "resnet8": resnet8, "mobilenet_v1_vww": mobi
 #: The board each reference model fits (lm3s6965evb: 64 KiB RAM, 248 KiB flash).
 MODEL_BOARDS = {"ds_cnn_kws": "lm3s6965evb", "resnet8": "lm3s6965evb",
                 "mobilenet_v1_vww": "mps2-an385", "fc_autoencoder": "mps2-an385"}
+
+
+def random_network(seed: int, dtype: str = "int8", max_layers: int = 9) -> Model:
+    """A random, valid small network (for "unseen shapes and orders" tests): a stem conv, then
+    a random sequence of conv (kernel 1..5, stride 1..2, same/valid/explicit padding),
+    depthwise (multiplier 1..2), pooling, residual blocks (add) and standalone relus, then
+    flatten and one or two dense layers."""
+    import random
+
+    rnd = random.Random(seed)
+    h = rnd.randint(6, 14)
+    w = rnd.randint(6, 14)
+    c = rnd.randint(1, 4)
+    layers: list[dict[str, Any]] = []
+    names = iter(f"l{i}" for i in range(1000))
+    shape = [h, w, c]
+
+    def conv_out(size: int, k: int, s: int, pad: str) -> int:
+        return -(-size // s) if pad == "same" else (size - k) // s + 1
+
+    def add(layer: dict[str, Any]) -> str:
+        layer["name"] = next(names)
+        layers.append(layer)
+        return layer["name"]
+
+    acts = [None, "relu", "relu6"]
+    f = rnd.choice([4, 6, 8])
+    add({"type": "conv2d", "filters": f, "kernel": rnd.choice([1, 3]), "padding": "same",
+         "activation": rnd.choice(acts)})
+    shape = [h, w, f]
+    for _ in range(rnd.randint(2, max_layers)):
+        kind = rnd.choice(["conv2d", "depthwise_conv2d", "pool", "residual", "relu"])
+        hh, ww, cc = shape
+        if kind == "conv2d":
+            k = rnd.randint(1, min(5, hh, ww))
+            s = rnd.choice([1, 1, 2])
+            pad = rnd.choice(["same", "valid"])
+            if conv_out(hh, k, s, pad) < 1 or conv_out(ww, k, s, pad) < 1:
+                continue
+            f = rnd.choice([2, 4, 6, 8, 12])
+            add({"type": "conv2d", "filters": f, "kernel": [k, rnd.randint(1, min(5, ww))]
+                 if pad == "same" else k, "stride": s, "padding": pad,
+                 "activation": rnd.choice(acts)})
+            kk = layers[-1]["kernel"]
+            kw_ = kk[1] if isinstance(kk, list) else kk
+            shape = [conv_out(hh, k, s, pad), conv_out(ww, kw_, s, pad), f]
+        elif kind == "depthwise_conv2d":
+            m = rnd.choice([1, 1, 2])
+            s = rnd.choice([1, 2])
+            add({"type": "depthwise_conv2d", "kernel": 3, "stride": s, "padding": "same",
+                 "depth_multiplier": m, "activation": rnd.choice(acts)})
+            shape = [-(-hh // s), -(-ww // s), cc * m]
+        elif kind == "pool" and min(hh, ww) >= 2:
+            p = rnd.choice([2, 3]) if min(hh, ww) >= 3 else 2
+            pad = rnd.choice(["same", "valid"])
+            add({"type": rnd.choice(["avg_pool", "max_pool"]), "pool": p,
+                 "stride": rnd.choice([1, 2]), "padding": pad})
+            s = layers[-1]["stride"]
+            shape = [conv_out(hh, p, s, pad), conv_out(ww, p, s, pad), cc]
+        elif kind == "residual":
+            skip = layers[-1]["name"]
+            add({"type": "conv2d", "filters": cc, "kernel": 3, "padding": "same",
+                 "activation": "relu"})
+            b = add({"type": "conv2d", "filters": cc, "kernel": 1})
+            add({"type": "add", "inputs": [skip, b], "activation": rnd.choice(acts)})
+        elif kind == "relu":
+            add({"type": rnd.choice(["relu", "relu6"])})
+    if rnd.random() < 0.5 and min(shape[:2]) > 1:
+        add({"type": "avg_pool", "pool": "global"})
+    add({"type": "flatten"})
+    if rnd.random() < 0.5:
+        add({"type": "dense", "units": rnd.randint(4, 16), "activation": "relu"})
+    add({"type": "dense", "units": rnd.randint(2, 10)})
+    return {"name": f"random_{seed}", "dtype": dtype, "input": [1, h, w, c], "seed": seed,
+            "layers": layers}
