@@ -119,3 +119,26 @@ def test_a_task_measured_alone_matches_its_layer_in_the_network(tmp_path):
         assert row["yield_checks"] == in_net["yield_checks"]
         assert abs(row["kernel_cycles"] - in_net["kernel_cycles"]) <= \
             0.02 * in_net["kernel_cycles"], (row, in_net)
+
+
+def test_tune_network_picks_per_task_schedules_and_runs_end_to_end(tmp_path):
+    from slicert_ops.network import tune_network
+
+    manifest = every_layer_type("int8")
+    manifest["experiment"]["parameters"] = {
+        "layers": {"c1": {"tile_size": [4, 10], "micro_tile": [1, 2], "unroll": [2, 8]}}}
+    net = load_network(manifest)
+    res = tune_network(net, tmp_path, parameters=manifest["experiment"]["parameters"],
+                       max_granule_cycles=30_000, runtime_options=RuntimeOptions(**IRQ),
+                       deadline_us=200)
+    c1 = next(t for t in res.tasks if t.layer_names == ["c1+r1"])
+    tried = [t for t in res.trials if t.task == c1.key]
+    assert len(tried) == 8 and all(t.correct for t in tried)
+    fits = [t for t in tried if t.max_granule_cycles <= 30_000]
+    assert fits and len(fits) < len(tried)  # the granule bound matters
+    best = min(fits, key=lambda t: t.kernel_cycles)
+    assert res.schedules[c1.key] == best.schedule
+    assert res.run.correct
+    row = next(r for r in res.run.layers if r["layer"] == "c1+r1")
+    assert row["yield_checks"] == best.yield_checks
+    assert res.predicted_cycles <= res.run.metrics["kernel_cycles"] * 1.05

@@ -39,10 +39,12 @@ if TYPE_CHECKING:
         run_network,
     )
     from .kernels import LayerKernel, generate_layer_kernel
+    from .tune import TuneResult, tune_network
 
 _LAZY = {"generate_layer_kernel": "kernels", "LayerKernel": "kernels",
          "build_network_firmware": "firmware", "run_network": "firmware",
-         "NetworkBuild": "firmware", "NetworkRun": "firmware", "measure_task": "firmware"}
+         "NetworkBuild": "firmware", "NetworkRun": "firmware", "measure_task": "firmware",
+         "tune_network": "tune", "TuneResult": "tune"}
 
 __all__ = [
     "BOARDS", "LAYER_END", "LAYER_START", "LAYER_TYPES", "Layer", "LayerKernel",
@@ -51,6 +53,7 @@ __all__ = [
     "default_schedule", "extract_tasks", "generate_layer_kernel", "is_network_manifest",
     "load_network", "make_network", "measure_task", "parse_network", "parse_parameters",
     "plan_memory", "run_network", "run_op", "run_reference", "task_network", "task_spaces",
+    "TuneResult", "tune_network",
 ]
 
 

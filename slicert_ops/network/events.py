@@ -24,6 +24,7 @@ EVENT_NAMES = {LAYER_START: "layer_start", LAYER_END: "layer_end"}
 LAYER_METRICS = ("kernel_cycles", "wall_cycles", "instructions", "yield_checks", "slices",
                  "pendsv_count", "irq_count", "rt_releases", "max_preemption_latency_cycles",
                  "deadline_misses")
+#: Besides those: ``max_granule_cycles`` (:func:`max_granule`), ``macs``, ``macs_per_cycle``.
 
 
 def layer_windows(events: list[Any]) -> dict[int, tuple[int, int]]:
@@ -36,6 +37,18 @@ def layer_windows(events: list[Any]) -> dict[int, tuple[int, int]]:
         elif e.id == LAYER_END and e.payload in open_:
             out[e.payload] = (open_.pop(e.payload), i)
     return out
+
+
+def max_granule(window: list[Any]) -> int:
+    """Longest stretch of the window between consecutive yield checks (``tile_end``), from
+    its start to the first check and from the last check to its end, in cycles: the
+    non-preemptible granule the schedule gives (ISR and RT time inside it included, so
+    measure it without IRQ load for the schedule's own figure)."""
+    from slicert_ops.sim import events as ev
+
+    stamps = [window[0].cycles] + [x.cycles for x in window[1:-1] if x.id == ev.TILE_END] \
+        + [window[-1].cycles]
+    return max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=0)
 
 
 def layer_metrics(net: Any, events: list[Any], *, deadline_ns: float | None = None
@@ -69,6 +82,7 @@ def layer_metrics(net: Any, events: list[Any], *, deadline_ns: float | None = No
                             deadline_ns=deadline_ns if deadline_ns else 10**12)
         row = {"op": op.index, "layer": op.label, "type": op.type, "macs": op.layer.macs}
         row.update({k: m[k] for k in LAYER_METRICS})
+        row["max_granule_cycles"] = max_granule(evs[s:e + 1])
         row["macs_per_cycle"] = round(op.layer.macs / max(1, m["kernel_cycles"]), 4)
         out.append(row)
     return out
