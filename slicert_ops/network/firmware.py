@@ -381,11 +381,15 @@ def measure_task(net: Network, task: Task, out_dir: str | Path, *,
     """Build and run the firmware of one tuning task alone (its first op, on the input that
     op sees in the network): what a per-task sweep measures. ``run.layers[0]`` holds the op's
     metrics; the output is checked like a network's."""
+    import dataclasses
+
     from .network import task_network
 
     sub, x0 = task_network(net, task.ops[0], x)
-    sub_tasks = extract_tasks(sub)
-    assert len(sub_tasks) == 1 and sub_tasks[0].key == task.key
+    own = extract_tasks(sub)
+    if len(own) != 1 or own[0].signature != task.signature:
+        raise RuntimeError(f"task {task.key}: its one-op network has another kernel")
+    sub_tasks = [dataclasses.replace(task, ops=[0], layer_names=[sub.ops[0].label])]
     out = Path(out_dir)
     nb = build_network_firmware(sub, out / "fw", tasks=sub_tasks,
                                 schedules={task.key: schedule} if schedule else None,
