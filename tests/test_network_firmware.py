@@ -122,23 +122,33 @@ def test_a_task_measured_alone_matches_its_layer_in_the_network(tmp_path):
 
 
 def test_tune_network_picks_per_task_schedules_and_runs_end_to_end(tmp_path):
-    from slicert_ops.network import tune_network
+    from slicert_ops.network.tune import select_schedule, tune_network
 
     manifest = every_layer_type("int8")
     manifest["experiment"]["parameters"] = {
         "layers": {"c1": {"tile_size": [4, 10], "micro_tile": [1, 2], "unroll": [2, 8]}}}
     net = load_network(manifest)
     res = tune_network(net, tmp_path, parameters=manifest["experiment"]["parameters"],
-                       max_granule_cycles=30_000, runtime_options=RuntimeOptions(**IRQ),
-                       deadline_us=200)
+                       runtime_options=RuntimeOptions(**IRQ), deadline_us=200)
     c1 = next(t for t in res.tasks if t.layer_names == ["c1+r1"])
     tried = [t for t in res.trials if t.task == c1.key]
     assert len(tried) == 8 and all(t.correct for t in tried)
-    fits = [t for t in tried if t.max_granule_cycles <= 30_000]
-    assert fits and len(fits) < len(tried)  # the granule bound matters
-    best = min(fits, key=lambda t: t.kernel_cycles)
-    assert res.schedules[c1.key] == best.schedule
+    fastest = min(tried, key=lambda t: t.kernel_cycles)
+    assert res.schedules[c1.key] == fastest.schedule
+    # micro_tile 2 (4 pixels per yield check) has longer granules than micro_tile 1
+    by = {(t.schedule.micro_tile, t.schedule.unroll, t.schedule.tile_size): t for t in tried}
+    for u in (2, 8):
+        for tile in (4, 10):
+            assert by[(2, u, tile)].max_granule_cycles > by[(1, u, tile)].max_granule_cycles
+            assert by[(2, u, tile)].yield_checks * 4 >= by[(1, u, tile)].yield_checks
+    # a granule bound below the fastest one's picks another schedule within the bound
+    bound = fastest.max_granule_cycles - 1
+    pick, met = select_schedule(tried, bound)
+    if met:
+        assert pick is not fastest and pick.max_granule_cycles <= bound
+    assert select_schedule(tried, 1) == (fastest, False)
+    # the end-to-end run uses the picks: same granule count, sum of tasks ~ measured total
     assert res.run.correct
     row = next(r for r in res.run.layers if r["layer"] == "c1+r1")
-    assert row["yield_checks"] == best.yield_checks
+    assert row["yield_checks"] == fastest.yield_checks
     assert res.predicted_cycles <= res.run.metrics["kernel_cycles"] * 1.05

@@ -51,6 +51,17 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
 
 
+def select_schedule(trials: list[TaskTrial], max_granule_cycles: int | None = None
+                    ) -> tuple[TaskTrial | None, bool]:
+    """The fastest correct trial whose granule is within the bound (the fastest correct one
+    when none is); the flag tells whether the bound was met."""
+    ok = [r for r in trials if r.correct]
+    fits = [r for r in ok if max_granule_cycles is None
+            or r.max_granule_cycles <= max_granule_cycles]
+    pick = min(fits or ok, key=lambda r: r.kernel_cycles, default=None)
+    return pick, bool(fits)
+
+
 def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any] | None = None,
                  max_granule_cycles: int | None = None, runtime_options: Any = None,
                  deadline_us: int | None = None, final_run: bool = True,
@@ -86,10 +97,7 @@ def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any
                 trial.error = f"{type(exc).__name__}: {exc}"
             trials.append(trial)
             rows.append(trial)
-        ok = [r for r in rows if r.correct]
-        fits = [r for r in ok if max_granule_cycles is None
-                or r.max_granule_cycles <= max_granule_cycles]
-        pick = min(fits or ok, key=lambda r: r.kernel_cycles, default=None)
+        pick, fits = select_schedule(rows, max_granule_cycles)
         if pick is None:
             raise RuntimeError(f"task {task.key} ({', '.join(task.layer_names)}): no schedule "
                                "ran correctly: " + "; ".join(str(r.error) for r in rows))
