@@ -86,12 +86,29 @@ def cmd_up(args: argparse.Namespace) -> int:
           + (f", services {t['services']:.1f} s" if "services" in t else "") + ")")
     print(f"  login: user {r.user!r}, password in {r.password_file} (JSON {{user: password}})")
     print(f"  DAGs: {', '.join(r.dags) if r.dags else '(none yet)'}")
+    if r.services:
+        print(f"  MLflow: {_mlflow_ui()}")
     for err in r.import_errors:
         print(f"  import error: {err.splitlines()[0] if err else ''}")
         for line in err.splitlines()[1:12]:
             print(f"    {line}")
     print('  shell: eval "$(slicert env)"; stop: slicert down')
     return 0
+
+
+def _mlflow_ui() -> str:
+    """The MLflow experiment list in its machine-learning view (the services' address)."""
+    from slicert_ops.tracking.links import experiments_url, ui_url
+
+    try:
+        from slicert_ops.services import client_env
+
+        env = dict(client_env())
+    except Exception:  # noqa: BLE001 - the link is a convenience
+        env = dict(os.environ)
+    ui = ui_url({**env, **{k: v for k, v in os.environ.items()
+                           if k == "SLICERT_MLFLOW_UI_URL"}})
+    return experiments_url(ui) if ui else "(address unknown: `slicert services status`)"
 
 
 def cmd_down(args: argparse.Namespace) -> int:

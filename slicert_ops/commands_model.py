@@ -147,7 +147,27 @@ def cmd_model_list(args) -> int:
         print(f"{v.version:>7}  {alias:8}  {_fmt_ts(v.creation_timestamp):16}  "
               f"{tags.get('slicert.family', ''):8}  {tags.get('slicert.score', '')[:6]:>6}  "
               f"{decision:21}  {v.run_id or ''}")
+    _candidates_note(client)
     return 0
+
+
+def _candidates_note(client) -> None:
+    """Models that lost to the champion are not registered: say where they are."""
+    from slicert_ops.costmodel import registry
+    from slicert_ops.tracking.links import experiment_url, ui_url
+
+    try:
+        exp = client.get_experiment_by_name(registry.EXPERIMENT)
+        if exp is None:
+            return
+        runs = client.search_runs([exp.experiment_id],
+                                  "tags.`slicert.candidate` = 'true'", max_results=1000)
+    except Exception:  # noqa: BLE001 - a note, not the listing
+        return
+    if runs:
+        link = experiment_url(ui_url(), exp.experiment_id) or f"experiment {exp.name!r}"
+        print(f"{len(runs)} trained model(s) did not beat the champion and are not registered "
+              f"(candidates, tag slicert.candidate=true): {link}")
 
 
 def cmd_model_show(args) -> int:

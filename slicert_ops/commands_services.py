@@ -51,6 +51,9 @@ def _up(args: argparse.Namespace) -> int:
     if rep["credentials_created"]:
         print(f"credentials generated in {cfg.credentials_file} (mode 0600, git-ignored)")
     print(f"bucket s3://{cfg.bucket}; artifacts in {cfg.artifacts_destination}")
+    from slicert_ops.tracking.links import experiments_url
+
+    print(f"MLflow UI (machine-learning view): {experiments_url(rep['mlflow']['url'])}")
     print('use them with: eval "$(slicert services env)"')
     return 0
 

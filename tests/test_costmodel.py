@@ -413,8 +413,10 @@ def test_cli_model_list_show_promote(registered, mlflow_url, monkeypatch, capsys
     assert run_cli(["model", "list"]) == 0
     listing = capsys.readouterr().out
     lines = [ln.split() for ln in listing.splitlines()[1:]]
-    assert lines[0][0] == "1" and lines[1][:2] == ["2", "champion"] and len(lines) == 2
+    assert lines[0][0] == "1" and lines[1][:2] == ["2", "champion"]
+    assert len(lines) == 3 and lines[2][:2] == ["1", "trained"]  # 2 versions + the note
     assert "first-champion" in listing and "promoted" in listing
+    assert "1 trained model(s) did not beat the champion and are not registered" in listing
 
     assert run_cli(["model", "show", "2"]) == 0
     shown = capsys.readouterr().out

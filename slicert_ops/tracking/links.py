@@ -39,6 +39,11 @@ def experiment_url(ui: str | None, experiment_id: str | int | None,
     return f"{path}?{WORKFLOW_PARAM}"
 
 
+def experiments_url(ui: str) -> str:
+    """The experiment list, in the machine-learning view."""
+    return f"{ui.rstrip('/')}/#/experiments?{WORKFLOW_PARAM}"
+
+
 def model_url(ui: str | None, name: str, version: str | int | None = None) -> str | None:
     """The registered model (or one version) page."""
     if not ui:
