@@ -77,6 +77,18 @@ def test_every_layer_type_bit_exact_with_layer_events(tmp_path):
     assert max(r["max_preemption_latency_cycles"] for r in run.layers) <= \
         m["max_preemption_latency_cycles"]
     assert nb.plan.arena_bytes > 0 and f"slicert_nn_arena[{nb.plan.arena_bytes}]" in nb.c_source
+    # run-folder documents
+    from slicert_ops.network import network_artifacts
+
+    art = network_artifacts(nb, run, candidate_id="abc", repeat=0, seed=0)
+    trace = art["qemu_trace.json"]
+    types = [e["type"] for e in trace["events"]]
+    assert types.count("layer_start") == types.count("layer_end") == len(net.ops)
+    assert trace["layers"][3]["schedule"]["task"] in nb.kernels
+    assert trace["layers"][2]["schedule"]["tile_size"] == 3
+    assert trace["network"]["memory"]["arena_bytes"] == nb.plan.arena_bytes
+    assert art["cycles"]["network_cycles"] == m["wall_cycles"]
+    assert len(art["tvm_config.json"]["tasks"]) == len(tasks)
 
 
 def test_float32_network_within_tolerance(tmp_path):

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         NetworkRun,
         build_network_firmware,
         measure_task,
+        network_artifacts,
         run_network,
     )
     from .kernels import LayerKernel, generate_layer_kernel
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 _LAZY = {"generate_layer_kernel": "kernels", "LayerKernel": "kernels",
          "build_network_firmware": "firmware", "run_network": "firmware",
          "NetworkBuild": "firmware", "NetworkRun": "firmware", "measure_task": "firmware",
+         "network_artifacts": "firmware",
          "tune_network": "tune", "TuneResult": "tune"}
 
 __all__ = [
@@ -53,7 +55,7 @@ __all__ = [
     "default_schedule", "extract_tasks", "generate_layer_kernel", "is_network_manifest",
     "load_network", "make_network", "measure_task", "parse_network", "parse_parameters",
     "plan_memory", "run_network", "run_op", "run_reference", "task_network", "task_spaces",
-    "TuneResult", "tune_network",
+    "TuneResult", "network_artifacts", "tune_network",
 ]
 
 

@@ -396,3 +396,41 @@ def measure_task(net: Network, task: Task, out_dir: str | Path, *,
                                 runtime_options=runtime_options, x=x0)
     return run_network(nb, out / "run", seed=seed, timeout_s=timeout_s,
                        deadline_us=deadline_us)
+
+
+def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, repeat: int = 0,
+                      seed: int = 0) -> dict[str, Any]:
+    """The run-folder documents of a network run, for ``slicert_ops.rundir`` to write:
+
+    - ``qemu_trace.json``: the contract's trace (schema ``slicert-trace/1``, events with
+      ``layer_start``/``layer_end`` named) plus ``network`` (summary, memory plan) and
+      ``layers`` (per-op metrics and schedule);
+    - ``cycles.txt`` metrics: the headline figures plus ``network_cycles``, ``network_macs``,
+      ``macs_per_cycle``, ``arena_bytes`` (per-layer figures stay in the trace and the index);
+    - ``tvm_config.json``: per task, its signature, schedule, prototype and schedule trace;
+    - ``layers`` rows for the index (one per op).
+    """
+    from slicert_ops.sim.trace import build_trace
+
+    from .events import EVENT_NAMES
+
+    trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
+                        repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
+                        sizes=nb.sizes(), metrics=run.metrics)
+    for e in trace["events"]:
+        if e["type"].startswith("event_") and int(e["type"][6:]) in EVENT_NAMES:
+            e["type"] = EVENT_NAMES[int(e["type"][6:])]
+    schedules = {}
+    for task in nb.tasks:
+        for i in task.ops:
+            schedules[i] = {"task": task.key, **nb.kernels[task.key].schedule.to_dict()}
+    layers = [dict(row, schedule=schedules.get(row["op"])) for row in run.layers]
+    trace["network"] = {**nb.net.summary(), "fingerprint": nb.net.fingerprint(),
+                        "memory": nb.plan.to_dict(), "first_wrong_layer": run.first_wrong_layer}
+    trace["layers"] = layers
+    tvm_config = {"network": nb.net.summary(),
+                  "tasks": [{"key": t.key, "type": t.type, "layers": t.layer_names,
+                             "weight": t.weight, **nb.kernels[t.key].tvm_config}
+                            for t in nb.tasks]}
+    return {"qemu_trace.json": trace, "cycles": dict(run.metrics),
+            "tvm_config.json": tvm_config, "layers": layers}
