@@ -264,3 +264,21 @@ def test_importing_the_package_does_not_import_tvm():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_example_manifests_are_current_and_load():
+    from pathlib import Path
+
+    import yaml
+
+    from slicert_ops.network import examples
+
+    assert examples.main(["--check"]) == 0
+    files = sorted(Path(examples.DEFAULT_DIR).glob("*.yaml"))
+    assert len(files) == len(examples.FILES)
+    for path in files:
+        manifest = yaml.safe_load(path.read_text())
+        net = load_network(manifest, path)
+        assert net.macs > 0
+        board = manifest["experiment"]["runner"]["board"]
+        assert check_board(net, plan_memory(net), board) == []
