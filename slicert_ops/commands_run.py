@@ -201,7 +201,7 @@ _STORAGE_FIX = {
 
 
 def storage_message(exc: OSError, where: Path) -> str:
-    path = exc.filename or f"under {where}"
+    path = os.path.abspath(exc.filename) if exc.filename else f"under {where}"
     cause = exc.strerror or os.strerror(exc.errno or 0)
     return (f"cannot write {path}: {cause} ({_STORAGE_FIX.get(exc.errno, 'check the folder')}"
             "); runs published before this are intact, partial run folders are removed by "
