@@ -97,6 +97,9 @@ def test_dense(dtype, n_in, layer, sched):
     ([1, 9, 7, 4], {"pool": 3, "stride": 2, "padding": "same"}, None),
     ([1, 5, 6, 3], {"pool": "global"}, None),
     ([1, 25, 5, 2], {"pool": [24, 5]}, None),
+    ([1, 6, 6, 6], {"pool": 3, "stride": 1, "padding": "same"},
+     LayerSchedule(micro_tile=2, channel_tile=3)),
+    ([1, 25, 5, 64], {"pool": [24, 5]}, None),  # a row is too long: default channel split
 ])
 def test_pooling(dtype, kind, shape, extra, sched):
     # pools read a conv output, so that their input is a realistic int8 activation

@@ -172,7 +172,7 @@ def test_schedule_spaces_per_type_and_per_layer():
     by = {t.layer_names[0]: spaces[t.key] for t in tasks}
     assert {(s.tile_size, s.unroll) for s in by["c1+r1"]} == {(2, 1), (2, 2), (5, 1), (5, 2)}
     assert {(s.tile_size, s.micro_tile) for s in by["c3"]} == {(10, 1), (10, 2)}
-    assert by["mp"] == [LayerSchedule(micro_tile=1)]
+    assert by["mp"] == [LayerSchedule(micro_tile=1, channel_tile=8)]
     _, _, probs = task_spaces(net, {"conv2d": {"tile_size": [64]}, "conv9": {},
                                     "layers": {"nope": {"unroll": [1]}},
                                     "dense": {"colour": [1]}})

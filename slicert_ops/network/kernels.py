@@ -22,7 +22,7 @@ Schedules (the yield check is appended to the loop marked :data:`YIELD_ANNOTATIO
   channels).
 - dense: units split by ``tile_size`` then ``micro_tile``; reduction split by ``unroll``
   (inner part unrolled); yield after every micro-tile of units.
-- avg/max pool: yield after every ``micro_tile`` output rows.
+- avg/max pool: yield after every ``micro_tile`` output rows x ``channel_tile`` channels.
 - add / clamp: the tensor as a flat array, yield after every ``micro_tile`` elements.
 """
 
@@ -320,12 +320,18 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
     elif t in ("avg_pool", "max_pool"):
         n, y, x, c = sch.get_loops(out)
         y_o, y_i = sch.split(y, [None, s.micro_tile])
+        if s.channel_tile < task.signature["out_shape"][3]:
+            c_o, c = sch.split(c, [None, s.channel_tile])
+            sch.reorder(n, y_o, c_o, y_i, x, c)
+            yield_loop = c_o
+        else:
+            yield_loop = y_o
         acc = sch.get_sblock("acc")
         sch.compute_at(acc, c)
         sub = _loops_below(sch, acc, c)
         if sub:  # the init before the window loops (no "maybe uninitialized" accumulator)
             sch.decompose_reduction(acc, sub[0])
-        sch.annotate(y_o, YIELD_ANNOTATION, 1)
+        sch.annotate(yield_loop, YIELD_ANNOTATION, 1)
     else:
         (i,) = sch.get_loops(out)
         i_o, _i_i = sch.split(i, [None, s.micro_tile])

@@ -15,7 +15,8 @@ Schedule parameters (:class:`LayerSchedule`) per op type:
   (output channels computed together, innermost, unrolled; divides channel_tile);
 - dense: ``tile_size`` (output units), ``micro_tile`` (units per yield check), ``unroll``
   (reduction unroll);
-- avg_pool, max_pool: ``micro_tile`` = output rows per yield check;
+- avg_pool, max_pool: ``micro_tile`` output rows x ``channel_tile`` channels per yield check
+  (default: one row, all channels unless a row is more than ~8192 window reads);
 - add, clamp (relu): ``micro_tile`` = elements per yield check.
 
 ``experiment.parameters`` of a network manifest::
@@ -44,8 +45,8 @@ SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
     "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
     "depthwise_conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
     "dense": ("tile_size", "micro_tile", "unroll"),
-    "avg_pool": ("micro_tile",),
-    "max_pool": ("micro_tile",),
+    "avg_pool": ("micro_tile", "channel_tile"),
+    "max_pool": ("micro_tile", "channel_tile"),
     "add": ("micro_tile",),
     "clamp": ("micro_tile",),
 }
@@ -57,6 +58,10 @@ NETWORK_KEYS = ("slice",)
 #: Default granule targets: MACs (conv/dense) or elements (pool/elementwise) per yield check.
 DEFAULT_MICRO_MACS = 4096
 DEFAULT_ELEMENTWISE_GRANULE = 256
+#: Window reads per pooling granule; depthwise MACs cost ~2x a conv2d MAC (one requantisation
+#: per 9 MACs), so its granule is half as many MACs.
+DEFAULT_POOL_TAPS = 8192
+DEPTHWISE_MAC_FACTOR = 2
 MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/spec.py)
 
 
@@ -140,7 +145,8 @@ def _extent(sig: dict[str, Any]) -> dict[str, int]:
     if sig["type"] == "dense":
         return {"units": out[1], "reduction": sig["in_shapes"][0][1]}
     if sig["type"] in ("avg_pool", "max_pool"):
-        return {"rows": out[1]}
+        kh, kw = sig["kernel"]
+        return {"rows": out[1], "cols": out[2], "channels": out[3], "taps": kh * kw}
     return {"elements": math.prod(out)}
 
 
@@ -154,7 +160,7 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
         edge = min(ext["rows"], ext["cols"])
         tile = tile_size or max(d for d in (1, 2, 4, 8) if d <= edge)
         per_pixel = ext["channels"] * ext["reduction"]
-        micro = max([d for d in _divisors(tile) if d * d * per_pixel <= DEFAULT_MICRO_MACS]
+        micro = max([d for d in _divisors(tile) if d * d * per_pixel <= _mac_budget(t)]
                     or [1])
         unroll = max(d for d in _divisors(ext["channels"]) if d <= 4)
         return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll))
@@ -166,8 +172,15 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
         unroll = max(d for d in _divisors(ext["reduction"]) if d <= 4)
         return LayerSchedule(tile, micro, unroll)
     if t in ("avg_pool", "max_pool"):
-        return LayerSchedule(micro_tile=1)
+        c, per_channel_row = ext["channels"], ext["cols"] * ext["taps"]
+        chan = max([d for d in _divisors(c) if d * per_channel_row <= DEFAULT_POOL_TAPS]
+                   or [1])
+        return LayerSchedule(micro_tile=1, channel_tile=chan)
     return LayerSchedule(micro_tile=min(DEFAULT_ELEMENTWISE_GRANULE, ext["elements"]))
+
+
+def _mac_budget(op_type: str) -> int:
+    return DEFAULT_MICRO_MACS // (DEPTHWISE_MAC_FACTOR if op_type == "depthwise_conv2d" else 1)
 
 
 def default_channel_tile(task: Task, unroll: int) -> int:
@@ -176,9 +189,10 @@ def default_channel_tile(task: Task, unroll: int) -> int:
     stay within it, at least ``unroll``."""
     ext = _extent(task.signature)
     k, red = ext["channels"], ext["reduction"]
-    if k * red <= DEFAULT_MICRO_MACS or k % unroll:
+    budget = _mac_budget(task.type)
+    if k * red <= budget or k % unroll:
         return k
-    fits = [d for d in _divisors(k) if d % unroll == 0 and d * red <= DEFAULT_MICRO_MACS]
+    fits = [d for d in _divisors(k) if d % unroll == 0 and d * red <= budget]
     return max(fits) if fits else unroll
 
 
@@ -230,6 +244,10 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
     elif t in ("avg_pool", "max_pool"):
         if micro > ext["rows"]:
             errs.append(f"micro_tile: {micro} rows is more than the {ext['rows']} output rows")
+        chan = sched.channel_tile or d.channel_tile
+        if ext["channels"] % chan:
+            errs.append(f"channel_tile: {chan} does not divide the channels "
+                        f"({ext['channels']})")
     else:
         if micro > ext["elements"]:
             errs.append(f"micro_tile: {micro} elements is more than the tensor's "
@@ -243,7 +261,7 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
     keys = SCHEDULE_KEYS[task.type]
     vals = {k: (getattr(sched, k) if getattr(sched, k) is not None else getattr(d, k))
             for k in keys}
-    if "channel_tile" in vals and sched.channel_tile is None:
+    if "channel_tile" in vals and sched.channel_tile is None and "unroll" in vals:
         vals["channel_tile"] = default_channel_tile(task, vals["unroll"])
     return LayerSchedule(**vals)
 
@@ -259,7 +277,7 @@ def micro_tiles(task: Task, sched: LayerSchedule) -> int:
     if task.type == "dense":
         return -(-ext["units"] // s.tile_size) * -(-s.tile_size // s.micro_tile)
     if task.type in ("avg_pool", "max_pool"):
-        return -(-ext["rows"] // s.micro_tile)
+        return -(-ext["rows"] // s.micro_tile) * (ext["channels"] // s.channel_tile)
     return -(-ext["elements"] // s.micro_tile)
 
 
