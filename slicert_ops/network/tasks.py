@@ -16,7 +16,7 @@ Schedule parameters (:class:`LayerSchedule`) per op type:
 - dense: ``tile_size`` (output units), ``micro_tile`` (units per yield check), ``unroll``
   (reduction unroll);
 - avg_pool, max_pool: ``micro_tile`` output rows x ``channel_tile`` channels per yield check
-  (default: one row, all channels unless a row is more than ~8192 window reads);
+  (default: one row, all channels unless a row is more than ~4096 window reads);
 - add, clamp (relu): ``micro_tile`` = elements per yield check.
 
 ``experiment.parameters`` of a network manifest::
@@ -60,7 +60,7 @@ DEFAULT_MICRO_MACS = 4096
 DEFAULT_ELEMENTWISE_GRANULE = 256
 #: Window reads per pooling granule; depthwise MACs cost ~2x a conv2d MAC (one requantisation
 #: per 9 MACs), so its granule is half as many MACs.
-DEFAULT_POOL_TAPS = 8192
+DEFAULT_POOL_TAPS = 4096
 DEPTHWISE_MAC_FACTOR = 2
 MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/spec.py)
 
