@@ -282,3 +282,25 @@ def test_example_manifests_are_current_and_load():
         assert net.macs > 0
         board = manifest["experiment"]["runner"]["board"]
         assert check_board(net, plan_memory(net), board) == []
+
+
+def test_layer_features_same_keys_for_every_type_and_follow_the_schedule():
+    from slicert_ops.network.features import layer_feature_names, layer_features
+    from slicert_ops.network.models import random_network
+
+    names = layer_feature_names()
+    seen = set()
+    for seed in range(6):
+        net = make_network(parse_network(random_network(seed)))
+        for task in extract_tasks(net):
+            f = layer_features(task, default_schedule(task))
+            assert list(f) == names and all(isinstance(v, float) for v in f.values())
+            assert f[f"is_{task.type}"] == 1.0
+            seen.add(task.type)
+    assert {"conv2d", "dense", "add"} <= seen
+    task = next(t for t in extract_tasks(make_network(parse_network(small())))
+                if t.type == "conv2d")
+    a = layer_features(task, LayerSchedule(tile_size=10, micro_tile=1))
+    b = layer_features(task, LayerSchedule(tile_size=10, micro_tile=5))
+    assert a["yield_checks"] == 25 * b["yield_checks"] and a["macs"] == b["macs"]
+    assert a["granule_bytes"] < b["granule_bytes"]

@@ -38,6 +38,7 @@ from tvm import s_tir, te, tirx
 from slicert_ops.codegen import lower_c
 from slicert_ops.codegen.schedule import YIELD_ANNOTATION
 
+from .features import LAYER_FEATURES_VERSION, layer_features
 from .tasks import LayerSchedule, Task, micro_tiles, resolve
 
 REQUANT = "slicert_nn_requantize"
@@ -386,4 +387,6 @@ def generate_layer_kernel(task: Task, sched: LayerSchedule | None = None,
                        tvm_config={"task": task.key, "signature": task.signature,
                                    "schedule": s.to_dict(), "prototype": f"void {entry}({sig});",
                                    "schedule_trace": "\n".join(sch.trace.as_python()),
-                                   "tvm_version": tvm.__version__})
+                                   "tvm_version": tvm.__version__,
+                                   "features_version": LAYER_FEATURES_VERSION,
+                                   "features": layer_features(task, s)})

@@ -1,0 +1,79 @@
+"""Per-layer features of (task, schedule) for the cost model (pure Python, microseconds).
+
+Flat ``{name: int | float}`` with the same keys for every op type (0 where a feature does not
+apply), computed from the task's signature and the resolved schedule alone, so that a search
+can rank schedules of layers it has never measured: the op type (one-hot), the shapes, the
+work (MACs, window reads, requantisations), the tiling (granule size, number of yield checks,
+unroll) and the bytes a granule touches.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .tasks import LayerSchedule, Task, micro_tiles, resolve
+
+LAYER_FEATURES_VERSION = "nf1"
+OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
+
+
+def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
+    s = resolve(task, sched)
+    sig = task.signature
+    t = task.type
+    out = sig["out_shape"]
+    ins = sig["in_shapes"][0]
+    elems = math.prod(out)
+    f: dict[str, float] = {f"is_{name}": float(t == name) for name in OP_TYPES}
+    f["int8"] = float(task.dtype == "int8")
+    kh, kw = sig.get("kernel", [1, 1])
+    sh, sw = sig.get("stride", [1, 1])
+    pads = sig.get("padding", [0, 0, 0, 0])
+    f.update(in_h=ins[1] if len(ins) == 4 else 1, in_w=ins[2] if len(ins) == 4 else 1,
+             in_c=ins[-1], out_h=out[1] if len(out) == 4 else 1,
+             out_w=out[2] if len(out) == 4 else 1, out_c=out[-1], kernel_h=kh, kernel_w=kw,
+             stride=max(sh, sw), padded=float(any(pads)), out_elements=elems)
+    macs = task.macs
+    if t == "conv2d":
+        red = kh * kw * ins[3]
+    elif t == "depthwise_conv2d":
+        red = kh * kw
+    elif t == "dense":
+        red = ins[1]
+    elif t in ("avg_pool", "max_pool"):
+        red = kh * kw
+    else:
+        red = 1
+    f["macs"] = macs
+    f["reduction"] = red
+    f["window_reads"] = elems * red
+    f["requantisations"] = elems if task.dtype == "int8" and t not in ("max_pool", "clamp") \
+        else 0
+    checks = micro_tiles(task, s)
+    f["yield_checks"] = checks
+    f["work_per_check"] = elems * red / max(1, checks)
+    f["tile_size"] = s.tile_size or 0
+    f["micro_tile"] = s.micro_tile or 0
+    f["unroll"] = s.unroll or 1
+    f["channel_tile"] = s.channel_tile or 0
+    isz = 1 if task.dtype == "int8" else 4
+    if t in ("conv2d", "depthwise_conv2d"):
+        m = s.micro_tile
+        c = s.channel_tile
+        in_rows, in_cols = (m - 1) * sh + kh, (m - 1) * sw + kw
+        cin = ins[3] if t == "conv2d" else max(1, c // sig.get("depth_multiplier", 1))
+        f["granule_bytes"] = (in_rows * in_cols * cin + kh * kw * cin * c * (t == "conv2d")
+                              + kh * kw * c * (t != "conv2d") + m * m * c) * isz
+    elif t == "dense":
+        f["granule_bytes"] = (ins[1] + ins[1] * s.micro_tile + s.micro_tile) * isz
+    else:
+        f["granule_bytes"] = f["work_per_check"] * isz
+    return {k: float(v) for k, v in f.items()}
+
+
+def layer_feature_names() -> list[str]:
+    from .tasks import Task as _T
+
+    probe = _T("x", "add", "int8", {"type": "add", "dtype": "int8", "in_shapes": [[1, 4]],
+                                     "out_shape": [1, 4]}, [0], ["x"], 0)
+    return list(layer_features(probe, LayerSchedule()))
