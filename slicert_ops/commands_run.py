@@ -177,7 +177,7 @@ def _cmd_stage_aggregate(args: argparse.Namespace) -> int:
     failed, outcome = _aggregate(exp_dir, exp.name, tracking, None)
     for line in outcome_lines(outcome):
         print(line)
-    print(json.dumps(outcome, sort_keys=True, default=str))  # the task's XCom
+    print(json.dumps(outcome, default=str))  # the task's XCom (schedule order kept)
     return 1 if failed else 0
 
 

@@ -96,6 +96,7 @@ class Stack:
         self.kill_manifest = self.exp_dir / "e2e_kill.yaml"
         self.kill_manifest.write_text(SMALL.format(name="e2e_kill"))
         (self.exp_dir / "e2e_lost.yaml").write_text(SMALL.format(name="e2e_lost"))
+        (self.exp_dir / "e2e_conc.yaml").write_text(SMALL.format(name="e2e_conc"))
         (self.exp_dir / "broken.yaml").write_text(  # must not hide or block the others
             "experiment:\n  name: broken_one\n  repeat: 0\n  parameters:\n    tile_size: [8]\n")
         self.port = _free_port()
@@ -412,6 +413,44 @@ def test_killed_batch_task_is_retried_and_leaves_each_run_once(stack):
         assert key not in seen, key
         seen.add(key)
     assert len(seen) == 12
+
+
+def test_two_runs_with_different_conf_triggered_together_do_not_interfere(stack):
+    """Two runs of one DAG, triggered back to back with different conf: each plans into its
+    own file and measures exactly its own candidates; both succeed."""
+    dag_id = "slicert__e2e_conc"
+    client = stack.client()
+    confs = [{"parameters": {"micro_tile": [2], "unroll": [1, 2]}, "train": False,
+              "track": False},
+             {"repeat": 2, "parameters": {"micro_tile": [4], "unroll": [4]}, "train": False,
+              "track": False}]
+    runs = [client.trigger(dag_id, conf)["dag_run_id"] for conf in confs]
+    for run_id in runs:
+        final = client.wait_run(dag_id, run_id, timeout=900)
+        assert final["state"] == "success", _failed_logs(client, dag_id, run_id)
+    exp_dir = stack.results / "e2e_conc"
+    seen = set()
+    plans = []
+    for run_id, conf in zip(runs, confs, strict=True):
+        plan_file = client.xcom(dag_id, run_id, "plan", key="plan")
+        assert plan_file and Path(plan_file).parent == exp_dir / "plans", plan_file
+        seen.add(plan_file)
+        plan = json.loads(Path(plan_file).read_text())
+        plans.append(plan)
+        assert plan["run_id"] == run_id
+        assert plan["conf"] == {k: v for k, v in conf.items() if k not in ("train", "track")}
+        want = {(c["schedule"]["micro_tile"], c["schedule"]["unroll"])
+                for c in plan["candidates"]}
+        assert want == {(m, u) for m in conf["parameters"]["micro_tile"]
+                        for u in conf["parameters"]["unroll"]}
+        outcome = client.xcom(dag_id, run_id, "aggregate")
+        assert outcome["runs"]["failed"] == 0
+    assert len(seen) == 2
+    # runs of one DAG queue up (max_active_runs=1): the folders now hold the second run's
+    # candidates, the first run's are kept in .superseded/
+    measured = {json.loads((r / "manifest.json").read_text())["candidate_id"]
+                for r in _runs(stack.results, "e2e_conc")}
+    assert {c["id"] for c in plans[1]["candidates"]} == measured
 
 
 def test_lost_worker_is_detected_within_a_minute_and_the_task_retried(stack):
