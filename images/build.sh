@@ -185,6 +185,11 @@ copy_src() {  # copy_src CTX: the repo parts a worker needs at runtime (git-trac
         tar -C "$root" --exclude='__pycache__' --exclude='*.pyc' --exclude='*.so' \
             --exclude='*.tmp-*' -cf - "$d" | tar -C "$ctx/src" -xf -
     done
+    # the patched QEMU and its plugin header (qemu/build_qemu.sh), as plain files
+    mkdir -p "$ctx/src/build/qemu/include"
+    cp -L "$root/build/qemu/qemu-system-arm" "$ctx/src/build/qemu/" \
+        || die "build/qemu/qemu-system-arm missing: run make setup first"
+    cp -L "$root/build/qemu/include/qemu-plugin.h" "$ctx/src/build/qemu/include/"
 }
 
 build() {  # build NAME CONTEXT [extra docker build args...]

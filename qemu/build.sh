@@ -1,30 +1,36 @@
 #!/bin/sh
-# Build the SliceRT TCG plugin: build/qemu/libslicert_cycles.so (repo root relative).
+# Build the SliceRT TCG plugin: build/qemu/libslicert_cycles.so (repo root relative),
+# against the plugin header of the patched QEMU (qemu/build_qemu.sh builds both).
 #
-#   qemu/build.sh            fetch qemu-plugin.h if needed, build if out of date
-#   qemu/build.sh --force    rebuild even if up to date
+#   qemu/build.sh            build the patched QEMU if needed, the plugin if out of date
+#   qemu/build.sh --force    rebuild the plugin even if up to date
 #
-# Idempotent; a no-op (a few ms) when the header matches the installed QEMU and the
-# library is newer than its source. Env: CC (default gcc), OUT_DIR (default build/qemu).
+# Env: CC (default gcc), OUT_DIR (default build/qemu).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 out_dir=${OUT_DIR:-"$root/build/qemu"}
 lib="$out_dir/libslicert_cycles.so"
-src="$here/slicert_cycles.c"
-hdr="$here/include/qemu/qemu-plugin.h"
+hdr="$root/build/qemu/include/qemu-plugin.h"
 cc=${CC:-gcc}
 
-"$here/fetch_header.sh"
+# A worker image carries the host's build as plain files; elsewhere keep the cache link fresh.
+if [ -L "$root/build/qemu/qemu-system-arm" ] || [ ! -e "$root/build/qemu/qemu-system-arm" ] \
+        || [ ! -e "$hdr" ]; then
+    "$here/build_qemu.sh"
+fi
 
-if [ "${1:-}" != "--force" ] && [ -f "$lib" ] && [ "$lib" -nt "$src" ] && [ "$lib" -nt "$hdr" ]; then
+if [ "${1:-}" != "--force" ] && [ -f "$lib" ] && [ "$lib" -nt "$here/slicert_cycles.c" ] \
+        && [ "$lib" -nt "$here/thumb_decode.h" ] && [ "$lib" -nt "$hdr" ]; then
     exit 0
 fi
 
 mkdir -p "$out_dir"
-# Strict flags: any warning is an error. No glib: only the plugin header.
+# Strict flags: any warning is an error. glib only for GByteArray (qemu-plugin.h needs it).
+# shellcheck disable=SC2046
 $cc -O2 -shared -fPIC -Wall -Wextra -Werror -std=gnu11 \
-    -I"$here/include/qemu" -o "$lib.tmp" "$src"
+    -I"$(dirname "$hdr")" -I"$here" $(pkg-config --cflags glib-2.0) \
+    -o "$lib.tmp" "$here/slicert_cycles.c" $(pkg-config --libs glib-2.0)
 mv "$lib.tmp" "$lib"
 echo "build.sh: built $lib" >&2

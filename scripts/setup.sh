@@ -2,11 +2,11 @@
 # Everything SliceRT-Farm needs on a fresh Debian 12 machine; idempotent and quick when done.
 #   apt: QEMU (Cortex-M), arm-none-eabi-gcc, Docker engine, debootstrap, docker-compose
 #   pip: .venv from requirements.lock (uv when available), slicert_ops editable
-#   the QEMU cycle plugin, built against the installed QEMU's exact plugin header
+#   the patched QEMU (qemu/build_qemu.sh, cached) and the cycle plugin built against it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi docker.io
+APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi docker.io
               debootstrap docker-compose dpkg-dev xz-utils libcapstone-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

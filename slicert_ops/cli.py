@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "slicert_ops.commands_model",
     "slicert_ops.commands_services",
     "slicert_ops.commands_airflow",
+    "slicert_ops.commands_cycles",
 ]
 
 

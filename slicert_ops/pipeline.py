@@ -70,6 +70,7 @@ def runtime_options(cand: Candidate) -> Any:
         rt_work_iters=r["rt_work_iters"],
         rt_deadline_us=r["rt_deadline_us"],
         cal_checks=CAL_CHECKS,
+        cpu_mhz=r["cpu_mhz"],
     )
 
 
@@ -163,8 +164,8 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
              "bss_bytes": build.bss_bytes}
     try:
         t = time.perf_counter()
-        sim = run_firmware(build.elf, seed=r, handlers=sorted(build.handlers.values()),
-                           out_dir=sim_dir, timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
+        sim = run_firmware(build.elf, seed=r, out_dir=sim_dir,
+                           timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
                            ws=cand.runner["flash_wait_states"])
         timings["run"] = time.perf_counter() - t
         _keep_raw(writer, sim, ctx.logging)
@@ -177,11 +178,12 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
                              f"({_exit_meaning(sim.exit_code)})")
         t = time.perf_counter()
         correct, mismatch = _check_output(sim.output, prep.reference, np)
-        deadline_ns = cand.runner["rt_deadline_us"] * 1000
+        cpu_mhz = cand.runner["cpu_mhz"]
         metrics = compute_metrics(sim.events, sim.totals, sizes, correct,
-                                  deadline_ns=deadline_ns)
+                                  deadline_cycles=cand.runner["rt_deadline_us"] * cpu_mhz)
         trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=r, seed=r,
-                            exit_code=sim.exit_code, sizes=sizes, metrics=metrics)
+                            exit_code=sim.exit_code, sizes=sizes, metrics=metrics,
+                            cpu_mhz=cpu_mhz)
         timings["parse"] = time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
         writer.write_text("zephyr_build.log", prep.build_log_text)

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from slicert_ops import __version__
-from slicert_ops.paths import QEMU_DIR, ZEPHYR_DIR
+from slicert_ops.paths import QEMU_BIN, QEMU_DIR, ZEPHYR_DIR
 
 
 def _first_line(cmd: list[str]) -> str:
@@ -59,10 +59,12 @@ def toolchain_versions() -> dict[str, str]:
         "tvm": _pkg("apache-tvm"),
         "tvm_ffi": _pkg("apache-tvm-ffi"),
         "gcc": _first_line(["arm-none-eabi-gcc", "--version"]),
-        "qemu": _first_line(["qemu-system-arm", "--version"]),
+        "qemu": _first_line([str(QEMU_BIN), "--version"]) + " +slicert-" + _tree_hash(
+            [QEMU_DIR / "patches"], (".patch",)),
         "runtime": "slicert-rt-" + _tree_hash(
             [ZEPHYR_DIR / "include", ZEPHYR_DIR / "core", ZEPHYR_DIR / "ports" / "baremetal-cm3",
              ZEPHYR_DIR / "apps" / "microbench"], (".c", ".h", ".S", ".s", ".ld")),
-        "plugin": "slicert-cycles-" + _tree_hash([QEMU_DIR / "slicert_cycles.c"], (".c",)),
+        "plugin": "slicert-cycles-" + _tree_hash(
+            [QEMU_DIR / "slicert_cycles.c", QEMU_DIR / "thumb_decode.h"], (".c", ".h")),
         "cycle_model": cycle_model_version(),
     }

@@ -12,9 +12,9 @@ from slicert_ops.firmware.build import (
     ctype_dtype,
     gcc_version,
 )
-from slicert_ops.firmware.options import TICKS_PER_US, RuntimeOptions
+from slicert_ops.firmware.options import DEFAULT_CPU_MHZ, RuntimeOptions
 
 __all__ = [
-    "HANDLER_SYMBOLS", "TICKS_PER_US", "ZEPHYR_DIR", "BuildResult", "RuntimeOptions",
+    "DEFAULT_CPU_MHZ", "HANDLER_SYMBOLS", "ZEPHYR_DIR", "BuildResult", "RuntimeOptions",
     "build_firmware", "ctype_dtype", "gcc_version",
 ]

@@ -1,7 +1,8 @@
 """Runtime options of the SliceRT firmware: compile-time `SLICERT_*` defines.
 
-All times are microseconds of *virtual* time (QEMU ``-icount shift=0``: one retired
-instruction = 1 ns). Only the IRQ-load seed is per run (``-append seed=<n>``), so the
+All times are microseconds of the modelled core's clock (``cpu_mhz``): the cycle plugin
+drives QEMU's virtual clock, so one timer tick is one modelled Cortex-M3 cycle and a µs
+is ``cpu_mhz`` cycles. Only the IRQ-load seed is per run (``-append seed=<n>``), so the
 repeats of a candidate reuse one ELF. Limits mirror ``zephyr/include/slicert/config.h``
 and ``zephyr/ports/baremetal-cm3/port.c``: an invalid value is rejected here, with the
 field named, before gcc runs.
@@ -13,11 +14,12 @@ from dataclasses import asdict, dataclass
 
 from slicert_ops.errors import InputError
 
-#: Timer ticks per microsecond: the runtime sets the LM3S6965 clock to 50 MHz (RCC SYSDIV=3);
-#: QEMU 7.2 honours it, one SysTick / GPTM tick = 20 ns of virtual time.
-TICKS_PER_US = 50
-#: Longest slice the 24-bit SysTick can time at 50 MHz.
-MAX_SLICE_US = (1 << 24) // TICKS_PER_US
+#: Default clock of the modelled core, MHz (runner.cpu_mhz).
+DEFAULT_CPU_MHZ = 50
+#: Range of runner.cpu_mhz.
+MIN_CPU_MHZ, MAX_CPU_MHZ = 1, 1000
+#: Cycles the 24-bit SysTick can time: the longest slice is this many cycles.
+SYSTICK_MAX_CYCLES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class RuntimeOptions:
 
     slice_us:       slice budget of the kernel thread; the SysTick fires every slice_us
                     and the kernel yields at its next micro-tile boundary. 0 = no slicing.
-                    Default 1000 (1 ms). Range 0, 1..335544.
+                    Default 1000 (1 ms). At most 2^24 cycles (335544 us at 50 MHz).
     irq_load:       simulated interrupt load on (GPTM Timer0A, IRQ 19), releasing the RT
                     task once per interrupt. Default off.
     irq_period_us:  nominal IRQ period. Default 1000. At least 5.
@@ -37,6 +39,8 @@ class RuntimeOptions:
     rt_deadline_us: relative deadline of an RT job, from the IRQ assertion. Default 500.
     cal_checks:     yield checks in the calibration window (cal_start/cal_end) before
                     kernel_start. Default 64. Range 1..4096.
+    cpu_mhz:        clock of the modelled core, MHz: every µs above is cpu_mhz cycles.
+                    Default 50. Range 1..1000.
     """
 
     slice_us: int = 1000
@@ -46,6 +50,16 @@ class RuntimeOptions:
     rt_work_iters: int = 100
     rt_deadline_us: int = 500
     cal_checks: int = 64
+    cpu_mhz: int = DEFAULT_CPU_MHZ
+
+    @property
+    def ticks_per_us(self) -> int:
+        """Timer ticks (= modelled cycles) per microsecond."""
+        return self.cpu_mhz
+
+    def cycles(self, us: int) -> int:
+        """Modelled cycles in ``us`` microseconds."""
+        return us * self.cpu_mhz
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, msg: str) -> None:
@@ -53,7 +67,7 @@ class RuntimeOptions:
                 raise InputError(msg, field=f"runtime_options.{field}")
 
         for name in ("slice_us", "irq_period_us", "irq_jitter_us", "rt_work_iters",
-                     "rt_deadline_us", "cal_checks"):
+                     "rt_deadline_us", "cal_checks", "cpu_mhz"):
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer():  # e.g. slice 32.0 from YAML
                 value = int(value)
@@ -62,18 +76,21 @@ class RuntimeOptions:
                  f"must be a whole number of microseconds/iterations, got {value!r}")
             need(value >= 0, name, f"must be >= 0, got {value}")
         need(isinstance(self.irq_load, bool), "irq_load", "must be true or false")
-        need(self.slice_us <= MAX_SLICE_US, "slice_us",
-             f"{self.slice_us} us is longer than the 24-bit SysTick can time at 50 MHz "
-             f"(max {MAX_SLICE_US} us; 0 turns slicing off)")
+        need(MIN_CPU_MHZ <= self.cpu_mhz <= MAX_CPU_MHZ, "cpu_mhz",
+             f"must be between {MIN_CPU_MHZ} and {MAX_CPU_MHZ} MHz, got {self.cpu_mhz}")
+        max_slice = SYSTICK_MAX_CYCLES // self.cpu_mhz
+        need(self.slice_us <= max_slice, "slice_us",
+             f"{self.slice_us} us is longer than the 24-bit SysTick can time at "
+             f"{self.cpu_mhz} MHz (max {max_slice} us; 0 turns slicing off)")
         need(1 <= self.cal_checks <= 4096, "cal_checks",
              f"must be between 1 and 4096, got {self.cal_checks}")
         need(self.rt_work_iters <= 10_000_000, "rt_work_iters",
              f"must be <= 10000000, got {self.rt_work_iters}")
-        need(self.rt_deadline_us * TICKS_PER_US < 2**31, "rt_deadline_us", "is too large")
+        need(self.cycles(self.rt_deadline_us) < 2**31, "rt_deadline_us", "is too large")
         if self.irq_load:
             need(self.irq_period_us >= 5, "irq_period_us",
                  f"must be at least 5 us with irq_load on, got {self.irq_period_us}")
-            need(self.irq_period_us * TICKS_PER_US < 2**30, "irq_period_us", "is too large")
+            need(self.cycles(self.irq_period_us) < 2**30, "irq_period_us", "is too large")
             need(self.irq_jitter_us < self.irq_period_us, "irq_jitter_us",
                  f"must be smaller than irq_period_us ({self.irq_period_us}), "
                  f"got {self.irq_jitter_us}")
@@ -88,6 +105,7 @@ class RuntimeOptions:
             "SLICERT_RT_WORK_ITERS": self.rt_work_iters,
             "SLICERT_RT_DEADLINE_US": self.rt_deadline_us,
             "SLICERT_CAL_CHECKS": self.cal_checks,
+            "SLICERT_SYSCLK_HZ": self.cpu_mhz * 1_000_000,
         }
 
     def to_dict(self) -> dict[str, int | bool]:

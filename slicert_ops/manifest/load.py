@@ -166,6 +166,13 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
                      f"{runner['irq_jitter_us']} must be smaller than irq_period_us "
                      f"({runner['irq_period_us']})")
         _raise(problems)
+    max_slice = (1 << 24) // runner["cpu_mhz"]
+    too_long = [v for v in sections["parameters"]["slice"] if v > max_slice]
+    if too_long:
+        problems.add("experiment.parameters.slice",
+                     f"{too_long[0]} us is longer than the 24-bit SysTick can time at "
+                     f"{runner['cpu_mhz']} MHz: at most {max_slice} us (2^24 cycles)")
+        _raise(problems)
     irq_bounds = _irq_bounds(search)
     if irq_bounds and not runner["simulate_irq_load"]:
         problems.add("experiment.search.objective",
@@ -282,6 +289,8 @@ def _check_number(path: str, value: Any, spec: Field, problems: Problems) -> Any
         return spec.default
     if spec.minimum is not None and value < spec.minimum:
         problems.add(path, f"{value} is below the minimum {spec.minimum:g} ({spec.help})")
+    if spec.maximum is not None and value > spec.maximum:
+        problems.add(path, f"{value} is above the maximum {spec.maximum:g} ({spec.help})")
         return spec.default
     return float(value) if spec.kind == "float" else value
 

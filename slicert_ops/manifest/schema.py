@@ -35,6 +35,7 @@ class Field:
     required: bool = False
     help: str = ""
     minimum: float | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
     length: int | None = None
 
@@ -60,26 +61,31 @@ PARAMETER_FIELDS: dict[str, Field] = {
     "unroll": Field("int_list", default=[1], minimum=1,
                     help="unroll factor of the innermost loop"),
     "slice": Field("int_list", default=[64], minimum=1,
-                   help="slice budget in microseconds of virtual time (1 instruction = 1 ns)"),
+                   help="slice budget in microseconds of the modelled core clock "
+                        "(runner.cpu_mhz cycles per µs)"),
 }
 
 RUNNER_FIELDS: dict[str, Field] = {
     "simulate_irq_load": Field("bool", default=False,
                                help="periodic jittered timer IRQ releasing a real-time task"),
     "irq_period_us": Field("int", default=200, minimum=10,
-                           help="IRQ-load period, microseconds of virtual time"),
+                           help="IRQ-load period, microseconds of the modelled clock"),
     "irq_jitter_us": Field("int", default=50, minimum=0,
                            help="maximum IRQ-load jitter (seeded), microseconds"),
     "rt_work_iters": Field("int", default=200, minimum=1,
                            help="loop iterations of one real-time job"),
     "rt_deadline_us": Field("int", default=None, minimum=1,
                             help="real-time job deadline after release (default: the period)"),
+    "cpu_mhz": Field("int", default=50, minimum=1, maximum=1000,
+                     help="clock of the modelled Cortex-M3, MHz: every µs of the manifest "
+                          "(slice, IRQ period and jitter, deadline) is cpu_mhz cycles"),
     "timeout_s": Field("float", default=60.0, minimum=1,
                        help="wall-clock limit of one QEMU run; a hung run is killed"),
     "board": Field("enum", default="lm3s6965evb", choices=BOARDS, help="QEMU machine"),
     "flash_wait_states": Field("int", default=0, minimum=0,
-                               help="flash wait states added to branch refills by the "
-                                    "cycle model"),
+                               help="flash wait states: charged where fetches from "
+                                    "flash stall (refills, sequential fetch, literal loads, "
+                                    "vector fetch; qemu/cycle_model.md)"),
 }
 
 LOGGING_FIELDS: dict[str, Field] = {

@@ -14,8 +14,14 @@ LANES_OFFSET = 0x100
 LANE_SPAN = 0x200
 MAX_EVENT_ID = 127
 
-CYCLE_MODEL_VERSION = "cm3-v1"   # qemu/cycle_model.md; must match the plugin header line
-PLUGIN_VERSION = "1.1.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
+CYCLE_MODEL_VERSION = "cm3-v2"   # qemu/cycle_model.md; must match the plugin header line
+PLUGIN_VERSION = "2.0.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
+
+#: Exception entries, recorded by the plugin itself (QEMU reports them), not by a stub:
+#: the payload is the exception number, ``pend`` its assertion cycle (-1 when unknown).
+EXC_ENTRY = 200
+#: Exception number of the IRQ-load timer (LM3S6965 GPTM Timer0A = IRQ 19).
+IRQ_LOAD_EXCEPTION = 16 + 19
 
 KERNEL_START = 0
 KERNEL_END = 1
@@ -55,13 +61,15 @@ EVENT_NAMES: dict[int, str] = {
     OUTPUT_READY: "output_ready",
     TICK_ENTER: "tick_enter",
     TICK_EXIT: "tick_exit",
+    EXC_ENTRY: "exc_entry",
 }
 EVENT_IDS: dict[str, int] = {name: eid for eid, name in EVENT_NAMES.items()}
 
 # Payload meanings (documentation; the plugin does not interpret payloads).
 PAYLOADS: dict[str, str] = {
     "pendsv_exit": "task id switched to (0 kernel, 1 rt)",
-    "irq_enter": "latency in timer ticks",
+    "irq_enter": "latency as the ISR measured it (DWT cycles, prologue included)",
+    "exc_entry": "exception number (16 + IRQ); pend_cycles = its assertion",
     "rt_release": "release index",
     "rt_start": "release index",
     "rt_end": "release index",

@@ -1,4 +1,10 @@
-"""Run a firmware ELF in QEMU (lm3s6965evb, deterministic -icount) under the cycle plugin.
+"""Run a firmware ELF in the patched QEMU (lm3s6965evb) under the cycle plugin.
+
+With the plugin, QEMU's virtual clock is the plugin's modelled cycle count (one board
+clock period, 20 ns on the lm3s6965evb at the runtime's RCC setting, per cycle): no
+``-icount``, one TCG thread; runs are deterministic because every timer fires at its
+exact modelled deadline in the vCPU thread. Without the plugin (``raw``, the overhead
+baseline) QEMU runs with ``-icount shift=0`` as before.
 
 ``run_firmware`` returns a :class:`SimResult` for every outcome of the *guest* (normal
 exit, non-zero exit code, no output frame, timeout); it raises
@@ -27,14 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slicert_ops.errors import StageError
-from slicert_ops.paths import PLUGIN_SO
+from slicert_ops.paths import PLUGIN_SO, QEMU_BIN
 from slicert_ops.sim import events as ev
 from slicert_ops.sim.trace import Event, parse_plugin_output
 
 DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICERT_PLUGIN
-DEFAULT_QEMU = "qemu-system-arm"
+DEFAULT_QEMU = str(QEMU_BIN)        # build/qemu/qemu-system-arm or $SLICERT_QEMU
 MACHINE = "lm3s6965evb"
 ICOUNT = "shift=0,align=off,sleep=off"
+#: QEMU's board clock period on lm3s6965evb with the runtime's RCC setting (SYSDIV 3).
+NS_PER_CYCLE = 20
 PLUGIN_FILE = "plugin_events.txt"
 STDOUT_FILE = "qemu_stdout.bin"
 STDERR_FILE = "qemu_stderr.txt"
@@ -126,12 +134,17 @@ def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[
                   plugin: str | os.PathLike[str] | None = DEFAULT_PLUGIN,
                   plugin_out: str | os.PathLike[str] | None = None, ws: int = 0,
                   trace_base: int = ev.TRACE_BASE, qemu: str = DEFAULT_QEMU,
-                  extra_args: Sequence[str] = ()) -> list[str]:
-    """The QEMU argv. ``plugin=None`` gives the plain ``-icount`` baseline."""
+                  classes: bool = False, extra_args: Sequence[str] = ()) -> list[str]:
+    """The QEMU argv. ``plugin=None`` gives the plain ``-icount`` baseline.
+
+    ``handlers`` is accepted for older callers and ignored: QEMU itself reports exception
+    entries to the plugin now.
+    """
+    del handlers
     cmd = [
         qemu, "-M", MACHINE, "-display", "none", "-serial", "null", "-monitor", "none",
         "-no-reboot",
-        "-icount", ICOUNT,
+        *(["-icount", ICOUNT] if plugin is None else ["-accel", "tcg,thread=single"]),
         "-semihosting-config", "enable=on,target=native",
         "-append", f"seed={int(seed)}",
         "-kernel", os.fspath(elf),
@@ -139,10 +152,12 @@ def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[
     if plugin is not None:
         if plugin_out is None:
             raise ValueError("build_command: plugin_out is required with a plugin")
-        parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}"]
+        parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}",
+                 f"ns_per_cycle={NS_PER_CYCLE}"]
         if ws:
             parts.append(f"ws={int(ws)}")
-        parts += [f"handler={int(h) & ~1:#x}" for h in handlers]
+        if classes:
+            parts.append("classes=1")
         cmd += ["-plugin", ",".join(parts)]
     cmd += list(extra_args)
     return cmd
@@ -155,27 +170,27 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int],
+def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int] = (),
                  out_dir: str | os.PathLike[str], timeout_s: float,
                  plugin: str | os.PathLike[str] = DEFAULT_PLUGIN, raw: bool = False,
-                 ws: int = 0, qemu: str | None = None,
+                 ws: int = 0, qemu: str | None = None, classes: bool = False,
                  extra_args: Sequence[str] = ()) -> SimResult:
     """Run ``elf`` once and collect events, totals and the output frame.
 
-    ``handlers``: exception handler addresses (thumb bit ignored) that get the exception
-    entry cost (see :func:`elf_symbols` to look them up). ``out_dir`` receives the plugin
+    ``handlers`` is ignored (see :func:`build_command`). ``out_dir`` receives the plugin
     file (``plugin_events.txt``) and QEMU's stdout/stderr (``qemu_stdout.bin``,
     ``qemu_stderr.txt``), listed in ``SimResult.raw_files``. ``raw=True`` runs plain
     QEMU without the plugin (the overhead baseline): no events, ``totals=None``.
-    ``qemu`` defaults to ``$SLICERT_QEMU`` or ``qemu-system-arm``.
+    ``qemu`` defaults to ``$SLICERT_QEMU`` or the patched ``build/qemu/qemu-system-arm``.
     """
     elf_path = Path(elf)
     if not elf_path.is_file():
         raise StageError("run", f"{elf_path}: firmware ELF not found")
     qemu_bin = qemu or os.environ.get("SLICERT_QEMU", DEFAULT_QEMU)
     if shutil.which(qemu_bin) is None:
-        raise StageError("run", f"QEMU binary {qemu_bin!r} not found (apt-get install "
-                                "qemu-system-arm, or set SLICERT_QEMU)")
+        raise StageError("run", f"QEMU binary {qemu_bin!r} not found (run make setup: "
+                                "qemu/build_qemu.sh builds the patched QEMU; or set "
+                                "SLICERT_QEMU)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plugin_file: Path | None = None
@@ -188,7 +203,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[i
             stale.unlink(missing_ok=True)
     cmd = build_command(elf_path, seed=seed, handlers=handlers,
                         plugin=None if raw else plugin, plugin_out=plugin_file, ws=ws,
-                        qemu=qemu_bin, extra_args=extra_args)
+                        qemu=qemu_bin, classes=classes, extra_args=extra_args)
 
     t0 = time.monotonic()
     try:

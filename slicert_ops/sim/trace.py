@@ -5,10 +5,17 @@ The plugin file (docs/contracts.md, "Plugin")::
     # slicert-plugin <plugin version> cycle-model <CYCLE_MODEL_VERSION>
     # <free comment lines>            (e.g. "# overflow dropped N events after M")
     E <id> <cycles> <insns> <payload>
+    X <exception> <pend cycles|-> <entry cycles> <insns>
     T <cycles> <insns>
 
+Units: every cycle figure is a modelled Cortex-M3 cycle (qemu/cycle_model.md); virtual
+time is modelled cycles, so a µs of the manifest is ``cpu_mhz`` cycles.
+
 Stamps: an event's ``cycles``/``insns`` count everything retired *before* its stub's
-``bx lr`` (the exec callback runs before the stub's own inline counters).
+``bx lr`` (the exec callback runs before the stub's own inline counters). An ``X`` line
+(event ``exc_entry``) is an exception entry as QEMU takes it: ``cycles`` is when the
+handler's first instruction starts (entry cost included), ``pend`` when the exception
+was asserted (the timer's exact expiry for a timer IRQ).
 
 Metric definitions (the names are the contract's; see also qemu/cycle_model.md):
 
@@ -27,17 +34,15 @@ Metric definitions (the names are the contract's; see also qemu/cycle_model.md):
   ``yield_overhead_cycles`` = ``yield_checks`` x ``yield_check_cycles``, where
   ``yield_checks`` counts ``tile_end`` events in the window.
 - PendSV overhead: each ``pendsv_enter`` paired with the next ``pendsv_exit``.
-- IRQ latency: the ``irq_enter`` payload is the latency in timer ticks (virtual time).
-  Converted as ``ticks * tick_ns`` ns = that many instructions (1 instruction = 1 ns
-  under ``-icount shift=0``) times the kernel window's cycles per instruction
-  (``wall_cycles / instructions``), plus the modelled exception entry (12 cycles,
-  which QEMU spends no virtual time on but the hardware's timer would see).
-  p99 is nearest-rank.
-- Preemption latency: ``rt_start`` - ``rt_release`` cycles, matched by release index.
-- Deadline misses: a release whose ``rt_end`` (same index) comes later than release +
-  deadline, or never comes although the trace runs past the deadline. With
-  ``deadline_ns`` (= ``rt_deadline_us * 1000``) the comparison is in exact virtual time
-  (1 instruction = 1 ns); with ``deadline_cycles`` in modelled cycles.
+- IRQ latency: for each entry of the IRQ-load exception (``exc_entry``, payload
+  ``IRQ_LOAD_EXCEPTION``) in the window, handler start - assertion, in cycles: the
+  12-cycle entry, tail-chaining, masked windows (PRIMASK/BASEPRI), a higher-priority
+  handler running, the rest of an instruction, as on silicon. p99 is nearest-rank.
+- Preemption latency: ``rt_start`` - the assertion of the IRQ that released the job
+  (the latest IRQ-load ``exc_entry`` before its ``rt_release``), matched by release index.
+- Deadline misses: a release whose ``rt_end`` (same index) comes later than assertion +
+  ``deadline_cycles`` (= ``rt_deadline_us * cpu_mhz``), or never comes although the
+  trace runs past it.
 - Means are floats rounded to 3 decimals; every other metric is an int.
 """
 
@@ -53,8 +58,8 @@ from slicert_ops.sim import events as ev
 
 TRACE_SCHEMA = "slicert-trace/1"
 BOARD = "lm3s6965evb"
-DEFAULT_TICK_NS = 20.0          # 50 MHz timer clock (contracts.md)
-EXCEPTION_ENTRY_CYCLES = 12     # cm3-v1 exception entry (qemu/cycle_model.md)
+UNITS = {"cycles": "modelled Cortex-M3 cycles (qemu/cycle_model.md)",
+         "us": "microseconds of the modelled core clock (cpu_mhz cycles each)"}
 
 METRIC_NAMES: tuple[str, ...] = (
     "kernel_cycles", "wall_cycles", "instructions", "kernel_instructions",
@@ -73,20 +78,24 @@ FLOAT_METRICS = frozenset({
 
 
 class Event(NamedTuple):
-    """One stamped trace event."""
+    """One stamped trace event (``pend``: assertion cycle of an ``exc_entry``, else -1)."""
 
     id: int
     cycles: int
     insns: int
     payload: int = 0
+    pend: int = -1
 
     @property
     def type(self) -> str:
         return ev.event_name(self.id)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "cycles": self.cycles, "insns": self.insns,
-                "payload": self.payload}
+        out: dict[str, Any] = {"type": self.type, "cycles": self.cycles, "insns": self.insns,
+                               "payload": self.payload}
+        if self.id == ev.EXC_ENTRY:
+            out["pend_cycles"] = self.pend
+        return out
 
 
 class PluginOutput(NamedTuple):
@@ -106,7 +115,8 @@ def as_event(obj: Any) -> Event:
         return obj
     if isinstance(obj, Mapping):
         eid = obj["id"] if "id" in obj else ev.event_id(obj["type"])
-        return Event(int(eid), int(obj["cycles"]), int(obj["insns"]), int(obj.get("payload", 0)))
+        return Event(int(eid), int(obj["cycles"]), int(obj["insns"]),
+                     int(obj.get("payload", 0)), int(obj.get("pend_cycles", -1)))
     if isinstance(obj, tuple | list):
         eid = ev.event_id(obj[0]) if isinstance(obj[0], str) else int(obj[0])
         return Event(eid, *(int(x) for x in obj[1:]))
@@ -167,11 +177,14 @@ def read_plugin_output(path: str | os.PathLike[str]) -> PluginOutput:
                     raise fail(lineno, f"bad overflow line {line!r}") from None
             continue
         parts = line.split(" ")
+        if parts[0] == "X" and len(parts) == 5 and parts[2] == "-":
+            parts[2] = "-1"
         try:
             nums = [int(p) for p in parts[1:]]
         except ValueError:
             raise fail(lineno, f"corrupt line {line[:80]!r}") from None
-        if any(n < 0 for n in nums):
+        if any(n < 0 for n in nums) and not (parts[0] == "X" and nums[1] == -1
+                                              and min(nums[0], *nums[2:]) >= 0):
             raise fail(lineno, f"negative number in {line[:80]!r}")
         if parts[0] == "E" and len(nums) == 4:
             eid, cyc, ins, payload = nums
@@ -181,13 +194,19 @@ def read_plugin_output(path: str | os.PathLike[str]) -> PluginOutput:
                 raise fail(lineno, "event stamps go backwards (corrupt file)")
             last_c, last_i = cyc, ins
             events.append(Event(eid, cyc, ins, payload))
+        elif parts[0] == "X" and len(nums) == 4:
+            exc, pend, cyc, ins = nums
+            if cyc < last_c or ins < last_i or pend > cyc:
+                raise fail(lineno, "event stamps go backwards (corrupt file)")
+            last_c, last_i = cyc, ins
+            events.append(Event(ev.EXC_ENTRY, cyc, ins, exc, pend))
         elif parts[0] == "T" and len(nums) == 2:
             if nums[0] < last_c or nums[1] < last_i:
                 raise fail(lineno, "totals smaller than the last event stamp (corrupt file)")
             totals = {"cycles": nums[0], "instructions": nums[1]}
         else:
             raise fail(lineno, f"corrupt line {line[:80]!r} (expected 'E id cycles insns "
-                               "payload' or 'T cycles insns')")
+                               "payload', 'X exc pend cycles insns' or 'T cycles insns')")
     if totals is None:
         raise fail(len(lines) + 1, "truncated plugin output (no 'T cycles insns' line)")
     return PluginOutput(plugin_version, cycle_model, events, totals, dropped, comments)
@@ -221,8 +240,8 @@ def parse_plugin_output(path: str | os.PathLike[str], *,
 def build_trace(events: Iterable[Any], totals: Mapping[str, int], *, candidate_id: str,
                 repeat: int, seed: int, exit_code: int, sizes: Mapping[str, int],
                 metrics: Mapping[str, Any] | None = None, correct: bool | None = None,
-                deadline_cycles: int | None = None, deadline_ns: float | None = None,
-                tick_ns: float = DEFAULT_TICK_NS) -> dict[str, Any]:
+                deadline_cycles: int | None = None, cpu_mhz: int = 50,
+                board: str = BOARD) -> dict[str, Any]:
     """The ``qemu_trace.json`` document (schema ``slicert-trace/1``).
 
     ``metrics``: pass the dict from :func:`compute_metrics`; when omitted it is computed
@@ -232,12 +251,13 @@ def build_trace(events: Iterable[Any], totals: Mapping[str, int], *, candidate_i
     evs = [as_event(e) for e in events]
     if metrics is None:
         metrics = compute_metrics(evs, totals, sizes, bool(correct),
-                                  deadline_cycles=deadline_cycles, deadline_ns=deadline_ns,
-                                  tick_ns=tick_ns)
+                                  deadline_cycles=deadline_cycles)
     return {
         "schema": TRACE_SCHEMA,
         "cycle_model": ev.CYCLE_MODEL_VERSION,
-        "board": BOARD,
+        "board": board,
+        "cpu_mhz": int(cpu_mhz),
+        "units": UNITS,
         "candidate_id": candidate_id,
         "repeat": int(repeat),
         "seed": int(seed),
@@ -286,13 +306,12 @@ def kernel_window(events: list[Event]) -> tuple[int, int]:
 
 def compute_metrics(events: Iterable[Any], totals: Mapping[str, int],
                     sizes: Mapping[str, int], correct: bool, *,
-                    deadline_cycles: int | None = None, deadline_ns: float | None = None,
-                    tick_ns: float = DEFAULT_TICK_NS,
-                    irq_entry_cycles: int = EXCEPTION_ENTRY_CYCLES) -> dict[str, Any]:
+                    deadline_cycles: int | None = None,
+                    irq_exception: int = ev.IRQ_LOAD_EXCEPTION) -> dict[str, Any]:
     """Every metric of docs/contracts.md from an event list (see the module docstring).
 
-    ``sizes``: ``{"text", "data", "bss"}`` (or ``*_bytes``) of the ELF. ``deadline_ns``
-    (virtual time, exact) or ``deadline_cycles`` is needed when there are RT releases.
+    ``sizes``: ``{"text", "data", "bss"}`` (or ``*_bytes``) of the ELF.
+    ``deadline_cycles`` (``rt_deadline_us * cpu_mhz``) is needed when there are RT releases.
     """
     evs = [as_event(e) for e in events]
     s, e = kernel_window(evs)
@@ -350,33 +369,34 @@ def compute_metrics(events: Iterable[Any], totals: Mapping[str, int],
             pendsv.append(x.cycles - open_enter.cycles)
             open_enter = None
 
-    # IRQ latency: ticks -> ns (= instructions) -> cycles at the window's CPI
-    cpi = wall / instructions if instructions > 0 else 1.0
-    lat = [x.payload * tick_ns * cpi + irq_entry_cycles for x in inner if x.id == ev.IRQ_ENTER]
+    # IRQ latency: assertion -> handler start, exact modelled cycles (from QEMU's entries)
+    lat = [x.cycles - x.pend for x in inner
+           if x.id == ev.EXC_ENTRY and x.payload == irq_exception and x.pend >= 0]
 
-    # RT: releases in the window, matched by release index with later starts / ends
-    releases = [(i, x) for i, x in enumerate(evs) if s < i < e and x.id == ev.RT_RELEASE]
+    # RT: releases in the window, matched by release index with later starts / ends; a
+    # job is released at the assertion of the IRQ whose handler released it
+    releases: list[tuple[int, Event, int]] = []
+    asserted: int | None = None
+    for i, x in enumerate(evs[:e]):
+        if x.id == ev.EXC_ENTRY and x.payload == irq_exception and x.pend >= 0:
+            asserted = x.pend
+        elif x.id == ev.RT_RELEASE and i > s:
+            releases.append((i, x, x.cycles if asserted is None else asserted))
     rt_jobs = sum(1 for x in inner if x.id == ev.RT_END)
-    if releases and deadline_cycles is None and deadline_ns is None:
-        raise ValueError("compute_metrics: RT releases present, pass deadline_ns= or "
-                         "deadline_cycles=")
+    if releases and deadline_cycles is None:
+        raise ValueError("compute_metrics: RT releases present, pass deadline_cycles=")
     last_cycles = max(int(totals["cycles"]), evs[-1].cycles)
-    last_insns = max(int(totals["instructions"]), evs[-1].insns)
     preempt: list[int] = []
     misses = 0
-    for i, rel in releases:
+    for i, rel, t_rel in releases:
         start_ev = next((x for x in evs[i + 1:] if x.id == ev.RT_START
                          and x.payload == rel.payload), None)
         end_ev = next((x for x in evs[i + 1:] if x.id == ev.RT_END
                        and x.payload == rel.payload), None)
         if start_ev is not None:
-            preempt.append(start_ev.cycles - rel.cycles)
-        if deadline_ns is not None:
-            limit = rel.insns + deadline_ns
-            missed = (end_ev.insns > limit) if end_ev else (last_insns > limit)
-        else:
-            limit = rel.cycles + deadline_cycles
-            missed = (end_ev.cycles > limit) if end_ev else (last_cycles > limit)
+            preempt.append(start_ev.cycles - t_rel)
+        limit = t_rel + int(deadline_cycles or 0)
+        missed = (end_ev.cycles > limit) if end_ev else (last_cycles > limit)
         misses += int(missed)
 
     metrics: dict[str, Any] = {
@@ -392,10 +412,10 @@ def compute_metrics(events: Iterable[Any], totals: Mapping[str, int],
         "pendsv_overhead_mean_cycles": _mean(pendsv),
         "pendsv_overhead_max_cycles": max(pendsv, default=0),
         "irq_count": len(lat),
-        "irq_latency_min_cycles": round(min(lat, default=0)),
+        "irq_latency_min_cycles": min(lat, default=0),
         "irq_latency_mean_cycles": _mean(lat),
-        "irq_latency_p99_cycles": round(_p99(lat)),
-        "irq_latency_max_cycles": round(max(lat, default=0)),
+        "irq_latency_p99_cycles": int(_p99(lat)),
+        "irq_latency_max_cycles": max(lat, default=0),
         "rt_releases": len(releases),
         "rt_jobs": rt_jobs,
         "max_preemption_latency_cycles": max(preempt, default=0),

@@ -1,8 +1,10 @@
 /*
- * Cross-check of qemu/slicert_cycles.c: its byte decoder against its capstone-text
- * classifier (cm3-v1), over Thumb encodings, calling capstone the way QEMU 7.2's
- * qemu_plugin_insn_disas() does (CS_MODE_THUMB | CS_MODE_MCLASS, skipdata on, a fresh
- * handle per instruction, so no IT-block state).
+ * Cross-check of qemu/thumb_decode.h (the cycle plugin's byte decoder) against the
+ * capstone-text classifier it replaced (plugin 1.0.0), over Thumb encodings, calling
+ * capstone the way QEMU 7.2's qemu_plugin_insn_disas() did (CS_MODE_THUMB |
+ * CS_MODE_MCLASS, skipdata on, a fresh handle per instruction, so no IT-block state).
+ * The classes must agree, and so must the cm3-v1 costs of each class (ws 0..2), which
+ * compares the operand fields (register counts, PC writes, conditions) that matter.
  *
  *   decoder_check [SAMPLES [FULL_HW1...]]
  *
@@ -10,34 +12,314 @@
  * second halfwords (all 65536 for the FULL_HW1 values given, in hex). Prints each
  * mismatch (up to 50) and a summary line; exits 1 on any mismatch.
  *
- * Build: gcc -O2 -I qemu/include/qemu decoder_check.c -lcapstone
+ * Build: gcc -O2 -I qemu decoder_check.c -lcapstone
  */
-#include "../../qemu/slicert_cycles.c"
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "thumb_decode.h"
 
 #include <capstone/capstone.h>
 
-/* The QEMU plugin API is not called here: link stubs. */
-size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb) { (void)tb; return 0; }
-struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx)
-{ (void)tb; (void)idx; return NULL; }
-uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn) { (void)insn; return 0; }
-const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn) { (void)insn; return NULL; }
-size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn) { (void)insn; return 0; }
-char *qemu_plugin_insn_disas(const struct qemu_plugin_insn *insn) { (void)insn; return NULL; }
-void qemu_plugin_register_vcpu_insn_exec_inline(struct qemu_plugin_insn *insn,
-                                                enum qemu_plugin_op op, void *ptr,
-                                                uint64_t imm)
-{ (void)insn; (void)op; (void)ptr; (void)imm; }
-void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn,
-                                            qemu_plugin_vcpu_udata_cb_t cb,
-                                            enum qemu_plugin_cb_flags flags, void *userdata)
-{ (void)insn; (void)cb; (void)flags; (void)userdata; }
-void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id,
-                                           qemu_plugin_vcpu_tb_trans_cb_t cb)
-{ (void)id; (void)cb; }
-void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb,
-                                    void *userdata)
-{ (void)id; (void)cb; (void)userdata; }
+/* ---- cycle model cm3-v1 (the table the classifiers were checked with) ---------- */
+#define C_ALU 1          /* data processing, shifts, compare, extend, bitfield */
+#define C_MUL 1          /* MUL (32-bit result) */
+#define C_MLA 2          /* MLA, MLS */
+#define C_LMUL 4         /* UMULL, SMULL (3-5 on silicon) */
+#define C_LMLA 5         /* UMLAL, SMLAL (4-7 on silicon) */
+#define C_DIV 7          /* SDIV, UDIV (2-12 on silicon, early termination) */
+#define C_LDR 2          /* LDR/LDRB/LDRH/LDRSx/LDREX, single load */
+#define C_STR 2          /* STR/STRB/STRH/STREX, single store */
+#define C_PIPE_REFILL 2  /* P: pipeline refill after a taken branch (1-3) */
+#define C_EXC_ENTRY 12   /* exception entry (stacking + vector fetch) */
+#define C_BARRIER 2      /* DMB, DSB (1 + B) */
+#define C_ISB (1 + C_PIPE_REFILL)
+
+
+/* Modelled cost of a classified instruction (ws = flash wait states). */
+static uint64_t class_cost(const Class *c, unsigned ws_)
+{
+    unsigned refill = C_PIPE_REFILL + ws_;         /* taken branch: P + ws */
+    unsigned cond_refill = (refill + 1) / 2;       /* conditional: average */
+    unsigned br = c->cond ? cond_refill : refill;
+
+    switch ((enum cls)c->cls) {
+    case K_ALU:
+        return c->pc ? 1 + br : C_ALU;
+    case K_MUL:
+        return C_MUL;
+    case K_MLA:
+        return C_MLA;
+    case K_LMUL:
+        return C_LMUL;
+    case K_LMLA:
+        return C_LMLA;
+    case K_DIV:
+        return C_DIV;
+    case K_LDR:
+        return c->pc ? C_LDR + br : C_LDR;
+    case K_LDRD:
+    case K_STRD:
+        return 3;                                  /* 1 + N, N = 2 */
+    case K_STR:
+        return C_STR;
+    case K_LDM:
+        return 1 + (c->n ? c->n : 1) + (c->pc ? br : 0);
+    case K_STM:
+        return 1 + (c->n ? c->n : 1);
+    case K_B:
+    case K_BL:
+    case K_BX:
+        return 1 + br;
+    case K_CBZ:
+        return 1 + cond_refill;                    /* always conditional */
+    case K_TBB:
+        return 2 + refill;
+    case K_IT:
+    case K_NOP:
+    case K_SYS:
+    case K_SVC:
+        return 1;
+    case K_BARRIER:
+        return C_BARRIER;
+    case K_ISB:
+        return C_ISB;
+    case K_UNKNOWN:
+    case K_COUNT:
+        break;
+    }
+    return 1;
+}
+
+/* ---- classification from capstone text (verify=1 only) -----------------------------
+ *
+ * The plugin's former classifier (cm3-v1 was defined with it): parses the text that
+ * qemu_plugin_insn_disas() returns. Kept to cross-check the byte decoder (verify=1);
+ * QEMU 7.2 opens and closes a capstone handle for every call, which made translation
+ * ~4 us per instruction.
+ */
+
+typedef struct {
+    const char *name;
+    enum cls cls;
+    bool s_ok;      /* may take an `s` (flag setting) suffix */
+} Mnem;
+
+/* Thumb / Thumb-2 mnemonics of ARMv7-M (capstone spelling, lower case). */
+static const Mnem mnems[] = {
+    /* data processing */
+    {"adc", K_ALU, 1}, {"add", K_ALU, 1}, {"addw", K_ALU, 0}, {"adr", K_ALU, 0},
+    {"and", K_ALU, 1}, {"asr", K_ALU, 1}, {"bfc", K_ALU, 0}, {"bfi", K_ALU, 0},
+    {"bic", K_ALU, 1}, {"clz", K_ALU, 0}, {"cmn", K_ALU, 0}, {"cmp", K_ALU, 0},
+    {"eor", K_ALU, 1}, {"lsl", K_ALU, 1}, {"lsr", K_ALU, 1}, {"mov", K_ALU, 1},
+    {"movw", K_ALU, 0}, {"movt", K_ALU, 0}, {"mvn", K_ALU, 1}, {"neg", K_ALU, 1},
+    {"orn", K_ALU, 1}, {"orr", K_ALU, 1}, {"rbit", K_ALU, 0}, {"rev", K_ALU, 0},
+    {"rev16", K_ALU, 0}, {"revsh", K_ALU, 0}, {"ror", K_ALU, 1}, {"rrx", K_ALU, 1},
+    {"rsb", K_ALU, 1}, {"sbc", K_ALU, 1}, {"sbfx", K_ALU, 0}, {"ssat", K_ALU, 0},
+    {"sub", K_ALU, 1}, {"subw", K_ALU, 0}, {"sxtb", K_ALU, 0}, {"sxth", K_ALU, 0},
+    {"teq", K_ALU, 0}, {"tst", K_ALU, 0}, {"ubfx", K_ALU, 0}, {"usat", K_ALU, 0},
+    {"uxtb", K_ALU, 0}, {"uxth", K_ALU, 0},
+    /* multiply / divide */
+    {"mul", K_MUL, 1}, {"mla", K_MLA, 0}, {"mls", K_MLA, 0},
+    {"umull", K_LMUL, 1}, {"smull", K_LMUL, 1},
+    {"umlal", K_LMLA, 1}, {"smlal", K_LMLA, 1},
+    {"sdiv", K_DIV, 0}, {"udiv", K_DIV, 0},
+    /* loads and stores */
+    {"ldr", K_LDR, 0}, {"ldrb", K_LDR, 0}, {"ldrh", K_LDR, 0}, {"ldrsb", K_LDR, 0},
+    {"ldrsh", K_LDR, 0}, {"ldrt", K_LDR, 0}, {"ldrbt", K_LDR, 0}, {"ldrht", K_LDR, 0},
+    {"ldrsbt", K_LDR, 0}, {"ldrsht", K_LDR, 0}, {"ldrex", K_LDR, 0},
+    {"ldrexb", K_LDR, 0}, {"ldrexh", K_LDR, 0}, {"ldrd", K_LDRD, 0},
+    {"str", K_STR, 0}, {"strb", K_STR, 0}, {"strh", K_STR, 0}, {"strt", K_STR, 0},
+    {"strbt", K_STR, 0}, {"strht", K_STR, 0}, {"strex", K_STR, 0},
+    {"strexb", K_STR, 0}, {"strexh", K_STR, 0}, {"strd", K_STRD, 0},
+    {"pld", K_LDR, 0}, {"pli", K_LDR, 0},
+    {"ldm", K_LDM, 0}, {"ldmia", K_LDM, 0}, {"ldmfd", K_LDM, 0}, {"ldmdb", K_LDM, 0},
+    {"ldmea", K_LDM, 0}, {"pop", K_LDM, 0},
+    {"stm", K_STM, 0}, {"stmia", K_STM, 0}, {"stmea", K_STM, 0}, {"stmdb", K_STM, 0},
+    {"stmfd", K_STM, 0}, {"push", K_STM, 0},
+    /* branches */
+    {"b", K_B, 0}, {"bl", K_BL, 0}, {"bx", K_BX, 0}, {"blx", K_BX, 0},
+    {"cbz", K_CBZ, 0}, {"cbnz", K_CBZ, 0}, {"tbb", K_TBB, 0}, {"tbh", K_TBB, 0},
+    /* system */
+    {"nop", K_NOP, 0}, {"yield", K_NOP, 0}, {"wfi", K_NOP, 0}, {"wfe", K_NOP, 0},
+    {"sev", K_NOP, 0}, {"bkpt", K_NOP, 0}, {"udf", K_NOP, 0}, {"clrex", K_NOP, 0},
+    {"mrs", K_SYS, 0}, {"msr", K_SYS, 0}, {"cpsid", K_SYS, 0}, {"cpsie", K_SYS, 0},
+    {"dmb", K_BARRIER, 0}, {"dsb", K_BARRIER, 0}, {"isb", K_ISB, 0},
+    {"svc", K_SVC, 0},
+};
+
+static const char *const conds[] = {
+    "eq", "ne", "cs", "hs", "cc", "lo", "mi", "pl", "vs", "vc",
+    "hi", "ls", "ge", "lt", "gt", "le", "al",
+};
+
+static bool is_cond(const char *s)
+{
+    for (size_t i = 0; i < sizeof(conds) / sizeof(conds[0]); i++) {
+        if (strcmp(s, conds[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Match a mnemonic as <base>[s][<cond>]. Sets *cond when a condition suffix
+ * (other than `al`) is present. Returns NULL when unknown.
+ */
+static const Mnem *lookup_mnemonic(const char *m, bool *cond)
+{
+    size_t mlen = strlen(m);
+
+    for (size_t i = 0; i < sizeof(mnems) / sizeof(mnems[0]); i++) {
+        const Mnem *e = &mnems[i];
+        size_t n = strlen(e->name);
+        const char *rest;
+
+        if (n > mlen || strncmp(m, e->name, n) != 0) {
+            continue;
+        }
+        rest = m + n;
+        if (*rest == 's' && e->s_ok) {
+            if (rest[1] == 0 || is_cond(rest + 1)) {
+                rest++;
+            }
+        }
+        if (*rest == 0) {
+            *cond = false;
+            return e;
+        }
+        if (is_cond(rest)) {
+            *cond = strcmp(rest, "al") != 0;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Number of registers in the first {...} list of the operand text. */
+static unsigned count_reglist(const char *ops, bool *has_pc)
+{
+    const char *p = strchr(ops, '{');
+    unsigned n = 0;
+
+    *has_pc = false;
+    if (!p) {
+        return 0;
+    }
+    p++;
+    while (*p && *p != '}') {
+        char tok[16];
+        size_t k = 0;
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        while (*p && *p != ',' && *p != '}' && *p != ' ' && k + 1 < sizeof(tok)) {
+            tok[k++] = *p++;
+        }
+        tok[k] = 0;
+        if (k == 0) {
+            continue;
+        }
+        if (strcmp(tok, "pc") == 0 || strcmp(tok, "r15") == 0) {
+            *has_pc = true;
+        }
+        /* ranges such as r4-r7 */
+        if (tok[0] == 'r' && strchr(tok, '-')) {
+            int a = atoi(tok + 1);
+            const char *b = strchr(tok, '-') + 1;
+            int bb = (*b == 'r') ? atoi(b + 1) : a;
+            n += (bb >= a) ? (unsigned)(bb - a + 1) : 1;
+            if (bb >= 15) {
+                *has_pc = true;
+            }
+        } else {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* First operand (destination) is the PC? */
+static bool dest_is_pc(const char *ops)
+{
+    while (*ops == ' ') {
+        ops++;
+    }
+    return (strncmp(ops, "pc", 2) == 0 && (ops[2] == ',' || ops[2] == 0 || ops[2] == ' '))
+        || (strncmp(ops, "r15", 3) == 0 && (ops[3] == ',' || ops[3] == 0 || ops[3] == ' '));
+}
+
+/* Class of one instruction from its capstone text (the former classifier). */
+static void classify_text(const char *text, Class *c)
+{
+    char m[24];
+    size_t k = 0;
+    const char *ops;
+    const Mnem *e;
+    bool cond = false, pc = false;
+    unsigned n;
+
+    memset(c, 0, sizeof(*c));
+    while (*text == ' ') {
+        text++;
+    }
+    while (text[k] && !isspace((unsigned char)text[k]) && k + 1 < sizeof(m)) {
+        m[k] = (char)tolower((unsigned char)text[k]);
+        k++;
+    }
+    m[k] = 0;
+    ops = text + k;
+    /* width qualifiers: .w / .n */
+    if (k > 2 && m[k - 2] == '.' && (m[k - 1] == 'w' || m[k - 1] == 'n')) {
+        m[k - 2] = 0;
+    }
+    if (m[0] == 0) {
+        return;                                    /* K_UNKNOWN */
+    }
+    if (m[0] == 'i' && m[1] == 't' && strspn(m + 2, "te") == strlen(m + 2) &&
+        strlen(m) <= 5) {
+        c->cls = K_IT;
+        return;
+    }
+    e = lookup_mnemonic(m, &cond);
+    if (!e) {
+        return;                                    /* K_UNKNOWN */
+    }
+    c->cls = (uint8_t)e->cls;
+    c->cond = cond;
+    switch (e->cls) {
+    case K_ALU:
+    case K_LDR:
+        c->pc = dest_is_pc(ops);
+        break;
+    case K_LDM:
+    case K_STM:
+        n = count_reglist(ops, &pc);
+        c->n = (uint8_t)(n > 255 ? 255 : n);
+        c->pc = e->cls == K_LDM && pc;
+        break;
+    default:
+        break;
+    }
+}
+
+static void format_class(char *buf, size_t size, const Class *c)
+{
+    int k = snprintf(buf, size, "%s", c->cls < K_COUNT ? cls_names[c->cls] : "?");
+
+    if (c->cls == K_LDM || c->cls == K_STM) {
+        k += snprintf(buf + k, size - (size_t)k, "(n=%u)", c->n);
+    }
+    if (c->pc) {
+        k += snprintf(buf + k, size - (size_t)k, ",pc");
+    }
+    if (c->cond) {
+        snprintf(buf + k, size - (size_t)k, ",cond");
+    }
+}
 
 static csh handle;
 static cs_insn *cap;

@@ -4,8 +4,9 @@
  * Every option is a SLICERT_* define with its default here, and only here.
  * The firmware build (slicert_ops.firmware) passes the run's options as -D flags;
  * the Zephyr port maps CONFIG_SLICERT_* (zephyr/Kconfig) onto the same names.
- * All times are microseconds of *virtual* time (QEMU -icount shift=0: 1 ns per
- * retired instruction).
+ * All times are microseconds of the modelled core clock (SLICERT_SYSCLK_HZ, the
+ * manifest's runner.cpu_mhz): on the bare-metal port a timer tick is one modelled
+ * cycle (the cycle plugin drives QEMU's virtual clock).
  */
 #ifndef SLICERT_CONFIG_H_
 #define SLICERT_CONFIG_H_
@@ -44,8 +45,8 @@
 #define SLICERT_SYSCLK_HZ CONFIG_SYS_CLOCK_HW_CYCLES_PER_SEC
 #endif /* __ZEPHYR__ */
 
-/* Slice budget of the kernel thread; 0 = no time slicing (the slice timer still
- * runs as the timebase). Bare-metal: 1..335544 (24-bit SysTick at 50 MHz). */
+/* Slice budget of the kernel thread; 0 = no time slicing. Bare-metal: at most
+ * 2^24 cycles (the 24-bit SysTick). */
 #ifndef SLICERT_SLICE_US
 #define SLICERT_SLICE_US 1000
 #endif
@@ -79,7 +80,7 @@
 #define SLICERT_CAL_CHECKS 64
 #endif
 
-/* System clock (bare-metal port: RCC SYSDIV; QEMU lm3s6965evb: period 5*(SYSDIV+1) ns). */
+/* Clock of the modelled core, Hz (runner.cpu_mhz); timer ticks per us follow from it. */
 #ifndef SLICERT_SYSCLK_HZ
 #define SLICERT_SYSCLK_HZ 50000000u
 #endif

@@ -1,10 +1,11 @@
 /*
  * SliceRT bare-metal Cortex-M3 port for QEMU lm3s6965evb (Stellaris LM3S6965).
  *
- *  - clock: RCC SYSDIV=3 -> 50 MHz; QEMU 7.2 honours it: 1 timer tick = 20 ns of
- *    virtual time (measured: the tick is 5*(SYSDIV+1) ns, see zephyr/README.md)
- *  - SysTick: slice timer (period = SLICERT_SLICE_US, or 2^24 ticks when slicing is
- *    off) and, through VAL + a wrap counter, the free-running timebase
+ *  - clock: the modelled core runs at SLICERT_SYSCLK_HZ (runner.cpu_mhz); QEMU's board
+ *    clock is set to 50 MHz (RCC SYSDIV=3, a 20 ns period) and the cycle plugin makes
+ *    one period one modelled cycle, so every timer tick is one modelled cycle
+ *  - timebase: the DWT cycle counter (DEMCR.TRCENA + DWT_CTRL.CYCCNTENA, as on silicon)
+ *  - SysTick: the slice timer (period = SLICERT_SLICE_US; off when slicing is off)
  *  - GPTM Timer0A (IRQ 19), 32-bit periodic: the simulated IRQ load
  *  - PendSV: context switch kernel thread <-> RT task (both PSP, thread mode)
  *  - semihosting: seed from SYS_GET_CMDLINE, output on ":tt", SYS_EXIT_EXTENDED
@@ -43,17 +44,27 @@
 #define NVIC_ICPR0 SLICERT_REG32(0xE000E280u)
 #define NVIC_IPR_BYTE(n) (*(volatile uint8_t *)(0xE000E400u + (n)))
 
+/* DWT cycle counter */
+#define DEMCR SLICERT_REG32(0xE000EDFCu)
+#define DEMCR_TRCENA (1u << 24)
+#define DWT_CTRL SLICERT_REG32(0xE0001000u)
+#define DWT_CYCCNT SLICERT_REG32(0xE0001004u)
+#define DWT_CTRL_CYCCNTENA 1u
+
+/* QEMU lm3s6965evb: the system clock period is 5 * (SYSDIV + 1) ns; SYSDIV 3 = 20 ns,
+ * the plugin's ns_per_cycle (slicert_ops/sim/qemu.py). */
+#define BOARD_SYSDIV 3u
+
 #define PRIO_TIMERS 0x20u
 #define PRIO_PENDSV 0xE0u
 
 /* SysTick: CLKSOURCE=1 (processor clock; QEMU 7.2 leaves the reference clock
  * unconnected), TICKINT, ENABLE */
 #define SYST_CSR_RUN 7u
-#define SYST_RELOAD ((SLICERT_SLICE_US > 0) ? (SLICERT_SLICE_TICKS - 1u) : 0x00FFFFFFu)
-#define SYST_PERIOD (SYST_RELOAD + 1u)
+#define SYST_RELOAD (SLICERT_SLICE_TICKS - 1u)
 
-#if SLICERT_SLICE_US > 0 && (SLICERT_SLICE_US * SLICERT_TICKS_PER_US > 0x01000000u)
-#error "SLICERT_SLICE_US out of range for the 24-bit SysTick (1..335544 us at 50 MHz)"
+#if SLICERT_SLICE_US > 0 && ((uint64_t)SLICERT_SLICE_US * SLICERT_TICKS_PER_US > 0x01000000u)
+#error "SLICERT_SLICE_US out of range for the 24-bit SysTick (2^24 cycles)"
 #endif
 
 #define STACK_FILL 0xA5A5A5A5u
@@ -69,7 +80,6 @@ __attribute__((section(".stack_rt"), aligned(8))) uint32_t
 
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end;
 
-static volatile uint32_t tb_wraps;
 static uint32_t run_seed;
 #if SLICERT_IRQ_LOAD
 static uint32_t irq_base;   /* timebase when Timer0A was enabled */
@@ -209,45 +219,25 @@ void *slicert_port_switch(void *sp)
 	return c->tasks[next].sp;
 }
 
-/* ---------------- timebase (SysTick) ---------------- */
-
-/* Ticks from (VAL, SysTick-pending) with the SysTick ISR unable to run. A wrap that is
- * pending but not yet counted shows as a VAL in the upper half of the period. */
-static inline __attribute__((always_inline)) uint32_t timebase_from(uint32_t val, uint32_t pend)
-{
-	uint32_t t = tb_wraps * SYST_PERIOD + (SYST_RELOAD - val);
-
-	if (pend != 0u && val > SYST_RELOAD / 2u) {
-		t += SYST_PERIOD;
-	}
-	return t;
-}
+/* ---------------- timebase (DWT cycle counter) ---------------- */
 
 static inline __attribute__((always_inline)) uint32_t timebase_raw(void)
 {
-	uint32_t val = SLICERT_SYST_CVR;
-
-	return timebase_from(val, SLICERT_SCB_ICSR & SLICERT_ICSR_PENDSTSET);
+	return DWT_CYCCNT;
 }
 
 uint32_t slicert_timebase_now(void)
 {
-	uint32_t key = slicert_port_irq_lock();
-	uint32_t t = timebase_raw();
-
-	slicert_port_irq_unlock(key);
-	return t;
+	return timebase_raw();
 }
 
 void SysTick_Handler(void)
 {
 	/* Bracketed so the host can exclude the slice timer's ISR from kernel-thread time. */
 	slicert_trace(SLICERT_EV_TICK_ENTER);
-	tb_wraps++;
 	slicert_core_slice_tick();
 	slicert_trace(SLICERT_EV_TICK_EXIT);
 }
-
 /* ---------------- IRQ load (GPTM Timer0A) ---------------- */
 
 #if SLICERT_IRQ_LOAD
@@ -286,34 +276,30 @@ void slicert_port_load_start(void)
 {
 	uint32_t key = slicert_port_irq_lock();
 
-	tb_wraps = 0;
+#if SLICERT_SLICE_US > 0
 	SLICERT_SYST_CSR = 0;
 	SLICERT_SYST_RVR = SYST_RELOAD;
 	SLICERT_SYST_CVR = 0;
 	SLICERT_SYST_CSR = SYST_CSR_RUN;
-	while (SLICERT_SYST_CVR == 0u) {
-		/* VAL reads 0 until the first reload: the timebase starts at 0 after it */
-	}
+#endif
 #if SLICERT_IRQ_LOAD
 	{
-		uint32_t v0, v;
+		uint32_t t;
 
 		irq_k = 0;
 		irq_a_cur = SLICERT_IRQ_PERIOD_TICKS + slicert_core_irq_jitter();
 		irq_a_next = 2u * SLICERT_IRQ_PERIOD_TICKS + slicert_core_irq_jitter();
 		GPTM0_TAILR = irq_a_cur;
-		/* Enable 1..4 ns after a SysTick edge (3-instruction poll loop, then the store;
-		 * in asm so that the compiler cannot put anything in between): every assertion
-		 * then sits 1..4 ns after a tick edge of the timebase. */
-		__asm__ volatile("ldr %0, [%2, #24]\n"
-				 "1:\tldr %1, [%2, #24]\n\t"
-				 "cmp %0, %1\n\t"
-				 "beq 1b\n\t"
-				 "str %3, [%4]"
-				 : "=&r"(v0), "=&r"(v)
-				 : "r"(0xE000E000u), "r"(GPTM_CTL_TAEN), "r"(&GPTM0_CTL)
-				 : "cc", "memory");
-		irq_base = timebase_from(v, SLICERT_SCB_ICSR & SLICERT_ICSR_PENDSTSET);
+		/* The timer counts from the store that enables it; the cycle counter is read
+		 * by the instruction right before it (in asm, so nothing comes in between).
+		 * Only the host's latency figures need exact assertion times, and those come
+		 * from the simulator (qemu/cycle_model.md); this base is within a cycle. */
+		__asm__ volatile("ldr %0, [%1]\n\t"
+				 "str %2, [%3]"
+				 : "=&r"(t)
+				 : "r"(&DWT_CYCCNT), "r"(GPTM_CTL_TAEN), "r"(&GPTM0_CTL)
+				 : "memory");
+		irq_base = t;
 		GPTM0_TAILR = irq_a_next - irq_a_cur; /* used by the reload at assertion 0 */
 		irq_a_cur += irq_base;
 		irq_a_next += irq_base;
@@ -343,7 +329,7 @@ static void clock_init(void)
 	rcc = (rcc | RCC_BYPASS) & ~RCC_USESYSDIV;
 	SYSCTL_RCC = rcc;
 	rcc = (rcc & ~(RCC_PWRDN | RCC_SYSDIV_MASK)) | RCC_USESYSDIV |
-	      (((400000000u / 2u / SLICERT_SYSCLK_HZ) - 1u) << RCC_SYSDIV_SHIFT);
+	      (BOARD_SYSDIV << RCC_SYSDIV_SHIFT);
 	SYSCTL_RCC = rcc;
 	for (i = 0; i < 1000u && (SYSCTL_RIS & RIS_PLLLRIS) == 0u; i++) {
 	}
@@ -370,6 +356,9 @@ void slicert_port_early_init(void)
 	fill_words(slicert_isr_stack, (uint32_t *)(msp - 64u));
 
 	clock_init();
+	DEMCR |= DEMCR_TRCENA;
+	DWT_CYCCNT = 0;
+	DWT_CTRL |= DWT_CTRL_CYCCNTENA;
 
 	SLICERT_SCB_SHPR3 = (PRIO_TIMERS << 24) | (PRIO_PENDSV << 16);
 	NVIC_IPR_BYTE(IRQ_TIMER0A) = PRIO_TIMERS;

@@ -1,0 +1,113 @@
+"""`slicert cycles ELF`: modelled Cortex-M3 cycles of any lm3s6965evb ELF.
+
+The ELF runs under the patched QEMU and the cycle plugin until it exits by semihosting
+(SYS_EXIT / SYS_EXIT_EXTENDED), so a user can check their own code (e.g. CoreMark)
+against the model (qemu/cycle_model.md). Exit status: 0 when the guest exits 0; 1 on a
+guest fault, a non-zero guest exit or a timeout; 2 for bad arguments or a missing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from slicert_ops.errors import InputError, SliceRTError, StageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cycles", help="measure modelled Cortex-M3 cycles of an lm3s6965evb ELF",
+        description="Run an lm3s6965evb ELF that ends by semihosting exit under the cycle "
+                    "model and print its instructions, cycles and instruction classes.")
+    p.add_argument("elf", help="the firmware ELF (exits by semihosting SYS_EXIT)")
+    p.add_argument("--ws", type=_nonneg_int, default=0, metavar="N",
+                   help="flash wait states (default 0)")
+    p.add_argument("--cpu-mhz", type=_pos_float, default=50.0, metavar="F",
+                   help="core clock for the time in µs (default 50)")
+    p.add_argument("--timeout", type=_pos_float, default=60.0, metavar="S",
+                   help="wall-clock limit in seconds (default 60)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd)
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 64, got {value}")
+    return value
+
+
+def _pos_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
+            timeout_s: float = 60.0) -> dict[str, Any]:
+    """Run ``elf`` and return its figures; raises SliceRTError when the run failed."""
+    from slicert_ops.sim import events as ev
+    from slicert_ops.sim.qemu import run_firmware
+    from slicert_ops.sim.trace import read_plugin_output
+
+    if not elf.is_file():
+        raise InputError("no such file", file=str(elf), fix="give the path of an ELF")
+    if elf.read_bytes()[:4] != b"\x7fELF":
+        raise InputError("not an ELF file", file=str(elf))
+    with tempfile.TemporaryDirectory(prefix="slicert-cycles-") as tmp:
+        sim = run_firmware(elf, seed=0, out_dir=tmp, timeout_s=timeout_s, ws=ws,
+                           classes=True)
+        if sim.timed_out:
+            raise SliceRTError(f"{elf}: no semihosting exit within {timeout_s:g} s (the "
+                               "program hangs, faulted into a loop, or needs --timeout)")
+        if sim.exit_code is None or sim.plugin_file is None or not sim.plugin_file.is_file():
+            tail = sim.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise SliceRTError(f"{elf}: QEMU stopped abnormally (a guest fault?): "
+                               + (" | ".join(tail) or "no message"))
+        out = read_plugin_output(sim.plugin_file)
+    classes: dict[str, int] = {}
+    for comment in out.comments:
+        words = comment.split()
+        if words and words[0] == "classes":
+            classes = {k: int(v) for k, v in (w.split("=") for w in words[1:] if "=" in w)}
+    cycles, insns = out.totals["cycles"], out.totals["instructions"]
+    result = {
+        "elf": str(elf), "exit_code": sim.exit_code, "instructions": insns,
+        "cycles": cycles, "cpi": round(cycles / insns, 4) if insns else 0.0,
+        "cpu_mhz": cpu_mhz, "time_us": round(cycles / cpu_mhz, 3), "ws": ws,
+        "cycle_model": out.cycle_model, "classes": classes,
+    }
+    if out.cycle_model != ev.CYCLE_MODEL_VERSION:
+        raise StageError("run", f"plugin cycle model {out.cycle_model}, expected "
+                                f"{ev.CYCLE_MODEL_VERSION} (rebuild: qemu/build.sh --force)")
+    return result
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    res = measure(Path(args.elf), ws=args.ws, cpu_mhz=args.cpu_mhz, timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps(res, sort_keys=True))
+    else:
+        print(f"{res['elf']}: cycle model {res['cycle_model']}, ws {res['ws']}")
+        print(f"  instructions  {res['instructions']}")
+        print(f"  cycles        {res['cycles']}  (CPI {res['cpi']:.3f}; "
+              f"{res['time_us']:.3f} us at {res['cpu_mhz']:g} MHz)")
+        width = max((len(k) for k in res["classes"]), default=0)
+        for name, count in sorted(res["classes"].items(), key=lambda kv: -kv[1]):
+            print(f"    {name:<{width}}  {count}")
+    if res["exit_code"] != 0:
+        print(f"slicert: error: {res['elf']}: the program exited with code "
+              f"{res['exit_code']}", file=sys.stderr)
+        return 1
+    return 0

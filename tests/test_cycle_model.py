@@ -1,0 +1,168 @@
+"""Cycle model cm3-v2 against the Cortex-M3 TRM, rule by rule, through `slicert cycles`.
+
+Each microbenchmark is a hand-written instruction pattern repeated R times in straight
+line between a fixed prologue and a semihosting exit. The pattern's cost is
+``(cycles(R2) - cycles(R1)) / (R2 - R1)`` of two builds, as one measures a core: the
+prologue, the exit and the last repetition's context cancel out. The expected value is
+the TRM's (qemu/cycle_model.md cites each rule).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICERT = [sys.executable, "-m", "slicert_ops.cli"]
+R1, R2 = 8, 24
+
+HARNESS = """\
+    .syntax unified
+    .cpu cortex-m3
+    .thumb
+    .section .vectors, "a"
+    .word 0x20010000
+    .word Reset_Handler
+    .text
+    .thumb_func
+    .global Reset_Handler
+Reset_Handler:
+    ldr r4, =0x20001000
+    movs r5, #4
+    movs r0, #0
+    movs r1, #0
+    movs r2, #0
+    movs r3, #0
+    .align 2
+    .rept {reps}
+{body}
+    .endr
+    movs r0, #0x18          @ SYS_EXIT, ADP_Stopped_ApplicationExit
+    ldr r1, =0x20026
+    bkpt 0xab
+9:  b 9b
+    .ltorg
+"""
+
+LINK = """\
+ENTRY(Reset_Handler)
+MEMORY { FLASH (rx) : ORIGIN = 0x0, LENGTH = 0x3E000
+         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 64K }
+SECTIONS { .text : { KEEP(*(.vectors)) *(.text .text.*) } > FLASH }
+"""
+
+# name: (pattern, TRM cycles per repetition at ws=0, rule)
+PATTERNS: dict[str, tuple[str, int, str]] = {
+    "alu": ("adds r2, #1", 1, "Table 3-1: data processing 1"),
+    "two_loads_alu": ("ldr r0, [r4]\nldr r1, [r4, #4]\nadds r2, #1", 4,
+                      "3.3.2: neighbouring loads pipeline (N loads = N + 1)"),
+    "three_loads": ("ldr r0, [r4, r5]\nldr r1, [r4]\nldr r2, [r4, #4]\nadds r3, #1", 5,
+                    "3.3.2: LDR R0,[R1,R5]; LDR R1,[R2]; LDR R2,[R3,#4] = 4"),
+    "str_imm_alu": ("str r0, [r4, #8]\nadds r2, #1", 2, "3.3.2: STR Rx,[Ry,#imm] is 1"),
+    "str_reg_alu": ("str r0, [r4, r5]\nadds r2, #1", 3, "Table 3-1: STR 2"),
+    "ldr_str_reg": ("ldr r0, [r4]\nstr r1, [r4, r5]", 3,
+                    "3.3.2: LDR R0,[R1,R2]; STR R1,[R3,R2] = 3"),
+    "str_then_ldr": ("str r0, [r4, r5]\nldr r1, [r4]\nadds r2, #1", 5,
+                     "3.3.2: nothing pipelines after a store"),
+    "load_use_address": ("ldr r6, [r4]\nldr r0, [r6, #0]\nmov r6, r4", 5,
+                         "3.3.2: pipelined only if the address does not use the loaded value"),
+    "alu_to_address": ("adds r6, r4, #0\nldr r0, [r6]", 4,
+                       "3.3.2: address from the previous data-processing result: +1"),
+    "cmp_bne_not_taken": ("cmp r0, r0\nbne 9f", 2, "Table 3-1: B<cc> not taken 1"),
+    "cmp_beq_taken_aligned": ("cmp r0, r0\nbeq.n 1f\nnop\nnop\n1: adds r2, #1\nnop", 5,
+                              "Table 3-1: B<cc> taken 1 + P, P = 1 (aligned target)"),
+    "b_aligned": ("b.n 1f\nnop\n1: adds r2, #1\nnop", 4, "Table 3-1: B 1 + P, P = 1"),
+    "b_unaligned_wide": ("b.n 1f\nnop\nnop\n1: adds.w r2, r2, #1\nnop", 5,
+                         "P = 2 for a 32-bit target at a halfword address"),
+    "it_folded": ("adds r2, #0\nit eq\nmoveq r1, r1", 2,
+                  "3.3.1: IT folds onto a preceding 16-bit instruction"),
+    "it_after_wide": ("adds.w r2, r2, #0\nit eq\nmoveq r1, r1", 3, "IT not folded: 1"),
+    "ldrd": ("ldrd r0, r1, [r4]\nadds r2, #1", 4, "3.3.2: LDRD 3, not pipelined"),
+    "ldm4": ("ldm r4, {r0, r1, r2, r3}\nadds r6, #1", 6, "Table 3-1: LDM 1 + N"),
+    "push_pop": ("push {r0, r1}\npop {r0, r1}", 6, "Table 3-1: PUSH/POP 1 + N"),
+    "mul_mla": ("muls r0, r1\nmla r2, r0, r1, r2", 3, "Table 3-1: MUL 1, MLA 2"),
+    "bl_bx": ("bl 1f\nb 2f\n.align 2\n1: bx lr\nnop\n2: nop\nnop", 8,
+              "Table 3-1: BL 1 + P, BX 1 + P, B 1 + P (P = 1: aligned targets)"),
+}
+
+
+def _cycles(tmp: Path, name: str, body: str, reps: int, ws: int = 0) -> dict:
+    src = tmp / f"{name}_{reps}.S"
+    elf = src.with_suffix(".elf")
+    ld = tmp / "link.ld"
+    ld.write_text(LINK)
+    src.write_text(HARNESS.format(reps=reps, body=body))
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
+                    "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    args = [*SLICERT, "cycles", str(elf), "--json"] + (["--ws", str(ws)] if ws else [])
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _pattern_cost(tmp: Path, name: str, body: str, ws: int = 0) -> float:
+    a = _cycles(tmp, name, body, R1, ws)
+    b = _cycles(tmp, name, body, R2, ws)
+    return (b["cycles"] - a["cycles"]) / (R2 - R1)
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_trm_microbenchmark(name: str, tmp_path: Path) -> None:
+    body, trm, rule = PATTERNS[name]
+    assert _pattern_cost(tmp_path, name, body) == trm, rule
+
+
+def test_flash_wait_states_stall_refills_and_fetches(tmp_path: Path) -> None:
+    """ws = 2: a refill from flash costs P + ws, and straight-line code waits for its
+    fetches (32-bit words at 1 + ws cycles each)."""
+    b0 = _pattern_cost(tmp_path, "b0", PATTERNS["b_aligned"][0], ws=0)
+    b2 = _pattern_cost(tmp_path, "b2", PATTERNS["b_aligned"][0], ws=2)
+    # b: 1 + (1 + 2) refill; adds, nop: 2; the b's word arrives 3 cycles into the block,
+    # one after the adds and nop could have issued it: 1 stall
+    assert (b0, b2) == (4, 7)
+    alu32 = "adds.w r2, r2, #1"                      # one 32-bit word per instruction
+    assert _pattern_cost(tmp_path, "w0", alu32, ws=0) == 1
+    assert _pattern_cost(tmp_path, "w2", alu32, ws=2) == 3
+
+
+def test_cycles_cli_reports_classes_and_errors(tmp_path: Path) -> None:
+    res = _cycles(tmp_path, "cls", PATTERNS["two_loads_alu"][0], 10)
+    assert set(res) >= {"instructions", "cycles", "classes", "cycle_model"}
+    assert res["cycle_model"] == "cm3-v2"
+    assert res["classes"]["ldr"] >= 20 and res["classes"]["alu"] >= 10
+    assert sum(res["classes"].values()) == res["instructions"]
+    text = subprocess.run([*SLICERT, "cycles", str(tmp_path / "cls_10.elf")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert text.returncode == 0 and "cycles" in text.stdout and "ldr" in text.stdout
+    missing = subprocess.run([*SLICERT, "cycles", str(tmp_path / "nope.elf")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "nope.elf" in missing.stderr
+    bad = subprocess.run([*SLICERT, "cycles", str(tmp_path / "cls_10.elf"), "--ws", "x"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2
+
+
+def test_cycles_cli_nonzero_exit_and_hang(tmp_path: Path) -> None:
+    ld = tmp_path / "link.ld"
+    ld.write_text(LINK)
+    exit3 = HARNESS.replace("ldr r1, =0x20026\n    bkpt 0xab",
+                            "movs r0, #0x20\n    ldr r1, =args\n    bkpt 0xab").replace(
+        "    .ltorg", "    .ltorg\n    .align 2\nargs: .word 0x20026, 3")
+    hang = HARNESS.replace("movs r0, #0x18", "8: b 8b")
+    for name, text in (("exit3", exit3), ("hang", hang)):
+        (tmp_path / f"{name}.S").write_text(text.format(reps=1, body="nop"))
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
+                        "-T", str(ld), "-o", str(tmp_path / f"{name}.elf"),
+                        str(tmp_path / f"{name}.S")], check=True)
+    proc = subprocess.run([*SLICERT, "cycles", str(tmp_path / "exit3.elf")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "exited with code 3" in proc.stderr
+    proc = subprocess.run([*SLICERT, "cycles", str(tmp_path / "hang.elf"), "--timeout", "2"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "no semihosting exit within 2 s" in proc.stderr
