@@ -51,7 +51,7 @@ def max_granule(window: list[Any]) -> int:
     return max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=0)
 
 
-def layer_metrics(net: Any, events: list[Any], *, deadline_ns: float | None = None
+def layer_metrics(net: Any, events: list[Any], *, deadline_cycles: int | None = None
                   ) -> list[dict[str, Any]]:
     """Per-op metrics: each op's window (layer_start..layer_end) measured like a kernel
     window (kernel-thread cycles without ISR/PendSV/RT time, wall cycles, yield checks,
@@ -72,14 +72,14 @@ def layer_metrics(net: Any, events: list[Any], *, deadline_ns: float | None = No
             if x.id in (ev.KERNEL_START, ev.KERNEL_END):
                 continue
             if j == s:
-                synth.append(Event(ev.KERNEL_START, x.cycles, x.insns, 0))
+                synth.append(Event(ev.KERNEL_START, x.cycles, x.insns))
             elif j == e:
-                synth.append(Event(ev.KERNEL_END, x.cycles, x.insns, 0))
+                synth.append(Event(ev.KERNEL_END, x.cycles, x.insns))
             else:
                 synth.append(x)
         totals = {"cycles": evs[-1].cycles, "instructions": evs[-1].insns}
         m = compute_metrics(synth, totals, {"text": 0, "data": 0, "bss": 0}, True,
-                            deadline_ns=deadline_ns if deadline_ns else 10**12)
+                            deadline_cycles=deadline_cycles if deadline_cycles else 2**62)
         row = {"op": op.index, "layer": op.label, "type": op.type, "macs": op.layer.macs}
         row.update({k: m[k] for k in LAYER_METRICS})
         row["max_granule_cycles"] = max_granule(evs[s:e + 1])

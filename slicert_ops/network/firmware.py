@@ -56,6 +56,12 @@ class NetworkBuild:
     dump: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     runtime_dir: Path | None = None
+    runtime_options: Any = None
+
+    @property
+    def cpu_mhz(self) -> int:
+        """Clock of the modelled core (runner.cpu_mhz): cycles per µs."""
+        return int(getattr(self.runtime_options, "cpu_mhz", 50))
 
     @property
     def elf(self) -> Path:
@@ -268,7 +274,8 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
     return NetworkBuild(net=net, plan=plan, tasks=tasks, kernels=kernels, c_source=src,
                         input=x, build=res, out_dir=out, dump=dump,
                         seconds={"codegen": t1 - t0, "build": t2 - t1},
-                        runtime_dir=Path(runtime_dir) if runtime_dir else None)
+                        runtime_dir=Path(runtime_dir) if runtime_dir else None,
+                        runtime_options=runtime_options)
 
 
 def parse_layer_dumps(stdout: bytes) -> dict[int, bytes]:
@@ -306,8 +313,9 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                 locate: bool = True, rtol: float = 1e-4, atol: float = 1e-4) -> NetworkRun:
     """Run the firmware in QEMU under the cycle plugin, check the output against the numpy
     reference (int8: bit-exact; float32: within rtol/atol) and compute network and per-layer
-    metrics. On a mismatch (and ``locate``), rebuild with per-layer dumps and name the first
-    op whose output differs."""
+    metrics (``deadline_us``: the RT deadline, µs of the modelled clock). On a mismatch
+    (and ``locate``), rebuild with per-layer dumps and name the first op whose output
+    differs."""
     from slicert_ops.paths import PLUGIN_SO
     from slicert_ops.sim.qemu import run_firmware
     from slicert_ops.sim.trace import compute_metrics
@@ -352,10 +360,10 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                 first_wrong = op.label
                 mismatch += f"; first wrong layer: {op.label} (op {op.index}, {op.type}): {diff}"
                 break
-    deadline_ns = (deadline_us * 1000) if deadline_us else None
+    deadline_cycles = deadline_us * nb.cpu_mhz if deadline_us else None
     metrics = compute_metrics(sim.events, sim.totals, nb.sizes(), mismatch is None,
-                              deadline_ns=deadline_ns)
-    layers = layer_metrics(net, sim.events, deadline_ns=deadline_ns)
+                              deadline_cycles=deadline_cycles)
+    layers = layer_metrics(net, sim.events, deadline_cycles=deadline_cycles)
     metrics["network_cycles"] = metrics["wall_cycles"]
     metrics["network_macs"] = net.macs
     metrics["macs_per_cycle"] = round(net.macs / max(1, metrics["kernel_cycles"]), 4)
@@ -416,7 +424,7 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
 
     trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
                         repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
-                        sizes=nb.sizes(), metrics=run.metrics)
+                        sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz)
     for e in trace["events"]:
         if e["type"].startswith("event_") and int(e["type"][6:]) in EVENT_NAMES:
             e["type"] = EVENT_NAMES[int(e["type"][6:])]
