@@ -152,8 +152,15 @@ class Space:
         return self.exp.name
 
     def describe(self) -> str:
-        op = self.exp.operator if hasattr(self.exp, "operator") else None
-        return f"{self.name} ({len(self.cands)} candidates{'' if op is None else ''})"
+        op, r = self.exp.operator, self.exp.runner
+        shape = "x".join(map(str, op.get("input", [])))
+        what = (f"{op.get('type')} {shape}"
+                + (f" {op['kernel'][0]}x{op['kernel'][1]}/{op.get('stride', 1)} -> "
+                   f"{op.get('out_channels')} ch" if op.get("type") == "conv2d" else
+                   f" -> {op.get('units')} units"))
+        irq = (f"IRQ load {r.get('irq_period_us')} us +- {r.get('irq_jitter_us')}"
+               if r.get("simulate_irq_load") else "no IRQ load")
+        return f"{what}, {op.get('dtype', 'int8')}, {irq}"
 
 
 def load_space(path: Path, jobs: int, args: argparse.Namespace) -> Space:
@@ -252,7 +259,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spaces", nargs="*", type=Path, help="manifests (default: "
                     "bench/search_space*.yaml)")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--refresh", action="store_true", help="measure the spaces again")
     ap.add_argument("--any-version", action="store_true",
@@ -264,6 +271,9 @@ def main() -> int:
                     help="measure (or check the cache of) every space and stop")
     ap.add_argument("--transfer", action="store_true",
                     help="also cost_model with a prior trained on the other spaces")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also cost_model without exploration and with a uniform random "
+                         "first round instead of the space-filling one")
     ap.add_argument("--unconstrained-only", action="store_true")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = ap.parse_args()
@@ -274,7 +284,8 @@ def main() -> int:
     lines = ["# bench/bench_search.py", ""]
     for s in spaces:
         c = s.cost
-        lines.append(f"- {s.name} ({s.path.relative_to(ROOT)}): {len(s.cands)} candidates, "
+        lines.append(f"- {s.name} ({s.path.relative_to(ROOT)}): {s.describe()}; "
+                     f"{len(s.cands)} candidates, "
                      f"cycle model {(c.get('versions') or {}).get('cycle_model', '?')}; "
                      f"exhaustive measurement {c['runs']} runs in {c['elapsed_s']:.0f} s "
                      f"with {c['jobs']} jobs, {c['failed']} failed"
@@ -288,6 +299,11 @@ def main() -> int:
             "random": RandomStrategy,
             "cost_model": lambda: CostModelStrategy(use_champion=False),
         }
+        if args.ablation:
+            strategies["cm, no exploration"] = lambda: CostModelStrategy(
+                use_champion=False, exploration=0.0)
+            strategies["cm, random round 0"] = lambda: CostModelStrategy(
+                use_champion=False, space_filling=False)
         if args.transfer:
             prior = transfer_prior(s, [o for o in spaces if o is not s])
             strategies["cost_model+prior"] = lambda p=prior: CostModelStrategy(

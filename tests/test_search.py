@@ -168,6 +168,118 @@ def test_cost_model_is_deterministic_and_beats_random() -> None:
     assert max(cm) <= true_best * 1.03
 
 
+def test_cost_model_budget_prefix_and_exploration_share() -> None:
+    """A search of budget b proposes exactly the first b trials of a longer one (what
+    'raising the budget continues' and the bench's one-run-per-seed rely on); exploration
+    is mixed into the rounds, and none with exploration 0."""
+    long = run(CostModelStrategy(use_champion=False), 40, seed=2)
+    for b in (5, 8, 13, 22):
+        assert ids(run(CostModelStrategy(use_champion=False), b, seed=2)) == ids(long)[:b]
+    rounds: dict[int, list[str]] = {}
+    for t in long.trials:
+        rounds.setdefault(t.round, []).append(t.source)
+    later = [srcs for r, srcs in sorted(rounds.items()) if r > 0]
+    assert sum("explore" in srcs for srcs in later) >= len(later) // 2
+    greedy = run(CostModelStrategy(use_champion=False, exploration=0.0), 40, seed=2)
+    assert "explore" not in {t.source for t in greedy.trials}
+
+
+def test_space_filling_first_round_covers_every_parameter() -> None:
+    import numpy as np
+
+    from slicert_ops.search.space import SearchSpace
+    from slicert_ops.search.strategies import _space_filling, _unit_grid
+
+    _, cands = space()
+    unit = _unit_grid(SearchSpace(cands))
+    assert unit.shape == (len(cands), 4) and unit.min() == 0 and unit.max() == 1
+
+    def spread(idx) -> float:  # smallest pairwise distance of a design
+        p = unit[idx]
+        d = np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1))
+        return float(d[np.triu_indices(len(idx), 1)].min())
+
+    designs = [_space_filling(unit, 8, np.random.default_rng(s)) for s in range(10)]
+    randoms = [np.random.default_rng(s).choice(len(unit), 8, replace=False)
+               for s in range(10)]
+    assert np.mean([spread(d) for d in designs]) > 1.3 * np.mean([spread(r) for r in randoms])
+    # every design still reaches both halves of every parameter's range
+    for d in designs:
+        assert ((unit[d] < 0.5).any(axis=0) & (unit[d] >= 0.5).any(axis=0)).all()
+    res = run(CostModelStrategy(use_champion=False), 8, seed=0)
+    assert [t.source for t in res.trials] == ["init"] * 8
+
+
+def test_constraint_model_learns_from_infeasible_measurements() -> None:
+    """The bound's own model (trained on every measurement, infeasible ones included)
+    predicts feasibility: P(feasible) separates the space's feasible and infeasible
+    candidates, and the model's picks are mostly feasible while random's are not."""
+    import numpy as np
+
+    from slicert_ops.search.base import MeasureResult
+    from slicert_ops.search.model import TreeSearchModel
+    from slicert_ops.search.space import SearchSpace
+
+    objective = parse_objective(f"kernel_cycles subject to max_preemption_latency_us <= "
+                                f"{LATENCY_US}")
+    _, cands = space()
+    sp = SearchSpace(cands)
+    truth = np.array([objective.evaluate(fake_metrics(c)).feasible for c in cands])
+    assert 0.2 < truth.mean() < 0.8
+    rng = np.random.default_rng(0)
+    train = [cands[i] for i in rng.choice(len(cands), 40, replace=False)]
+    model = TreeSearchModel(sp, objective.metrics, seed=0)
+    model.update(train, [MeasureResult(c.id, "ok", fake_metrics(c)) for c in train])
+    assert any(not objective.evaluate(fake_metrics(c)).feasible for c in train)
+    p = model.feasibility(range(len(cands)), objective.bounds)
+    assert p[truth].mean() > 0.8 and p[~truth].mean() < 0.2
+    assert ((p >= 0.5) == truth).mean() > 0.9
+    # searches: the model's picks (not the space-filling round, not the exploration)
+    text = f"kernel_cycles subject to max_preemption_latency_us <= {LATENCY_US}"
+    cm = [run(CostModelStrategy(use_champion=False), 48, seed=s, objective=text)
+          for s in range(3)]
+    picks = [t for r in cm for t in r.trials if t.source == "model"]
+    rnd = [t for s in range(3) for t in run(RandomStrategy(), 48, seed=s,
+                                             objective=text).trials]
+    share = sum(t.feasible for t in picks) / len(picks)
+    # (constrained EI probes the bound's edge on purpose: not every model pick is feasible)
+    assert share >= 0.6 and share > sum(t.feasible for t in rnd) / len(rnd) + 0.25
+
+
+def test_transfer_prior_from_other_operators_ranks_a_new_space() -> None:
+    """A prior fitted on measurements of *other* operators (dense, another conv) ranks this
+    conv2d space better than chance, and a search started from it reaches the best
+    faster than one without, on average over seeds."""
+    import numpy as np
+
+    from slicert_ops.search.model import TransferPrior
+
+    def other(op: dict) -> tuple[list, dict]:
+        raw = raw_manifest()
+        raw["experiment"]["operator"] = op
+        if op["type"] == "dense":
+            raw["experiment"]["parameters"]["micro_tile"] = [1, 2, 4, 8]
+        exp = validate(raw, "m.yaml")
+        cs = expand(exp, VERSIONS).candidates
+        return cs, {c.id: MeasureResult(c.id, "ok", fake_metrics(c)) for c in cs}
+
+    _, cands = space()
+    others = [other({"type": "dense", "input": [1, 256], "units": 64}),
+              other({"type": "conv2d", "input": [1, 34, 34, 4], "kernel": [3, 3],
+                     "out_channels": 8})]
+    prior = TransferPrior.fit(cands, others, ["kernel_cycles"])
+    pred = prior.predictions["kernel_cycles"]
+    true = np.array([fake_metrics(c)["kernel_cycles"] for c in cands])
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    rho = np.corrcoef(rank(pred), rank(true))[0, 1]
+    assert rho > 0.5
+    with_prior = [run(CostModelStrategy(use_champion=False, prior=prior), 16, seed=s)
+                  for s in range(4)]
+    assert [t.source for t in with_prior[0].trials[:4]] == ["champion"] * 4
+    without = [run(CostModelStrategy(use_champion=False), 16, seed=s) for s in range(4)]
+    assert sum(r.best.value for r in with_prior) <= sum(r.best.value for r in without)
+
+
 def test_grid_and_budget_larger_than_space() -> None:
     res = run(make_strategy("grid"), 10_000)
     _, cands = space()
@@ -191,11 +303,12 @@ def test_constrained_objective_never_returns_a_violating_candidate() -> None:
     none = run(RandomStrategy(), 12,
                objective="kernel_cycles subject to max_preemption_latency_cycles <= 1")
     assert none.best is None and none.exit_code == 1 and len(none.infeasible) == 12
-    # the model learns the bound: most of its model picks are feasible
+    # the model learns the bound: most of its model picks are feasible (not all: the
+    # constrained optimum lies on the bound, which constrained EI probes on purpose)
     cm = run(CostModelStrategy(use_champion=False), 48,
              objective=f"kernel_cycles subject to max_preemption_latency_us <= {limit_us}")
     picks = [t for t in cm.trials if t.source == "model"]
-    assert sum(t.feasible for t in picks) >= 0.8 * len(picks)
+    assert sum(t.feasible for t in picks) >= 0.6 * len(picks)
 
 
 class Interrupt(Exception):
@@ -269,19 +382,7 @@ TINY = """experiment:
 """
 
 
-def have_toolchain() -> bool:
-    from slicert_ops.paths import PLUGIN_SO
-
-    return bool(shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")
-                and PLUGIN_SO.is_file())
-
-
-needs_toolchain = pytest.mark.skipif(not have_toolchain(),
-                                     reason="arm-none-eabi-gcc / QEMU / plugin missing")
-
-
 @pytest.mark.integration
-@needs_toolchain
 def test_real_search_via_cli_then_resume(tmp_path, capsys) -> None:
     from slicert_ops.cli import main
 
@@ -318,7 +419,6 @@ def test_real_search_via_cli_then_resume(tmp_path, capsys) -> None:
 
 
 @pytest.mark.integration
-@needs_toolchain
 def test_meta_schedule_with_our_builder_and_runner(tmp_path) -> None:
     from slicert_ops.search.meta_schedule import run_meta_schedule
 

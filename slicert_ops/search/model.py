@@ -35,9 +35,12 @@ log = logging.getLogger("slicert.search")
 
 MIN_TRAIN = 3  # below this many measurements the model predicts the prior (or a constant)
 MEMBERS = 4    # bootstrap ensemble size (the spread is the model's uncertainty)
-# Floor of the uncertainty of a log1p prediction: the trees fit their few training points
-# almost exactly, so the ensemble alone is over-confident near measured candidates.
-SIGMA_FLOOR = 0.05
+# Floor of the uncertainty of a log1p prediction, as a share of the spread of the measured
+# values: the trees fit their few training points almost exactly, so the ensemble alone is
+# over-confident near measured candidates. Relative, not absolute: a code size varies by
+# 3 % over a space, a latency by 100x; one absolute floor would be noise for the first and
+# nothing for the second.
+SIGMA_FLOOR = 0.1
 
 # Small-data settings: the search refits after every round on tens of points. One thread:
 # on tens of rows OpenMP synchronisation costs more than it saves, and far more when the
@@ -84,13 +87,21 @@ class ChampionPrior:
         return {"name": self.name, "version": self.version, "metrics": sorted(self.predictions)}
 
 
+PER_MAC = ("kernel_cycles", "wall_cycles", "instructions", "kernel_instructions")
+
+
 class TransferPrior:
     """A model of other spaces' measurements, evaluated over this space's candidates.
 
     ``fit(cands, others, metrics)`` trains one XGBoost regressor per metric on the candidate
     features of every (candidates, {id: MeasureResult}) pair in ``others`` (other operators,
     shapes, dtypes, runner options) and predicts ``cands``. Nothing of the target space is
-    used: this is what a champion trained on earlier experiments knows."""
+    used: this is what a champion trained on earlier experiments knows.
+
+    Whole-kernel counts (``kernel_cycles``, ``wall_cycles``, instructions) are learned per
+    multiply-accumulate (``f_macs``) and scaled back: trees cannot extrapolate to a size
+    they have not seen, while the cost of a MAC under a schedule carries over between
+    shapes."""
 
     def __init__(self, predictions: dict[str, np.ndarray], n_train: int,
                  ids: Sequence[str]) -> None:
@@ -129,10 +140,13 @@ class TransferPrior:
         preds = {}
         dtest = xgb.DMatrix(target.to_numpy(), missing=np.nan, nthread=1)
         for m in metrics:
-            y = np.log1p(np.clip(np.asarray(targets[m]), 0, None))
+            per_mac = m in PER_MAC and "f_macs" in cols
+            scale_train = train["f_macs"].to_numpy() if per_mac else 1.0
+            scale_test = target["f_macs"].to_numpy() if per_mac else 1.0
+            y = np.log1p(np.clip(np.asarray(targets[m]) / scale_train, 0, None))
             booster = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y, nthread=1,
                                                     missing=np.nan), num_boost_round=300)
-            preds[m] = np.expm1(booster.predict(dtest))
+            preds[m] = np.expm1(booster.predict(dtest)) * scale_test
         return cls(preds, len(train), [c.id for c in cands])
 
     def for_space(self, space: SearchSpace) -> TransferPrior:
@@ -220,8 +234,13 @@ class TreeSearchModel(CostModel):
         """(mean, spread) of the log1p prediction per metric, for space positions."""
         members = self._members(pos)
         mean = {m: v.mean(axis=0) for m, v in members.items()}
-        std = {m: np.maximum(v.std(axis=0), SIGMA_FLOOR) for m, v in members.items()}
+        std = {m: np.maximum(v.std(axis=0), self._floor(m)) for m, v in members.items()}
         return mean, std
+
+    def _floor(self, metric: str) -> float:
+        y = np.log1p(np.clip(np.asarray(self.targets[metric], dtype="float64"), 0, None))
+        spread = float(y.std()) if len(y) > 1 else 0.0
+        return max(1e-4, SIGMA_FLOOR * spread)
 
     def _members(self, pos: Sequence[int]) -> dict[str, np.ndarray]:
         pos = list(pos)

@@ -6,16 +6,25 @@ those already in the run folders are replayed from there (``search/tuner.py``).
 
 ``cost_model`` (rounds of rank -> measure -> retrain)::
 
-    round 0   the champion's top picks when a champion exists, else a seeded random sample
-              (``init`` candidates, default 8)
-    round k   rank every unmeasured candidate with the model retrained on everything
-              measured so far; measure the best-ranked ones plus a seeded exploration
-              share (``exploration``, default 0.2, drawn uniformly from the rest)
+    round 0   ``init`` candidates (default 8): with a prior (the registered champion, or a
+              model of other spaces' measurements) half are its best picks, the rest a
+              space-filling design (the best of 64 seeded random designs by the maximin
+              distance of their schedule parameters); without a prior, all space-filling
+    round k   the model (bootstrap ensembles of XGBoost on the candidate features, one per
+              metric the objective needs, retrained on every measurement so far, including
+              the infeasible ones) ranks every unmeasured candidate three ways, each
+              constraint-aware through P(every bound holds) from the bounded metrics' own
+              models: constrained expected improvement (EI x P), expected objective / P,
+              and the best feasible point's neighbours; the round takes their best picks in
+              turn, plus an exploration share (``exploration``, default 0.2, credited over
+              rounds): candidates holding a pair of parameter values not measured yet,
+              then uniform
 
 Round sizes: ``rounds`` (manifest, optional) splits what the initial sample leaves of the
 budget into that many rounds; without it every round measures ``round_size`` (default 4)
-candidates, so the proposals do not depend on the budget and raising the budget of a
-finished search simply continues it.
+candidates, and a round's content never depends on the budget (the last round is cut, not
+re-planned): a search of budget b proposes exactly the first b trials of any longer search
+with the same seed, and raising the budget of a finished search simply continues it.
 """
 
 from __future__ import annotations
@@ -82,12 +91,16 @@ class CostModelStrategy(SearchStrategy):
     def __init__(self, init: int | None = None, round_size: int | None = None,
                  use_champion: bool = True, prior: Any = None, members: int = MEMBERS,
                  acquisition: str = "mixed", space_filling: bool = True,
-                 exploration: float | None = None, diverse: bool = True) -> None:
+                 exploration: float | None = None, diverse: bool = True,
+                 portfolio: Sequence[str] = ("improve", "exploit", "local")) -> None:
         self.init_opt, self.round_size_opt = init, round_size
         self.use_champion, self.prior_opt = use_champion, prior
         self.members, self.acquisition = members, acquisition
         self.space_filling, self.exploration_opt, self.diverse = \
             space_filling, exploration, diverse
+        self.portfolio = tuple(portfolio)
+        if not set(self.portfolio) <= {"improve", "exploit", "local"}:
+            raise ValueError(f"portfolio {portfolio!r}: rankings are improve, exploit, local")
         if acquisition not in ("mixed", "ei", "mean"):
             raise ValueError(f"acquisition {acquisition!r}: valid: mixed, ei, mean")
 
@@ -105,7 +118,8 @@ class CostModelStrategy(SearchStrategy):
             self.prior = None
         self.model = TreeSearchModel(ctx.space, metrics, seed=ctx.seed, prior=self.prior,
                                      members=self.members)
-        self.init_size = max(1, min(self.init_opt or DEFAULT_INIT, budget))
+        # not cut to the budget: a shorter search is a prefix of a longer one
+        self.init_size = max(1, self.init_opt or DEFAULT_INIT)
         if ctx.rounds:
             rest = max(0, budget - self.init_size)
             self.round_size = max(1, math.ceil(rest / ctx.rounds)) if rest else 1
@@ -117,7 +131,9 @@ class CostModelStrategy(SearchStrategy):
         self.round = 0
         self.explore_credit = 0.0
         self.best_log: float | None = None     # best feasible objective so far, log1p
+        self.best_pos: int | None = None       # ... and its space position
         self.unit = _unit_grid(ctx.space)
+        self.pairs = _pair_codes(self.unit)
 
     # -- proposals ----------------------------------------------------------------------
     def generate_measure_candidates(self, remaining: int) -> list[MeasureCandidate] | None:
@@ -175,29 +191,57 @@ class CostModelStrategy(SearchStrategy):
         top = _interleave(rankings, size - n_explore)
         picks = [MeasureCandidate(cands[k], source, float(predicted[k])) for k in top]
         if n_explore:
-            # epsilon-greedy: uniform over the rest, among the candidates likely to meet
-            # the bounds when there are enough of them
             rest = np.setdiff1d(np.arange(len(pool)), np.asarray(top, dtype=int))
             likely = rest[p_feas[rest] >= 0.5]
             rest = likely if len(likely) >= n_explore else rest
-            chosen = self.rng.choice(rest, size=min(n_explore, len(rest)), replace=False)
+            chosen = self._explore(pool, rest, scores[0], n_explore)
             picks += [MeasureCandidate(cands[int(k)], "explore", float(predicted[k]))
                       for k in chosen]
         return picks
 
+    def _explore(self, pool: np.ndarray, rest: np.ndarray, score: np.ndarray,
+                 n: int) -> list[int]:
+        """Exploration picks (indices into ``pool``, from ``rest``): candidates holding a
+        pair of parameter values (e.g. micro_tile 2 with unroll 8) that no measured
+        candidate holds yet, most new pairs first, the model's score breaking ties; once
+        every pair was measured, uniform (epsilon-greedy). Two-parameter interactions are
+        what a tree model fitted on few points most often gets wrong, and what one
+        measurement settles."""
+        measured = np.flatnonzero(~self.unmeasured)
+        covered = [set(c[measured].tolist()) for c in self.pairs]
+        rest = [int(k) for k in self.rng.permutation(rest)]
+        out: list[int] = []
+        for _ in range(min(n, len(rest))):
+            new = np.array([sum(int(c[pool[k]]) not in cov
+                                for c, cov in zip(self.pairs, covered, strict=True))
+                            for k in rest])
+            if new.max(initial=0) == 0:
+                k = rest[0]
+            else:
+                cand = [rest[i] for i in np.flatnonzero(new == new.max())]
+                k = min(cand, key=lambda i: score[i])
+            out.append(k)
+            rest.remove(k)
+            for c, cov in zip(self.pairs, covered, strict=True):
+                cov.add(int(c[pool[k]]))
+        return out
+
     def _scores(self, pool: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """([rank scores: lower is better], predicted objective, P(feasible)).
 
-        Two rankings, both constraint-aware:
+        Rankings, all constraint-aware:
         - *exploit*: predicted log1p(objective) minus log P(feasible): the expected objective
           inflated by the risk of breaking a bound;
         - *improve*: minus the expected improvement of log1p(objective) over the best
           feasible value measured so far, times P(feasible) (constrained EI); before
           anything feasible was measured, minus P(feasible), the predicted objective
           breaking ties.
+        - *local* (once something feasible was measured): the exploit score among the
+          neighbours of the best feasible candidate (one schedule parameter changed).
         ``acquisition='mixed'`` (default) takes the rounds' model picks alternately from
-        the two (a portfolio: greedy exploitation converges fast on smooth landscapes, EI
-        leaves a trap the model believes in); ``mean`` / ``ei`` use one of them.
+        the three (a portfolio: greedy exploitation converges fast on smooth landscapes, EI
+        leaves a trap the model believes in, the neighbourhood refines the best point where
+        the model cannot resolve the differences); ``mean`` / ``ei`` use one ranking.
         """
         obj = self.ctx.objective
         mean, std = self.model.predict_log(pool)
@@ -216,7 +260,15 @@ class CostModelStrategy(SearchStrategy):
             improve = -(sigma * (z * _norm_cdf(z) + _norm_pdf(z)) * p_feas)
         if self.acquisition == "ei":
             return [improve], predicted, p_feas
-        return [exploit, improve], predicted, p_feas
+        named = {"exploit": exploit, "improve": improve}
+        if self.best_pos is not None:
+            # local: the incumbent's neighbours (one schedule parameter changed), by the
+            # exploit score; a constrained optimum usually lies on the bound, where the
+            # model is least sure and a neighbour of the best feasible point is the
+            # likeliest improvement
+            differ = (np.abs(self.unit[pool] - self.unit[self.best_pos]) > 1e-9).sum(axis=1)
+            named["local"] = exploit + 1e3 * (differ != 1)
+        return [named[k] for k in self.portfolio if k in named], predicted, p_feas
 
     # -- learning -----------------------------------------------------------------------
     def notify_runner_results(self, cands: Sequence[MeasureCandidate],
@@ -227,7 +279,9 @@ class CostModelStrategy(SearchStrategy):
                 ev = obj.evaluate(res.metrics)
                 if ev.feasible and ev.value is not None:
                     v = math.log1p(max(ev.value, 0.0))
-                    self.best_log = v if self.best_log is None else min(self.best_log, v)
+                    if self.best_log is None or v < self.best_log:
+                        self.best_log = v
+                        self.best_pos = self.ctx.space.position(res.candidate_id)
         self.model.update([mc.candidate for mc in cands], results)
 
     def describe(self) -> dict[str, Any]:
@@ -266,6 +320,16 @@ def _unit_grid(space: Any) -> np.ndarray:
     if not cols:
         return np.zeros((len(space), 1))
     return np.column_stack(cols)
+
+
+def _pair_codes(unit: np.ndarray) -> list[np.ndarray]:
+    """Per pair of parameters, an integer code of the two values of every candidate."""
+    levels = [np.unique(unit[:, j], return_inverse=True)[1] for j in range(unit.shape[1])]
+    out = []
+    for i in range(len(levels)):
+        for j in range(i + 1, len(levels)):
+            out.append(levels[i] * (int(levels[j].max()) + 1) + levels[j])
+    return out
 
 
 SPACE_FILLING_DESIGNS = 64
