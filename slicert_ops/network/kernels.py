@@ -60,8 +60,7 @@ class LayerKernel:
 
     @property
     def prototype(self) -> str:
-        ps = ", ".join(f"{c} {n}" if not c.endswith("*") else f"{c} {n}"
-                       for n, c in self.params)
+        ps = ", ".join(f"{c} {n}" for n, c in self.params)
         return f"void {self.entry}({ps});"
 
 

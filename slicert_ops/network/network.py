@@ -265,10 +265,6 @@ def run_op(op: Op, inputs: list[np.ndarray], dtype: str) -> np.ndarray:
     raise ValueError(f"op type {t!r} / dtype {dtype!r} has no reference")
 
 
-def _reshape_for(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return x.reshape(shape)
-
-
 def run_reference(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every op's output (by tensor name), in execution order; the input under 'input'."""
     if tuple(x.shape) != net.input.shape:
@@ -276,7 +272,7 @@ def run_reference(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
                          f"{net.input.shape}")
     values: dict[str, np.ndarray] = {NETWORK_INPUT: x, **net.consts}
     for op in net.ops:
-        ins = [_reshape_for(values[t], op.layer.in_shapes[i]) for i, t in enumerate(op.inputs)]
+        ins = [values[t].reshape(op.layer.in_shapes[i]) for i, t in enumerate(op.inputs)]
         values[op.output] = run_op(op, ins, net.dtype)
     return values
 
