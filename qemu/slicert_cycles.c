@@ -88,6 +88,7 @@ static uint32_t pending_payload;
 static uint64_t unclassified;
 static uint64_t pend_at[MAX_EXC];  /* cycle an exception became pending, +1 (0: none) */
 static uint64_t exit_insns = UINT64_MAX;  /* insns at the last exception return */
+static uint64_t exit_cycles;               /* cycles when that return began */
 
 static uint64_t trace_base = 0x3e000;
 static char *out_path;
@@ -259,8 +260,18 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         c->ft = 0;
         c->ind = 0;                         /* the entry includes the refill */
         if (c->insns == exit_insns) {
-            /* tail-chaining: no unstacking, no new stacking */
-            c->left += C_EXC_RETURN;
+            /*
+             * Taken at an exception return, with no instruction in between: pending
+             * when the return began, it tail-chains (no unstacking, no new stacking);
+             * asserted during the unstacking, it pre-empts the pop the same way, from
+             * its assertion. The handler starts 6 cycles after the later of the two.
+             */
+            uint64_t from = exit_cycles;
+
+            if (pend_at[exc] && pend_at[exc] - 1 > from) {
+                from = pend_at[exc] - 1;
+            }
+            c->left = anchor - from;
             add_cycles(c, C_TAIL_CHAIN + 2 * (uint64_t)ws);
         } else {
             add_cycles(c, C_EXC_ENTRY + 2 * (uint64_t)ws);
@@ -278,8 +289,9 @@ static void v7m_event(int kind, int exc, uint64_t arg)
     case 2:     /* exception return */
         c->ft = 0;
         c->ind = 0;                         /* the return includes the refill */
-        add_cycles(c, C_EXC_RETURN + (uint64_t)ws);
+        exit_cycles = cycles_now(c);
         exit_insns = c->insns;
+        add_cycles(c, C_EXC_RETURN + (uint64_t)ws);
         break;
     default:
         break;

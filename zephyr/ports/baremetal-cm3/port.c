@@ -63,7 +63,7 @@
 #define SYST_CSR_RUN 7u
 #define SYST_RELOAD (SLICERT_SLICE_TICKS - 1u)
 
-#if SLICERT_SLICE_US > 0 && ((uint64_t)SLICERT_SLICE_US * SLICERT_TICKS_PER_US > 0x01000000u)
+#if SLICERT_SLICE_US > 0 && (SLICERT_SLICE_US * SLICERT_TICKS_PER_US > 0x01000000)
 #error "SLICERT_SLICE_US out of range for the 24-bit SysTick (2^24 cycles)"
 #endif
 
