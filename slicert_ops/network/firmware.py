@@ -342,7 +342,8 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
             nb2 = build_network_firmware(net, out / "locate", tasks=nb.tasks,
                                          schedules={k: v.schedule
                                                     for k, v in nb.kernels.items()},
-                                         runtime_options=RuntimeOptions(slice_us=0),
+                                         runtime_options=RuntimeOptions(
+                                             slice_us=0, cpu_mhz=nb.cpu_mhz),
                                          dump=True, x=nb.input, runtime_dir=nb.runtime_dir)
             sim2 = run_firmware(nb2.elf, seed=seed, handlers=sorted(nb2.build.handlers.values()),
                                 out_dir=out / "locate", timeout_s=timeout_s, plugin=PLUGIN_SO)

@@ -78,7 +78,7 @@ def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any
     best: dict[str, LayerSchedule] = {}
     notes: list[str] = []
     predicted = 0
-    quiet = RuntimeOptions(slice_us=0)
+    quiet = RuntimeOptions(slice_us=0, cpu_mhz=int(getattr(runtime_options, "cpu_mhz", 50)))
     for ti, task in enumerate(tasks):
         rows = []
         for si, sched in enumerate(spaces[task.key]):
