@@ -5,7 +5,8 @@ Prints
   2. `slicert run` wall time against the bare tool invocations it makes for the same
      candidates: TVM code generation + the arm-none-eabi-gcc compile/link command from the
      build log + one QEMU run per repeat (target <= 1.3x);
-  3. QEMU with the cycle plugin against plain `-icount` QEMU on the same ELFs (target <= 15 %).
+  3. QEMU with the cycle plugin driving the clock (virtual time = modelled cycles) against
+     plain `-icount` QEMU on the same ELFs (target <= 1.15).
 
 Usage: .venv/bin/python bench/bench_pipeline.py [--manifest M] [--repeat R] [--candidates N]
 """
@@ -69,9 +70,8 @@ def bare_tools(cands: list, repeat: int, work: Path) -> dict[str, float]:
         build = build_firmware(kernel, make_inputs(op, seed=0), runtime_options(cand), bdir)
         for cmd in link_commands(bdir):
             out["gcc"] += timed(cmd, cwd=bdir)
-        handlers = sorted(build.handlers.values())
         for r in range(repeat):
-            plugin_cmd = build_command(build.elf, seed=r, handlers=handlers, plugin=PLUGIN_SO,
+            plugin_cmd = build_command(build.elf, seed=r, plugin=PLUGIN_SO,
                                        plugin_out=bdir / f"plugin_{r}.txt")
             plain_cmd = build_command(build.elf, seed=r, plugin=None)
             # alternate the two so machine noise hits both alike
@@ -137,7 +137,8 @@ def main() -> int:
     print(f"slicert run (whole pipeline, one process, incl. start-up, checks, trace files, "
           f"index and report): {wall:.2f} s")
     print(f"ratio pipeline / bare tools       = {wall / bare_total:.3f}  (target <= 1.30)")
-    print(f"ratio QEMU+plugin / plain -icount = {bare['qemu_plugin'] / bare['qemu_plain']:.3f}"
+    print("ratio QEMU+plugin+time / plain -icount = "
+          f"{bare['qemu_plugin'] / bare['qemu_plain']:.3f}"
           f"  (target <= 1.15)")
     return 0
 

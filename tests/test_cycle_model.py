@@ -166,3 +166,130 @@ def test_cycles_cli_nonzero_exit_and_hang(tmp_path: Path) -> None:
     proc = subprocess.run([*SLICERT, "cycles", str(tmp_path / "hang.elf"), "--timeout", "2"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "no semihosting exit within 2 s" in proc.stderr
+
+
+IRQ_HARNESS = """\
+    .syntax unified
+    .cpu cortex-m3
+    .thumb
+    .section .vectors, "a"
+    .word 0x20010000
+    .word Reset_Handler
+    .rept 13
+    .word Fault
+    .endr
+    .word SysTick_Handler
+    .text
+    .thumb_func
+Fault:
+    b Fault
+    .thumb_func
+SysTick_Handler:
+    ldr r0, =0x20002000
+    ldr r1, [r0]
+    adds r1, #1
+    str r1, [r0]
+    bx lr
+    .thumb_func
+    .global Reset_Handler
+Reset_Handler:
+    ldr r4, =0x20002000
+    movs r0, #0
+    str r0, [r4]
+{setup}
+loop:
+{body}
+    ldr r0, [r4]
+    cmp r0, #{ticks}
+    blo loop
+    movs r0, #0x18
+    ldr r1, =0x20026
+    bkpt 0xab
+    .ltorg
+"""
+
+SYSTICK_ON = """\
+    ldr r0, =0xE000E010
+    ldr r1, ={reload}
+    str r1, [r0, #4]
+    movs r1, #0
+    str r1, [r0, #8]
+    movs r1, #7             @ processor clock, interrupt, enable
+    str r1, [r0]
+"""
+
+
+def _irq_run(tmp: Path, name: str, body: str, *, reload: int, ticks: int) -> list:
+    from slicert_ops.sim import events as ev
+    from slicert_ops.sim.qemu import run_firmware
+
+    ld = tmp / "link.ld"
+    ld.write_text(LINK)
+    src = tmp / f"{name}.S"
+    src.write_text(IRQ_HARNESS.format(setup=SYSTICK_ON.format(reload=reload), body=body,
+                                      ticks=ticks))
+    elf = src.with_suffix(".elf")
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
+                    "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    res = run_firmware(elf, seed=0, out_dir=tmp / name, timeout_s=30)
+    assert res.exit_code == 0, res.stderr
+    return [e for e in res.events if e.id == ev.EXC_ENTRY and e.payload == 15]
+
+
+def test_irq_latency_is_the_entry_and_shows_masked_windows(tmp_path: Path) -> None:
+    """SysTick every 1000 cycles. In a loop of 1-cycle ALU instructions the interrupt is
+    taken at the next instruction boundary: assertion to handler = the 12-cycle entry (13
+    when it lands on the 2-cycle loop branch). With interrupts masked (PRIMASK) for 200
+    cycles of every ~500, latencies up to the rest of the masked window show."""
+    alu = "    .rept 400\n    adds r2, #1\n    .endr"
+    entries = _irq_run(tmp_path, "alu", alu, reload=999, ticks=20)
+    assert len(entries) == 20
+    pend = [e.pend for e in entries]
+    assert {b - a for a, b in zip(pend, pend[1:], strict=False)} == {1000}
+    lat = [e.cycles - e.pend for e in entries]
+    assert min(lat) == 12 and set(lat) <= {12, 13, 14, 15}, lat
+    masked = ("    .rept 300\n    adds r2, #1\n    .endr\n    cpsid i\n"
+              "    .rept 200\n    adds r2, #1\n    .endr\n    cpsie i")
+    lat = [e.cycles - e.pend for e in _irq_run(tmp_path, "masked", masked, reload=999,
+                                                ticks=30)]
+    assert min(lat) == 12 and max(lat) > 100
+    assert sum(1 for x in lat if x > 20) >= 5       # the masked window is in the spread
+
+
+def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
+    """DWT_CYCCNT, enabled as on silicon (DEMCR.TRCENA, DWT_CTRL.CYCCNTENA), counts
+    modelled cycles: two reads around 100 one-cycle instructions differ by 100 plus the
+    second read's own 2 cycles. The program exits with that difference - 100."""
+    from slicert_ops.sim.qemu import run_firmware
+
+    body = """\
+    ldr r0, =0xE000EDFC
+    ldr r1, =0x01000000
+    str r1, [r0]                @ DEMCR.TRCENA
+    ldr r0, =0xE0001000
+    movs r1, #1
+    str r1, [r0]                @ DWT_CTRL.CYCCNTENA
+    ldr r5, [r0, #4]            @ CYCCNT
+    .rept 100
+    adds r2, #1
+    .endr
+    ldr r6, [r0, #4]            @ CYCCNT
+    subs r6, r6, r5
+    subs r6, #100
+    ldr r1, =0x20003000         @ SYS_EXIT_EXTENDED block: reason, code
+    ldr r2, =0x20026
+    str r2, [r1]
+    str r6, [r1, #4]
+    movs r0, #0x20
+    bkpt 0xab
+    .ltorg
+"""
+    ld = tmp_path / "link.ld"
+    ld.write_text(LINK)
+    src = tmp_path / "dwt.S"
+    src.write_text(HARNESS.split("    .align 2\n    .rept")[0] + body)
+    elf = src.with_suffix(".elf")
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
+                    "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    res = run_firmware(elf, seed=0, out_dir=tmp_path / "run", timeout_s=30)
+    assert res.exit_code == 2, (res.exit_code, res.stderr)

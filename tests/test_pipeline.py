@@ -69,7 +69,7 @@ def test_every_run_folder_is_complete_and_correct(conv_sweep: tuple[Path, Path])
         assert cyc["correct"] == 1
         assert cyc["irq_count"] > 0 and cyc["wall_cycles"] >= cyc["kernel_cycles"] > 0
         man = json.loads((run / "manifest.json").read_text())
-        assert man["status"] == "ok" and man["versions"]["cycle_model"] == "cm3-v1"
+        assert man["status"] == "ok" and man["versions"]["cycle_model"] == "cm3-v2"
         trace = json.loads((run / "qemu_trace.json").read_text())
         assert trace["schema"] == "slicert-trace/1"
         assert trace["metrics"]["kernel_cycles"] == cyc["kernel_cycles"]
@@ -97,7 +97,8 @@ def test_schedules_change_the_figures_sensibly(conv_sweep: tuple[Path, Path]) ->
     folders = runs(exp_dir)
     a, b = read_cycles(folders[0]), read_cycles(folders[1])
     assert abs(a["kernel_instructions"] - b["kernel_instructions"]) <= \
-        40 * (1 + abs(a["irq_count"] - b["irq_count"]) + abs(a["pendsv_count"] - b["pendsv_count"]))
+        40 * (1 + abs(a["irq_count"] - b["irq_count"]) + abs(a["pendsv_count"] - b["pendsv_count"])
+              + abs(a["slices"] - b["slices"]))
     assert a["max_preemption_latency_cycles"] != b["max_preemption_latency_cycles"]
 
 
@@ -165,7 +166,7 @@ def test_preemption_only_at_micro_tile_boundaries_and_latency_grows(tmp_path: Pa
         # yield check (tile_end -> yield -> PendSV); interrupts in between do not preempt.
         thread = [e for e in trace["events"][start:end] if e["type"] not in
                   ("irq_enter", "irq_exit", "rt_release", "slice_expire", "tick_enter",
-                   "tick_exit")]
+                   "tick_exit", "exc_entry")]
         task = 0  # pendsv_exit's payload: the task switched to (0 kernel, 1 rt)
         switches = 0
         for i, e in enumerate(thread):
@@ -255,3 +256,46 @@ def test_exit_code_one_when_a_candidate_fails(tmp_path: Path) -> None:
     res = slicert("run", str(path), "--out", str(tmp_path))
     assert res.returncode == 1, res.stderr[-2000:]
     assert "failed" in res.stdout and "Traceback" not in res.stderr
+
+
+IRQ_MIX = """experiment:
+  name: irq_period_{name}
+  repeat: 1
+  operator: {operator}
+  parameters: {{tile_size: [4], unroll: [2], slice: [40]}}
+  runner:
+    simulate_irq_load: true
+    irq_period_us: 60
+    irq_jitter_us: 0
+    rt_work_iters: 20
+    cpu_mhz: {mhz}
+"""
+
+
+@pytest.mark.parametrize("name, operator, mhz", [
+    ("conv_i8", "{type: conv2d, input: [1, 10, 10, 2], kernel: [3, 3], out_channels: 4}", 50),
+    ("conv_f32", "{type: conv2d, input: [1, 8, 8, 2], kernel: [3, 3], out_channels: 2, "
+                 "dtype: float32}", 50),
+    ("dense_i8", "{type: dense, input: [4, 64], units: 16}", 80),
+    ("dense_f32", "{type: dense, input: [2, 32], units: 8, dtype: float32}", 50),
+])
+def test_irq_interarrival_is_the_period_in_modelled_cycles(tmp_path: Path, name: str,
+                                                           operator: str, mhz: int) -> None:
+    """Virtual time is modelled cycles: with no jitter the IRQ load asserts every
+    irq_period_us x cpu_mhz cycles exactly, whatever the kernel's instruction mix."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(IRQ_MIX.format(name=name, operator=operator, mhz=mhz))
+    res = slicert("run", str(path), "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = runs(tmp_path / f"irq_period_{name}")
+    trace = json.loads((run / "qemu_trace.json").read_text())
+    assert trace["cpu_mhz"] == mhz and trace["metrics"]["correct"] == 1
+    pend = [e["pend_cycles"] for e in trace["events"]
+            if e["type"] == "exc_entry" and e["payload"] == 35]
+    gaps = [b - a for a, b in zip(pend, pend[1:], strict=False)]
+    assert len(gaps) >= 3
+    mean = sum(gaps) / len(gaps)
+    assert abs(mean - 60 * mhz) <= 0.01 * 60 * mhz
+    assert set(gaps) == {60 * mhz}                  # in fact exact
+    lat = trace["metrics"]
+    assert 6 <= lat["irq_latency_min_cycles"] <= lat["irq_latency_max_cycles"]
