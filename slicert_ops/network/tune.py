@@ -4,9 +4,9 @@ For every tuning task, every schedule of its space (``task_spaces``) is measured
 (``measure_task``: the task's first op in its own firmware, on the input it sees in the
 network, no IRQ load: deterministic), giving its kernel cycles and its longest non-preemptible
 granule. Per task the fastest schedule whose granule is within ``max_granule_cycles`` (if
-given) wins; the network is then built with the winners and run once under the requested
-runtime options (IRQ load): the network result is the sum of the tasks (weighted by how often
-each runs) and the measured end-to-end figures.
+given) wins (none within: the smallest granule); the network is then built with the winners
+and run once under the requested runtime options (IRQ load): the network result is the sum
+of the tasks (weighted by how often each runs) and the measured end-to-end figures.
 
 This is the shape the search strategies of ``slicert_ops/search`` (grid, random, cost model,
 meta_schedule) need per task; it is deliberately a plain grid here.
@@ -53,13 +53,15 @@ class TuneResult:
 
 def select_schedule(trials: list[TaskTrial], max_granule_cycles: int | None = None
                     ) -> tuple[TaskTrial | None, bool]:
-    """The fastest correct trial whose granule is within the bound (the fastest correct one
-    when none is); the flag tells whether the bound was met."""
+    """The fastest correct trial whose granule is within the bound; when none is, the one
+    with the smallest granule (then the fastest). The flag tells whether the bound was met."""
     ok = [r for r in trials if r.correct]
     fits = [r for r in ok if max_granule_cycles is None
             or r.max_granule_cycles <= max_granule_cycles]
-    pick = min(fits or ok, key=lambda r: r.kernel_cycles, default=None)
-    return pick, bool(fits)
+    if fits:
+        return min(fits, key=lambda r: r.kernel_cycles), True
+    pick = min(ok, key=lambda r: (r.max_granule_cycles, r.kernel_cycles), default=None)
+    return pick, False
 
 
 def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any] | None = None,
@@ -103,7 +105,8 @@ def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any
                                "ran correctly: " + "; ".join(str(r.error) for r in rows))
         if not fits:
             notes.append(f"{', '.join(task.layer_names)}: no schedule keeps the granule within "
-                         f"{max_granule_cycles} cycles; took the fastest")
+                         f"{max_granule_cycles} cycles; took the smallest granule "
+                         f"({pick.max_granule_cycles})")
         best[task.key] = pick.schedule
         predicted += pick.kernel_cycles * task.weight
     run = None
