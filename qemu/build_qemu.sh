@@ -116,7 +116,12 @@ mkdir "$build_root/build"
     --disable-docs --disable-tools --disable-user --disable-werror --disable-gtk \
     --disable-sdl --disable-vnc --disable-opengl --disable-spice --disable-curl \
     --disable-libusb --disable-capstone --disable-slirp --disable-install-blobs \
-    --disable-rust >"$build_root/configure.log" 2>&1) \
+    --disable-rust --disable-gnutls --disable-nettle --disable-gcrypt --disable-png \
+    --disable-curses --disable-bzip2 --disable-gio --disable-libudev --disable-seccomp \
+    --disable-cap-ng --disable-zstd --disable-lzo --disable-snappy --disable-numa \
+    --disable-linux-aio --disable-linux-io-uring --disable-vde --disable-attr \
+    --disable-libssh --disable-tpm --disable-fuse --disable-selinux \
+    >"$build_root/configure.log" 2>&1) \
     || { tail -20 "$build_root/configure.log" >&2; die "configure failed"; }
 jobs=${JOBS:-$(nproc)}
 (cd "$build_root/build" && ninja -j"$jobs" qemu-system-arm >"$build_root/ninja.log" 2>&1) \

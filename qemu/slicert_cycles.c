@@ -7,9 +7,9 @@
  *   the instruction bytes and their neighbours in the TB (thumb_decode.h); outcomes
  *   only known at run time (conditional branches, indirect branch targets, exception
  *   entry/return) are charged by cheap callbacks described below.
- * - Virtual time IS modelled cycles: QEMU_CLOCK_VIRTUAL reads cycles x ns_per_cycle
- *   (the board's core clock period), so SysTick, the GPTM timers and DWT_CYCCNT run
- *   on modelled cycles. A per-vCPU countdown to the next timer deadline is checked
+ * - Virtual time IS modelled cycles: QEMU maps the plugin's cycle count to
+ *   QEMU_CLOCK_VIRTUAL at one period of the board's CPU clock per cycle, so SysTick,
+ *   the GPTM timers and DWT_CYCCNT count modelled cycles. A per-vCPU countdown to the next timer deadline is checked
  *   at the start of every segment; when it expires, the timers run at their exact
  *   deadlines and, if that pends an interrupt, the TB is left right there.
  * - Trace events: the firmware calls one-instruction stubs (`bx lr`) at trace_base
@@ -19,7 +19,7 @@
  *
  * Usage:
  *   -accel tcg,thread=single -plugin libslicert_cycles.so,trace_base=0x3e000,out=FILE
- *       [,ws=N][,ns_per_cycle=20][,flash_end=0x20000000][,classes=1]
+ *       [,ws=N][,flash_end=0x20000000][,classes=1]
  * classes=1 also counts retired instructions per class (`slicert cycles`).
  * (not with -icount: the plugin is the clock).
  */
@@ -93,7 +93,6 @@ static uint64_t exit_cycles;               /* cycles when that return began */
 static uint64_t trace_base = 0x3e000;
 static char *out_path;
 static unsigned ws;                /* flash wait states */
-static uint64_t ns_per_cycle = 20; /* the board's core clock period in QEMU */
 static uint64_t flash_end = 0x20000000;  /* instruction/data fetches below stall by ws */
 
 /* classes=1: one execution counter per segment and its class histogram */
@@ -123,22 +122,22 @@ static inline void add_cycles(Counters *c, uint64_t k)
 
 static int64_t clock_now(void)
 {
-    return (int64_t)(cycles_now(ctr()) * ns_per_cycle);
+    return (int64_t)cycles_now(ctr());
 }
 
-/* The next timer deadline (ns of this plugin's time base): rebase the countdown. */
-static void clock_deadline(int64_t deadline_ns)
+/* The cycle of the next timer deadline: rebase the countdown. */
+static void clock_deadline(int64_t deadline)
 {
     Counters *c = ctr();
     uint64_t now = cycles_now(c);
     uint64_t d;
 
-    if (deadline_ns == INT64_MAX || deadline_ns < 0) {
+    if (deadline == INT64_MAX || deadline < 0) {
         d = now + (1ull << 60);
     } else {
-        d = ((uint64_t)deadline_ns + ns_per_cycle - 1) / ns_per_cycle;
+        d = (uint64_t)deadline;
         if (d <= now) {
-            d = now + 1;        /* due now: the next segment check runs it */
+            d = now + 1;        /* due now: the next check runs it */
         }
     }
     anchor = d - 1 + SIGN64;
@@ -248,9 +247,9 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         return;
     }
     switch (kind) {
-    case 0:     /* pending; arg: the time it was asserted (ns of the plugin's base) */
+    case 0:     /* pending; arg: the cycle it was asserted */
         if (!pend_at[exc]) {
-            pend_at[exc] = arg / ns_per_cycle + 1;
+            pend_at[exc] = arg + 1;
         }
         break;
     case 1:     /* taken; arg: the PC where the interrupted code resumes */
@@ -623,8 +622,8 @@ static void plugin_exit(qemu_plugin_id_t id, void *p)
     setvbuf(f, NULL, _IOFBF, 1 << 20);
     fprintf(f, "# slicert-plugin %s cycle-model %s\n",
             SLICERT_PLUGIN_VERSION, CYCLE_MODEL_VERSION);
-    fprintf(f, "# trace_base 0x%" PRIx64 " ws %u ns_per_cycle %" PRIu64
-            " unclassified %" PRIu64 "\n", trace_base, ws, ns_per_cycle, unclassified);
+    fprintf(f, "# trace_base 0x%" PRIx64 " ws %u unclassified %" PRIu64 "\n",
+            trace_base, ws, unclassified);
     if (count_classes) {
         uint64_t total[K_COUNT] = {0};
         const uint64_t *cnt = qemu_plugin_scoreboard_find(seg_sb, 0);
@@ -725,16 +724,13 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             out_path = strdup(val);
         } else if (arg_is(a, klen, "ws") && parse_u64(val, &v) && v <= 64) {
             ws = (unsigned)v;
-        } else if (arg_is(a, klen, "ns_per_cycle") && parse_u64(val, &v) && v >= 1 &&
-                   v <= 1000000) {
-            ns_per_cycle = v;
         } else if (arg_is(a, klen, "flash_end") && parse_u64(val, &v)) {
             flash_end = v;
         } else if (arg_is(a, klen, "classes") && parse_u64(val, &v) && v <= 1) {
             count_classes = v != 0;
         } else {
             fprintf(stderr, "slicert_cycles: bad option '%s' (expected trace_base=ADDR, "
-                    "out=FILE, ws=N, ns_per_cycle=N, flash_end=ADDR, classes=0|1)\n", a);
+                    "out=FILE, ws=N, flash_end=ADDR, classes=0|1)\n", a);
             return -1;
         }
     }

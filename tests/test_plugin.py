@@ -203,7 +203,7 @@ def test_missing_plugin_and_elf_are_clear_errors(fw: dict[str, Path], tmp_path: 
 def test_plugin_rejects_bad_arguments(fw: dict[str, Path], tmp_path: Path) -> None:
     base = [QEMU, "-M", "lm3s6965evb", "-display", "none", "-serial", "null",
             "-monitor", "none", "-kernel", str(fw["main"])]
-    for arg in ("bogus=1", "ws=x", "trace_base=zz", "classes=2", "ns_per_cycle=0"):
+    for arg in ("bogus=1", "ws=x", "trace_base=zz", "classes=2", "flash_end=x"):
         cmd = [*base, "-accel", "tcg,thread=single",
                "-plugin", f"{PLUGIN},out={tmp_path / 'x.txt'},{arg}"]
         p = subprocess.run(cmd, capture_output=True, timeout=30)

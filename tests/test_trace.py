@@ -24,7 +24,7 @@ from slicert_ops.sim.trace import (
 
 HEADER = "# slicert-plugin 2.0.0 cycle-model cm3-v2\n"
 GOOD = HEADER + (
-    "# trace_base 0x3e000 ws 0 ns_per_cycle 20 unclassified 0\n"
+    "# trace_base 0x3e000 ws 0 unclassified 0\n"
     "E 14 10 5 0\n"
     "E 0 100 60 0\n"
     "X 35 120 140 80\n"
@@ -319,7 +319,7 @@ def test_build_command_is_a_list() -> None:
     assert cmd[cmd.index("-append") + 1] == "seed=3"
     assert cmd[cmd.index("-kernel") + 1] == "/x/fw.elf"
     assert cmd[cmd.index("-plugin") + 1] == ("/p/lib.so,trace_base=0x3e000,out=/o,,dd/ev.txt,"
-                                             "ns_per_cycle=20,ws=1")
+                                             "ws=1")
     for flag in ("-M", "-display", "-serial", "-monitor", "-semihosting-config"):
         assert flag in cmd
     raw = build_command("/x/fw.elf", seed=0, plugin=None)

@@ -1,7 +1,7 @@
 """Run a firmware ELF in the patched QEMU (lm3s6965evb) under the cycle plugin.
 
-With the plugin, QEMU's virtual clock is the plugin's modelled cycle count (one board
-clock period, 20 ns on the lm3s6965evb at the runtime's RCC setting, per cycle): no
+With the plugin, QEMU's virtual clock is the plugin's modelled cycle count (one period
+of the board's CPU clock per cycle, whatever the guest programs it to): no
 ``-icount``, one TCG thread; runs are deterministic because every timer fires at its
 exact modelled deadline in the vCPU thread. Without the plugin (``raw``, the overhead
 baseline) QEMU runs with ``-icount shift=0`` as before.
@@ -41,8 +41,6 @@ DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICER
 DEFAULT_QEMU = str(QEMU_BIN)        # build/qemu/qemu-system-arm or $SLICERT_QEMU
 MACHINE = "lm3s6965evb"
 ICOUNT = "shift=0,align=off,sleep=off"
-#: QEMU's board clock period on lm3s6965evb with the runtime's RCC setting (SYSDIV 3).
-NS_PER_CYCLE = 20
 PLUGIN_FILE = "plugin_events.txt"
 STDOUT_FILE = "qemu_stdout.bin"
 STDERR_FILE = "qemu_stderr.txt"
@@ -152,8 +150,7 @@ def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[
     if plugin is not None:
         if plugin_out is None:
             raise ValueError("build_command: plugin_out is required with a plugin")
-        parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}",
-                 f"ns_per_cycle={NS_PER_CYCLE}"]
+        parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}"]
         if ws:
             parts.append(f"ws={int(ws)}")
         if classes:

@@ -51,8 +51,9 @@
 #define DWT_CYCCNT SLICERT_REG32(0xE0001004u)
 #define DWT_CTRL_CYCCNTENA 1u
 
-/* QEMU lm3s6965evb: the system clock period is 5 * (SYSDIV + 1) ns; SYSDIV 3 = 20 ns,
- * the plugin's ns_per_cycle (slicert_ops/sim/qemu.py). */
+/* QEMU lm3s6965evb: the system clock period is 5 * (SYSDIV + 1) ns; SYSDIV 3 = 20 ns.
+ * The cycle plugin counts one period per modelled cycle, whatever the period: the
+ * setting only keeps the board like the 50 MHz part it models. */
 #define BOARD_SYSDIV 3u
 
 #define PRIO_TIMERS 0x20u
