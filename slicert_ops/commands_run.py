@@ -266,9 +266,9 @@ def _preflight() -> None:
     """Fail before any work when the toolchain is missing (not once per candidate)."""
     from shutil import which
 
-    from slicert_ops.paths import PLUGIN_SO
+    from slicert_ops.paths import PLUGIN_SO, QEMU_BIN
 
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm") if not which(tool)]
+    missing = [tool for tool in ("arm-none-eabi-gcc", str(QEMU_BIN)) if not which(tool)]
     if missing:
         raise InputError(f"missing tools: {', '.join(missing)}", fix="run `make setup`")
     if not PLUGIN_SO.is_file():
