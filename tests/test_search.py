@@ -71,6 +71,15 @@ def test_objective_parsing_and_unit_conversion() -> None:
     obj = parse_objective("wall_cycles subject to max_preemption_latency_cycles <= 900 and "
                           "text_bytes <= 4096")
     assert [x.metric for x in obj.bounds] == ["max_preemption_latency_cycles", "text_bytes"]
+    # the core clock of the manifest (runner.cpu_mhz) converts microseconds
+    exp = validate({"experiment": {**raw_manifest({"strategy": "random", "budget": 4,
+                                                   "objective": "kernel_cycles subject to "
+                                                   "max_preemption_latency_us <= 40"}
+                                                  )["experiment"],
+                                   "runner": {"simulate_irq_load": True, "cpu_mhz": 80}}},
+                   "m.yaml")
+    (b80,) = make_context(exp, expand(exp, VERSIONS).candidates).objective.bounds
+    assert b80.limit == 40 * 80
     ev = obj.evaluate({"wall_cycles": 10, "max_preemption_latency_cycles": 901,
                        "text_bytes": 10})
     assert ev.value == 10 and not ev.feasible and "901" in ev.violations[0]

@@ -617,13 +617,13 @@ def run_meta_schedule(exp: Experiment, out_root: Path, *, jobs: int = 1,
     from slicert_ops.rundir import clean_stale_tmp, dumps
     from slicert_ops.search.objective import parse_objective
     from slicert_ops.search.report import write_outputs
-    from slicert_ops.search.run import search_settings
+    from slicert_ops.search.run import cycles_per_us, search_settings
     from slicert_ops.search.tuner import SearchResult
 
     s = search_settings(exp)
     budget = int(budget or s.get("budget") or 16)
     seed = int(s["seed"] if seed is None else seed)
-    objective = parse_objective(s["objective"])
+    objective = parse_objective(s["objective"], cycles_per_us(exp))
     slices = exp.parameters.get("slice") or [64]
     if len(slices) > 1 and progress:
         print(f"  note: meta_schedule tunes the kernel for slice {slices[0]} us (the first "

@@ -9,9 +9,9 @@ Grammar (whitespace-insensitive, parsed strictly; anything else is an error nami
     BOUND_NAME  := any metric of docs/contracts.md (cycles, counts, bytes), or a
                    latency in microseconds: max_preemption_latency_us, irq_latency_max_us, ...
 
-Time bounds are converted to modelled cycles with the board clock of docs/contracts.md: the
-runtime sets the Cortex-M3 to 50 MHz, so **1 us = 50 cycles** (``CYCLES_PER_US``). A
-``..._us`` name maps to the metric ``..._cycles``.
+Time bounds are converted to modelled cycles with the core's clock (docs/contracts.md):
+``runner.cpu_mhz`` cycles per microsecond, 50 by default (``CYCLES_PER_US``: **1 us = 50
+cycles**). A ``..._us`` name maps to the metric ``..._cycles``.
 
 Per candidate, repeats are aggregated before the objective is evaluated: the objective
 metric is the mean over repeats; a bound on a ``max_*`` / ``*_p99_*`` metric or on
@@ -75,6 +75,7 @@ class Objective:
     metric: str = "kernel_cycles"
     bounds: tuple[Bound, ...] = field(default_factory=tuple)
     text: str = "kernel_cycles"
+    cycles_per_us: float = CYCLES_PER_US
 
     @property
     def constrained(self) -> bool:
@@ -112,7 +113,7 @@ class Objective:
         return {"text": self.text, "metric": self.metric,
                 "bounds": [{"metric": b.metric, "limit": b.limit, "text": b.text}
                            for b in self.bounds],
-                "cycles_per_us": CYCLES_PER_US}
+                "cycles_per_us": self.cycles_per_us}
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,9 @@ class Evaluation:
     violations: list[str]
 
 
-def parse_objective(text: Any) -> Objective:
-    """Parse the manifest's ``search.objective``; raise ObjectiveError with the fix."""
+def parse_objective(text: Any, cycles_per_us: float = CYCLES_PER_US) -> Objective:
+    """Parse the manifest's ``search.objective``; raise ObjectiveError with the fix.
+    ``cycles_per_us``: the core clock in MHz (``runner.cpu_mhz``) for ``_us`` bounds."""
     if not isinstance(text, str) or not text.strip():
         raise ObjectiveError(f"must be a string such as 'kernel_cycles' or 'kernel_cycles "
                              f"subject to max_preemption_latency_us <= 40', got {text!r}")
@@ -139,17 +141,18 @@ def parse_objective(text: Any) -> Objective:
     if len(parts) == 2:
         clauses = re.split(r"\s+and\s+", parts[1].strip(), flags=re.IGNORECASE)
         for clause in clauses:
-            bounds.append(_parse_bound(clause))
+            bounds.append(_parse_bound(clause, cycles_per_us))
         names = [b.metric for b in bounds]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ObjectiveError(f"{dup[0]} is bounded twice; give one bound per metric")
     canonical = metric + (" subject to " + " and ".join(b.text for b in bounds)
                           if bounds else "")
-    return Objective(metric=metric, bounds=tuple(bounds), text=canonical)
+    return Objective(metric=metric, bounds=tuple(bounds), text=canonical,
+                     cycles_per_us=cycles_per_us)
 
 
-def _parse_bound(clause: str) -> Bound:
+def _parse_bound(clause: str, cycles_per_us: float = CYCLES_PER_US) -> Bound:
     m = _BOUND_RE.match(clause)
     if not m:
         raise ObjectiveError(f"cannot read the bound {clause.strip()!r}: write "
@@ -170,7 +173,7 @@ def _parse_bound(clause: str) -> Bound:
             raise ObjectiveError(f"{name!r} is not a time metric; valid microsecond names: "
                                  + ", ".join(n[:-7] + "_us" for n in BOUNDABLE
                                              if n.endswith("_cycles")))
-        limit *= CYCLES_PER_US
+        limit *= cycles_per_us
     elif name not in BOUNDABLE:
         raise ObjectiveError(f"{name!r} is not a metric that can be bounded; valid: "
                              f"{', '.join(BOUNDABLE)} (or the _us form of a _cycles metric)")

@@ -26,11 +26,18 @@ def search_settings(exp: Experiment) -> dict[str, Any]:
     return s
 
 
+def cycles_per_us(exp: Experiment) -> float:
+    """The core clock of the experiment (``runner.cpu_mhz``; 1 us = that many cycles)."""
+    from slicert_ops.search.objective import CYCLES_PER_US
+
+    return float((exp.runner or {}).get("cpu_mhz") or CYCLES_PER_US)
+
+
 def make_context(exp: Experiment, candidates: list[Candidate],
                  budget: int | None = None) -> SearchContext:
     s = search_settings(exp)
     return SearchContext(space=SearchSpace(list(candidates)),
-                         objective=parse_objective(s["objective"]),
+                         objective=parse_objective(s["objective"], cycles_per_us(exp)),
                          budget=int(budget or s.get("budget") or len(candidates)),
                          seed=int(s["seed"]), rounds=s["rounds"],
                          exploration=float(s["exploration"]))
