@@ -59,7 +59,8 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    # zlib level 1: ~0.2 s less per report (5-6 plots) for PNGs ~6 % larger
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pil_kwargs={"compress_level": 1})
     return path
 
 
