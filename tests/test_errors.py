@@ -72,7 +72,7 @@ NAMESPACE = textwrap.dedent("""
     cd "$WORK"
     slicert() { "$PY" -m slicert_ops.cli "$@"; }
     mkdir -p full ro
-    mount -t tmpfs -o size=4m tmpfs full
+    mount -t tmpfs -o size=32m tmpfs full
     # 1. one run fits
     slicert run "$MANIFEST" --out full $ONE --set experiment.repeat=1 >out1 2>err1; echo $? >rc1
     find full/conv2d_5x5_latency/run_0001 -type f -exec sha256sum {} + | sort >sum1
