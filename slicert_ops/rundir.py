@@ -30,12 +30,27 @@ def dumps(data: Any) -> str:
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n"
 
 
+_EVENT_KEYS = ({"cycles", "insns", "payload", "type"},
+               {"cycles", "insns", "payload", "pend_cycles", "type"})
+
+
+def _event_json(e: dict[str, Any]) -> str:
+    """``json.dumps(e, sort_keys=True)`` of a trace event, 5x faster for the usual shape
+    (int stamps, an identifier type); anything else goes through json."""
+    keys = e.keys()
+    if (keys == _EVENT_KEYS[0] or keys == _EVENT_KEYS[1]) and isinstance(e["type"], str) \
+            and e["type"].isidentifier() and e["type"].isascii():
+        pend = f', "pend_cycles": {int(e["pend_cycles"])}' if "pend_cycles" in e else ""
+        return (f'{{"cycles": {int(e["cycles"])}, "insns": {int(e["insns"])}, '
+                f'"payload": {int(e["payload"])}{pend}, "type": "{e["type"]}"}}')
+    return json.dumps(e, sort_keys=True, ensure_ascii=True)
+
+
 def dumps_trace(trace: dict[str, Any]) -> str:
     """Like dumps, but one event per line: readable, diffable, and fast (C encoder per event;
     json's indent mode falls back to the pure-Python encoder, 10x slower on long traces)."""
     head = dumps({k: v for k, v in trace.items() if k != "events"}).rstrip()
-    events = ",\n".join(json.dumps(e, sort_keys=True, ensure_ascii=True)
-                         for e in trace.get("events", []))
+    events = ",\n".join(_event_json(e) for e in trace.get("events", []))
     body = f'"events": [\n{events}\n]' if events else '"events": []'
     return head[:-1].rstrip() + (",\n" if len(head) > 2 else "") + body + "\n}\n"
 

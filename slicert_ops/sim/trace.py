@@ -386,13 +386,16 @@ def compute_metrics(events: Iterable[Any], totals: Mapping[str, int],
     if releases and deadline_cycles is None:
         raise ValueError("compute_metrics: RT releases present, pass deadline_cycles=")
     last_cycles = max(int(totals["cycles"]), evs[-1].cycles)
+    # the first rt_start / rt_end of each release index after its release (one pass)
+    first: dict[tuple[int, int], Event] = {}
+    for x in evs[releases[0][0] + 1:] if releases else ():
+        if x.id in (ev.RT_START, ev.RT_END):
+            first.setdefault((x.id, x.payload), x)
     preempt: list[int] = []
     misses = 0
-    for i, rel, t_rel in releases:
-        start_ev = next((x for x in evs[i + 1:] if x.id == ev.RT_START
-                         and x.payload == rel.payload), None)
-        end_ev = next((x for x in evs[i + 1:] if x.id == ev.RT_END
-                       and x.payload == rel.payload), None)
+    for _i, rel, t_rel in releases:
+        start_ev = first.get((ev.RT_START, rel.payload))
+        end_ev = first.get((ev.RT_END, rel.payload))
         if start_ev is not None:
             preempt.append(start_ev.cycles - t_rel)
         limit = t_rel + int(deadline_cycles or 0)
