@@ -179,9 +179,9 @@ def load_space(path: Path, jobs: int, args: argparse.Namespace) -> Space:
 
 
 # -- replaying searches -------------------------------------------------------------------
-def true_best(table: dict[str, MeasureResult], objective: Objective) -> float:
+def true_best(table: dict[str, MeasureResult], objective: Objective) -> float | None:
     vals = [objective.evaluate(r.metrics) for r in table.values() if r.ok]
-    return min(v.value for v in vals if v.feasible and v.value is not None)
+    return min((v.value for v in vals if v.feasible and v.value is not None), default=None)
 
 
 def replay(space: Space, objective: Objective, strategy: SearchStrategy, budget: int,
@@ -252,6 +252,9 @@ def print_table(res: dict[str, Any], out: list[str]) -> None:
     for name, cells in res["rows"].items():
         out.append(f"| {name} | " + " | ".join(f"{m:.4f} ({hi:.3f}; {k}/{r})"
                                                for m, hi, k, r in cells) + " |")
+    if "subject to" in res["objective"]:
+        out.append(f"\ntrials that broke the bound ({budgets[-1]} trials): " + ", ".join(
+            f"{k} {v * 100:.0f} %" for k, v in res["infeasible_share"].items()))
     t = res["targets"]
     out.append(f"\ntargets: within 3 % at 10 % (worst seed {t['worst_at_10pct']:.4f}): "
                f"{'yes' if t['within_3pct_at_10pct_worst_seed'] else 'NO'}; at or ahead of "
@@ -322,6 +325,12 @@ def main() -> int:
         ms_runs = run_ms(s.exp, round(max(FRACTIONS) * len(s.cands)), args.ms_seeds,
                          args.jobs) if args.ms_seeds else []
         for obj in objectives:
+            if true_best(s.table, obj) is None:
+                note = (f"\n**{s.name}**: `{obj.text}`: no candidate of the space meets the "
+                        "bound (measured with these versions): no table; move the bound")
+                print(note)
+                lines.append(note)
+                continue
             res = evaluate(s, obj, strategies, args.seeds)
             if ms_runs and not obj.bounds:
                 res["rows"]["meta_schedule (measured)"] = [
