@@ -52,7 +52,10 @@ def feature_row(cand: Candidate) -> dict[str, float]:
 
     op = operator_spec_from_dict(cand.operator)
     feats = features(op, ScheduleParams(**cand.schedule))
-    manifest = {"operator": cand.operator, "schedule": cand.schedule, "runner": cand.runner}
+    # versions: the cycle model is a feature of the cost model package (a champion trained
+    # on cm3-v1 and cm3-v2 runs tells them apart); constant within a search space
+    manifest = {"operator": cand.operator, "schedule": cand.schedule, "runner": cand.runner,
+                "versions": cand.versions}
     return candidate_features(manifest, {"features": feats})
 
 
