@@ -205,7 +205,6 @@ def test_deterministic_runs_and_builds(tmp_path, inputs):
     assert "runtime objects: compiled into" in a.log_path.read_text()
     assert "runtime objects: cached in" in b.log_path.read_text()
     assert a.elf.read_bytes() == b.elf.read_bytes()
-    assert b.seconds < 1.0
     r1, r2 = run_qemu(a.elf, seed=3), run_qemu(a.elf, seed=3)
     assert r1.returncode == r2.returncode == 0
     assert r1.stdout == r2.stdout and r1.stderr == r2.stderr
