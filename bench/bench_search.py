@@ -134,6 +134,12 @@ def exhaustive(exp: Experiment, cands: list[Candidate], jobs: int, refresh: bool
             "jobs": jobs, "elapsed_s": round(elapsed, 1),
             "per_candidate_s": round(elapsed * jobs / max(1, fresh), 3),
             "failed": sum(1 for r in table.values() if not r.ok)}
+    if cost["failed"]:
+        # not cached: a failed run is often the toolchain or runtime being edited; the next
+        # run of the bench measures the failed candidates again (the others are reused)
+        print(f"{exp.name}: {cost['failed']} candidates failed: the table is not cached",
+              file=sys.stderr)
+        return table, {**cost, "cached": False, "versions": cands[0].versions}
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "cost": cost, "versions": cands[0].versions,
