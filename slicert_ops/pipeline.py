@@ -74,6 +74,11 @@ def runtime_options(cand: Candidate) -> Any:
     )
 
 
+def board_of(cand: Candidate) -> str:
+    """runner.board (manifests written before the field existed: lm3s6965evb)."""
+    return str(cand.runner.get("board") or "lm3s6965evb")
+
+
 def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
     """All repeats of one candidate. Finished runs are reused; failures are recorded."""
     numbers = [run_number(cand.index, r, ctx.repeat) for r in range(ctx.repeat)]
@@ -142,7 +147,8 @@ def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepare
     inputs = make_inputs(op, seed=0)
     ref = reference(op, inputs)
     t = time.perf_counter()
-    build = build_firmware(kernel, inputs, runtime_options(cand), work / "build")
+    build = build_firmware(kernel, inputs, runtime_options(cand), work / "build",
+                           board=board_of(cand))
     timings["build"] = time.perf_counter() - t
     return _Prepared.of(kernel, build, ref)
 
@@ -152,6 +158,7 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
     import numpy as np
 
     from slicert_ops.paths import PLUGIN_SO
+    from slicert_ops.sim import events as ev
     from slicert_ops.sim.cycles_txt import format_cycles_txt
     from slicert_ops.sim.qemu import run_firmware
     from slicert_ops.sim.trace import build_trace, compute_metrics
@@ -160,13 +167,14 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
     sim_dir = work / f"sim_{r}"
     sim_dir.mkdir()
     build = prep.build
+    board = board_of(cand)
     sizes = {"text_bytes": build.text_bytes, "data_bytes": build.data_bytes,
              "bss_bytes": build.bss_bytes}
     try:
         t = time.perf_counter()
         sim = run_firmware(build.elf, seed=r, out_dir=sim_dir,
                            timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
-                           ws=cand.runner["flash_wait_states"])
+                           ws=cand.runner["flash_wait_states"], board=board)
         timings["run"] = time.perf_counter() - t
         _keep_raw(writer, sim, ctx.logging)
         if sim.timed_out:
@@ -180,10 +188,11 @@ def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _
         correct, mismatch = _check_output(sim.output, prep.reference, np)
         cpu_mhz = cand.runner["cpu_mhz"]
         metrics = compute_metrics(sim.events, sim.totals, sizes, correct,
-                                  deadline_cycles=cand.runner["rt_deadline_us"] * cpu_mhz)
+                                  deadline_cycles=cand.runner["rt_deadline_us"] * cpu_mhz,
+                                  irq_exception=ev.irq_load_exception(board))
         trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=r, seed=r,
                             exit_code=sim.exit_code, sizes=sizes, metrics=metrics,
-                            cpu_mhz=cpu_mhz)
+                            cpu_mhz=cpu_mhz, board=board)
         timings["parse"] = time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
         writer.write_text("zephyr_build.log", prep.build_log_text)

@@ -63,6 +63,7 @@ def toolchain_versions() -> dict[str, str]:
             [QEMU_DIR / "patches"], (".patch",)),
         "runtime": "slicert-rt-" + _tree_hash(
             [ZEPHYR_DIR / "include", ZEPHYR_DIR / "core", ZEPHYR_DIR / "ports" / "baremetal-cm3",
+             ZEPHYR_DIR / "ports" / "baremetal-an385", ZEPHYR_DIR / "ports" / "common",
              ZEPHYR_DIR / "apps" / "microbench"], (".c", ".h", ".S", ".s", ".ld")),
         "plugin": "slicert-cycles-" + _tree_hash(
             [QEMU_DIR / "slicert_cycles.c", QEMU_DIR / "thumb_decode.h"], (".c", ".h")),

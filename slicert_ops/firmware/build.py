@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from slicert_ops.errors import StageError
+from slicert_ops.firmware.boards import DEFAULT_BOARD, Board, get_board
 from slicert_ops.firmware.options import RuntimeOptions
 
 #: The SliceRT runtime (C) of this checkout.
@@ -41,11 +42,9 @@ CFLAGS = [
 ]
 LDFLAGS = ["-nostdlib", "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments"]
 
-#: Exception / interrupt handlers reported to the cycle plugin (handler=ADDR).
-HANDLER_SYMBOLS = (
-    "Reset_Handler", "NMI_Handler", "HardFault_Handler", "PendSV_Handler",
-    "SysTick_Handler", "Timer0A_Handler", "Default_Handler",
-)
+#: Exception / interrupt handlers of the lm3s6965evb firmware (every board:
+#: ``boards.BOARDS[name].handler_symbols``; the IRQ-load handler's name is the board's).
+HANDLER_SYMBOLS = get_board(DEFAULT_BOARD).handler_symbols
 
 #: C type -> numpy dtype (little-endian, as on the Cortex-M3).
 CTYPES: dict[str, np.dtype] = {
@@ -56,12 +55,9 @@ CTYPES: dict[str, np.dtype] = {
     "float": np.dtype("<f4"), "double": np.dtype("<f8"),
 }
 
-#: Regions of the memory map (zephyr/ports/baremetal-cm3/lm3s6965.ld).
-REGIONS = {
-    "FLASH": "flash for code and constant data (inputs, weights): 248 KiB at 0x00000000",
-    "RAM": "SRAM for stacks, output buffer and variables: 64 KiB at 0x20000000",
-    "TRACE": "trace stubs: 2.25 KiB at 0x0003E000",
-}
+#: Regions of the lm3s6965evb memory map (zephyr/ports/baremetal-cm3/lm3s6965.ld); other
+#: boards: ``boards.BOARDS[name].regions``.
+REGIONS = get_board(DEFAULT_BOARD).regions
 
 
 @dataclass(frozen=True)
@@ -203,7 +199,9 @@ _OVERFLOW_RE = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
 _NOFIT_RE = re.compile(r"section `([^']+)' will not fit in region `(\w+)'")
 
 
-def _explain_link_failure(stderr: str, out_bytes: int, stack_bytes: int) -> str | None:
+def _explain_link_failure(stderr: str, out_bytes: int, stack_bytes: int,
+                          regions: dict[str, str] = REGIONS, board: str = DEFAULT_BOARD
+                          ) -> str | None:
     over = _OVERFLOW_RE.findall(stderr)
     if not over:
         return None
@@ -212,26 +210,35 @@ def _explain_link_failure(stderr: str, out_bytes: int, stack_bytes: int) -> str 
         sections.setdefault(region, []).append(sec)
     parts = []
     for region, nbytes in over:
-        what = REGIONS.get(region, region)
+        what = regions.get(region, region)
         secs = sections.get(region)
-        text = (f"the program does not fit: region {region} ({what}) overflowed by "
-                f"{int(nbytes)} bytes")
+        text = (f"the program does not fit on {board}: region {region} ({what}) "
+                f"overflowed by {int(nbytes)} bytes")
         if secs:
             text += f" (section(s) {', '.join(secs)})"
         if region == "RAM":
             text += (f"; the output buffer needs {out_bytes} bytes and the stacks "
-                     f"{stack_bytes} bytes; use a smaller output or split the operator")
+                     f"{stack_bytes} bytes; use a smaller output or split the operator"
+                     + (" (or runner.board: mps2-an385, 4 MiB)"
+                        if board == DEFAULT_BOARD else ""))
         elif region == "FLASH":
             text += "; the code, inputs and weights are too big: use smaller inputs/weights " \
-                    "or less unrolling"
+                    "or less unrolling" + (" (or runner.board: mps2-an385, 4 MiB)"
+                                           if board == DEFAULT_BOARD else "")
         parts.append(text)
     return "; ".join(parts)
 
 
-#: Runtime sources compiled once per (options, toolchain, source content) and cached.
-RUNTIME_SOURCES = ("core/slicert_core.c", "ports/common/semihost.c", f"ports/{PORT}/port.c",
-                   f"ports/{PORT}/libc_min.c", f"ports/{PORT}/startup.S",
-                   "ports/common/trace_stubs.S")
+def runtime_sources(port: str = PORT) -> tuple[str, ...]:
+    """Runtime sources of a port, compiled once per (options, toolchain, source content)
+    and cached. libc_min.c is the Cortex-M3 port's on every board."""
+    return ("core/slicert_core.c", "ports/common/semihost.c", f"ports/{port}/port.c",
+            f"ports/{PORT}/libc_min.c", f"ports/{port}/startup.S",
+            "ports/common/trace_stubs.S")
+
+
+#: Runtime sources of the lm3s6965evb port.
+RUNTIME_SOURCES = runtime_sources()
 
 
 def cache_dir() -> Path:
@@ -241,20 +248,25 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "slicert-farm"
 
 
-def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str]) -> list[Path]:
+def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str],
+                     sources: Sequence[str] = RUNTIME_SOURCES) -> list[Path]:
     """Compile the runtime (core + port) with these defines, or reuse the cached objects
-    of an identical earlier compile. The key covers gcc, flags and every runtime file."""
+    of an identical earlier compile. The key covers gcc, flags and every runtime file
+    (the sources, every header, the shared port fragments in ports/common)."""
+    srcs = tuple(sources)
     h = hashlib.sha256()
     h.update(gcc_version().encode())
     h.update("\0".join(CFLAGS + flags).encode())
     files = sorted(p for p in (zdir / "include").rglob("*") if p.is_file())
     files += sorted(p for p in (port / "include").rglob("*") if p.is_file())
-    files += [zdir / rel for rel in RUNTIME_SOURCES]
+    files += sorted(p for p in (zdir / "ports" / "common").glob("*") if p.is_file()
+                    and str(p.relative_to(zdir)) not in srcs)
+    files += [zdir / rel for rel in srcs]
     for f in files:
         h.update(str(f.relative_to(zdir)).encode() + b"\0" + f.read_bytes() + b"\0")
     key = h.hexdigest()[:20]
     final = cache_dir() / "runtime" / key
-    names = [Path(rel).name.rsplit(".", 1)[0] + ".o" for rel in RUNTIME_SOURCES]
+    names = [Path(rel).name.rsplit(".", 1)[0] + ".o" for rel in srcs]
     objs = [final / n for n in names]
     log_file = final / "compile.log"
     if all(o.exists() for o in objs) and log_file.exists():
@@ -266,13 +278,13 @@ def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str]) -
     sub: list[str] = []
     try:
         procs = []
-        for rel, name in zip(RUNTIME_SOURCES, names, strict=True):
+        for rel, name in zip(srcs, names, strict=True):
             cmd = [GCC, *CFLAGS, f"-ffile-prefix-map={zdir}=zephyr", *flags, "-c",
                    str(zdir / rel), "-o", name]
             procs.append((cmd, subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE,
                                                 stderr=subprocess.PIPE, text=True)))
         failed = []
-        for rel, (cmd, p) in zip(RUNTIME_SOURCES, procs, strict=True):
+        for rel, (cmd, p) in zip(srcs, procs, strict=True):
             o, e = p.communicate()
             sub.append("$ " + " ".join(cmd))
             for text in (o, e):
@@ -299,17 +311,38 @@ def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str]) -
     return objs
 
 
+def _check_timer_limits(brd: Board, opts: RuntimeOptions, fail: Any) -> None:
+    """Reject timer intervals the board's QEMU timers cannot time exactly (QEMU stretches
+    a ptimer period below 10 us of virtual time; mps2-an385: 250 cycles)."""
+    low = brd.min_timer_cycles
+    if not low:
+        return
+    if opts.slice_us and opts.cycles(opts.slice_us) < low:
+        raise fail(f"runtime_options.slice_us: {opts.slice_us} us = "
+                   f"{opts.cycles(opts.slice_us)} cycles is shorter than the {low} cycles "
+                   f"QEMU's {brd.name} SysTick times exactly; use a longer slice")
+    if opts.irq_load:
+        shortest = opts.cycles(opts.irq_period_us - opts.irq_jitter_us)
+        if shortest < low:
+            raise fail(f"runtime_options.irq_period_us - irq_jitter_us: the shortest IRQ-load "
+                       f"interval is {shortest} cycles, below the {low} cycles QEMU's "
+                       f"{brd.name} timer times exactly; use a longer period or less jitter")
+
+
 def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
                    runtime_options: RuntimeOptions | None, out_dir: str | Path, *,
                    kernel_stack_bytes: int = 4096, runtime_dir: str | Path | None = None,
-                   ) -> BuildResult:
+                   board: str | None = None) -> BuildResult:
     """Build `out_dir/firmware.elf` from a KernelSource-like `kernel` (`.c_source`,
     `.entry`, `.args` = [(name, ctype, shape), ...], output last), the input arrays
     (`args[:-1]` order) and the runtime options. Writes `out_dir/zephyr_build.log`
     (commands, compiler output, gcc version, size report) and the generated sources
-    under `out_dir/build/`. Raises StageError("build", ...) on any failure."""
+    under `out_dir/build/`. ``board`` (``runner.board``, default lm3s6965evb) selects the
+    port, the linker script and the memory limits (slicert_ops.firmware.boards).
+    Raises StageError("build", ...) on any failure."""
     t0 = time.perf_counter()
     opts = runtime_options if runtime_options is not None else RuntimeOptions()
+    brd = get_board(board)
     zdir = Path(runtime_dir).resolve() if runtime_dir else ZEPHYR_DIR
     out = Path(out_dir).resolve()
     build_dir = out / "build"
@@ -322,12 +355,16 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
         raise StageError("build", "kernel_stack_bytes must be a multiple of 8 in 1024..49152")
 
     log: list[str] = ["# SliceRT firmware build", f"# gcc: {gcc_version()}",
-                      f"# runtime: {zdir} (port {PORT})",
+                      f"# runtime: {zdir} (port {brd.port})",
                       f"# options: {opts.to_dict()} kernel_stack_bytes={kernel_stack_bytes}"]
 
     def fail(msg: str) -> StageError:
         log_path.write_text("\n".join(log + [f"# FAILED: {msg}", ""]))
         return StageError("build", f"{msg} (build log: {log_path})")
+
+    if brd.name != DEFAULT_BOARD:
+        log.insert(1, f"# board: {brd.name}")
+    _check_timer_limits(brd, opts, fail)
 
     c_source = getattr(kernel, "c_source", None)
     if not isinstance(c_source, str) or not c_source.strip():
@@ -338,13 +375,14 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
         raise fail(str(exc).removeprefix("build: ")) from None
     (build_dir / "kernel.c").write_text(c_source)
 
-    port = zdir / "ports" / PORT
-    defines = dict(opts.defines())
+    port = zdir / "ports" / brd.port
+    defines: dict[str, Any] = dict(opts.defines())
     defines["SLICERT_KERNEL_STACK_SIZE"] = kernel_stack_bytes
+    defines.update(brd.defines)
     dflags = [f"-D{k}={v}" for k, v in defines.items()]
     incs = [f"-I{zdir / 'include'}", f"-I{port / 'include'}"]
     try:
-        objs = _runtime_objects(zdir, port, dflags + incs, log)
+        objs = _runtime_objects(zdir, port, dflags + incs, log, runtime_sources(brd.port))
     except StageError as exc:
         raise fail(str(exc).removeprefix("build: ")) from None
     sources = ["build/kernel.c", "build/slicert_data.c",
@@ -352,7 +390,7 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
     cmd = [GCC, *CFLAGS,
            f"-ffile-prefix-map={out}=.", f"-ffile-prefix-map={zdir}=zephyr",
            *dflags, *incs, "-Ibuild", *sources, *map(str, objs),
-           "-T", str(port / "lm3s6965.ld"), *LDFLAGS,
+           f"-L{zdir / 'ports' / 'common'}", "-T", str(port / brd.linker_script), *LDFLAGS,
            "-Wl,-Map=build/firmware.map", "-o", "firmware.elf", "-lgcc"]
     try:
         proc = _run(cmd, log, cwd=out)
@@ -360,7 +398,8 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
         raise fail(f"could not run {GCC}: {exc}") from None
     if proc.returncode != 0:
         stack_bytes = kernel_stack_bytes + 1024 + 1024
-        why = _explain_link_failure(proc.stderr, out_bytes, stack_bytes)
+        why = _explain_link_failure(proc.stderr, out_bytes, stack_bytes, brd.regions,
+                                    brd.name)
         if why is None:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln),
                          proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else "")
@@ -380,9 +419,9 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
     handlers: dict[str, int] = {}
     for line in nm.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[2] in HANDLER_SYMBOLS:
+        if len(parts) == 3 and parts[2] in brd.handler_symbols:
             handlers[parts[2]] = int(parts[0], 16) & ~1
-    missing = [h for h in HANDLER_SYMBOLS if h not in handlers]
+    missing = [h for h in brd.handler_symbols if h not in handlers]
     if missing:
         raise fail(f"handler symbols missing from the ELF: {', '.join(missing)}")
     log.append(f"# size: text={text_b} data={data_b} bss={bss_b} "

@@ -15,7 +15,8 @@ from slicert_ops.manifest.load import Experiment
 NON_MEASURING_RUNNER_FIELDS = ("timeout_s",)
 
 # lm3s6965evb memory, and what the runtime itself needs (stacks, runtime state, code).
-BOARD_MEMORY = {"lm3s6965evb": {"flash": 256 * 1024, "ram": 64 * 1024}}
+BOARD_MEMORY = {"lm3s6965evb": {"flash": 256 * 1024, "ram": 64 * 1024},
+                "mps2-an385": {"flash": 4 * 1024 * 1024, "ram": 4 * 1024 * 1024}}
 RUNTIME_RAM_RESERVE = 6 * 1024
 RUNTIME_FLASH_RESERVE = 24 * 1024
 

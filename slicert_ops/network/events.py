@@ -51,13 +51,17 @@ def max_granule(window: list[Any]) -> int:
     return max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=0)
 
 
-def layer_metrics(net: Any, events: list[Any], *, deadline_cycles: int | None = None
-                  ) -> list[dict[str, Any]]:
+def layer_metrics(net: Any, events: list[Any], *, deadline_cycles: int | None = None,
+                  irq_exception: int | None = None) -> list[dict[str, Any]]:
     """Per-op metrics: each op's window (layer_start..layer_end) measured like a kernel
     window (kernel-thread cycles without ISR/PendSV/RT time, wall cycles, yield checks,
-    worst preemption latency of the RT releases inside it)."""
+    worst preemption latency of the RT releases inside it). ``irq_exception``: the board's
+    IRQ-load exception (``sim.events.irq_load_exception(board)``; default lm3s6965evb)."""
     from slicert_ops.sim import events as ev
     from slicert_ops.sim.trace import Event, compute_metrics
+
+    if irq_exception is None:
+        irq_exception = ev.IRQ_LOAD_EXCEPTION
 
     evs = list(events)
     wins = layer_windows(evs)
@@ -79,7 +83,8 @@ def layer_metrics(net: Any, events: list[Any], *, deadline_cycles: int | None = 
                 synth.append(x)
         totals = {"cycles": evs[-1].cycles, "instructions": evs[-1].insns}
         m = compute_metrics(synth, totals, {"text": 0, "data": 0, "bss": 0}, True,
-                            deadline_cycles=deadline_cycles if deadline_cycles else 2**62)
+                            deadline_cycles=deadline_cycles if deadline_cycles else 2**62,
+                            irq_exception=irq_exception)
         row = {"op": op.index, "layer": op.label, "type": op.type, "macs": op.layer.macs}
         row.update({k: m[k] for k in LAYER_METRICS})
         row["max_granule_cycles"] = max_granule(evs[s:e + 1])

@@ -57,6 +57,7 @@ class NetworkBuild:
     seconds: dict[str, float] = field(default_factory=dict)
     runtime_dir: Path | None = None
     runtime_options: Any = None
+    board: str = "lm3s6965evb"              # runner.board: port, QEMU machine, IRQ number
 
     @property
     def cpu_mhz(self) -> int:
@@ -247,12 +248,14 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
                            kernel_stack_bytes: int = 4096,
                            runtime_dir: str | Path | None = None) -> NetworkBuild:
     """Generate every kernel, plan the memory, check the board, write ``kernel.c`` and build
-    ``out_dir/firmware.elf`` with the project's firmware build."""
+    ``out_dir/firmware.elf`` with the project's firmware build for ``board``
+    (lm3s6965evb, or mps2-an385 for networks that need more than 248 KiB / 64 KiB)."""
     from slicert_ops.firmware import build_firmware
+    from slicert_ops.firmware.boards import BOARDS as FIRMWARE_BOARDS
 
-    if board != "lm3s6965evb":
+    if board not in FIRMWARE_BOARDS:
         raise StageError("build", f"board {board!r}: the firmware build has no port for it "
-                                  "yet (only lm3s6965evb)")
+                                  f"(supported: {', '.join(FIRMWARE_BOARDS)})")
     t0 = time.perf_counter()
     plan = plan_memory(net)
     probs = check_board(net, plan, board)
@@ -269,13 +272,13 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = build_firmware(kargs, [x], runtime_options, out, kernel_stack_bytes=kernel_stack_bytes,
-                         runtime_dir=runtime_dir)
+                         runtime_dir=runtime_dir, board=board)
     t2 = time.perf_counter()
     return NetworkBuild(net=net, plan=plan, tasks=tasks, kernels=kernels, c_source=src,
                         input=x, build=res, out_dir=out, dump=dump,
                         seconds={"codegen": t1 - t0, "build": t2 - t1},
                         runtime_dir=Path(runtime_dir) if runtime_dir else None,
-                        runtime_options=runtime_options)
+                        runtime_options=runtime_options, board=board)
 
 
 def parse_layer_dumps(stdout: bytes) -> dict[int, bytes]:
@@ -317,13 +320,14 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
     (and ``locate``), rebuild with per-layer dumps and name the first op whose output
     differs."""
     from slicert_ops.paths import PLUGIN_SO
+    from slicert_ops.sim import events as ev
     from slicert_ops.sim.qemu import run_firmware
     from slicert_ops.sim.trace import compute_metrics
 
     net = nb.net
     out = Path(out_dir)
     sim = run_firmware(nb.elf, seed=seed, handlers=sorted(nb.build.handlers.values()),
-                       out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO)
+                       out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO, board=nb.board)
     sim.raise_for_status()
     values = run_reference(net, nb.input)
     final = net.ops[-1].output
@@ -344,9 +348,11 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                                                     for k, v in nb.kernels.items()},
                                          runtime_options=RuntimeOptions(
                                              slice_us=0, cpu_mhz=nb.cpu_mhz),
-                                         dump=True, x=nb.input, runtime_dir=nb.runtime_dir)
+                                         dump=True, x=nb.input, runtime_dir=nb.runtime_dir,
+                                         board=nb.board)
             sim2 = run_firmware(nb2.elf, seed=seed, handlers=sorted(nb2.build.handlers.values()),
-                                out_dir=out / "locate", timeout_s=timeout_s, plugin=PLUGIN_SO)
+                                out_dir=out / "locate", timeout_s=timeout_s, plugin=PLUGIN_SO,
+                                board=nb.board)
             dumps = parse_layer_dumps(sim2.stdout)
         for op in net.ops:
             ref = values[op.output]
@@ -363,8 +369,10 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                 break
     deadline_cycles = deadline_us * nb.cpu_mhz if deadline_us else None
     metrics = compute_metrics(sim.events, sim.totals, nb.sizes(), mismatch is None,
-                              deadline_cycles=deadline_cycles)
-    layers = layer_metrics(net, sim.events, deadline_cycles=deadline_cycles)
+                              deadline_cycles=deadline_cycles,
+                              irq_exception=ev.irq_load_exception(nb.board))
+    layers = layer_metrics(net, sim.events, deadline_cycles=deadline_cycles,
+                           irq_exception=ev.irq_load_exception(nb.board))
     metrics["network_cycles"] = metrics["wall_cycles"]
     metrics["network_macs"] = net.macs
     metrics["macs_per_cycle"] = round(net.macs / max(1, metrics["kernel_cycles"]), 4)
@@ -386,7 +394,7 @@ def network_report(net: Network, plan: MemoryPlan) -> dict[str, Any]:
 def measure_task(net: Network, task: Task, out_dir: str | Path, *,
                  schedule: LayerSchedule | None = None, runtime_options: Any = None,
                  seed: int = 0, timeout_s: float = 120.0, deadline_us: int | None = None,
-                 x: np.ndarray | None = None) -> NetworkRun:
+                 x: np.ndarray | None = None, board: str = "lm3s6965evb") -> NetworkRun:
     """Build and run the firmware of one tuning task alone (its first op, on the input that
     op sees in the network): what a per-task sweep measures. ``run.layers[0]`` holds the op's
     metrics; the output is checked like a network's."""
@@ -402,7 +410,7 @@ def measure_task(net: Network, task: Task, out_dir: str | Path, *,
     out = Path(out_dir)
     nb = build_network_firmware(sub, out / "fw", tasks=sub_tasks,
                                 schedules={task.key: schedule} if schedule else None,
-                                runtime_options=runtime_options, x=x0)
+                                runtime_options=runtime_options, x=x0, board=board)
     return run_network(nb, out / "run", seed=seed, timeout_s=timeout_s,
                        deadline_us=deadline_us)
 
@@ -425,7 +433,8 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
 
     trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
                         repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
-                        sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz)
+                        sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz,
+                        board=nb.board)
     for e in trace["events"]:
         if e["type"].startswith("event_") and int(e["type"][6:]) in EVENT_NAMES:
             e["type"] = EVENT_NAMES[int(e["type"][6:])]

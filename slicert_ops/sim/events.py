@@ -23,6 +23,31 @@ EXC_ENTRY = 200
 #: Exception number of the IRQ-load timer (LM3S6965 GPTM Timer0A = IRQ 19).
 IRQ_LOAD_EXCEPTION = 16 + 19
 
+#: Per board (``runner.board``): the IRQ-load timer's exception number and the trace base
+#: (zephyr/ports/<port>/*.ld). mps2-an385: CMSDK dual timer = IRQ 10; its 4 MiB code RAM
+#: has the trace stubs at its top (docs/contracts.md, "Boards").
+BOARD_IRQ_LOAD_EXCEPTION: dict[str, int] = {"lm3s6965evb": IRQ_LOAD_EXCEPTION,
+                                            "mps2-an385": 16 + 10}
+BOARD_TRACE_BASE: dict[str, int] = {"lm3s6965evb": TRACE_BASE, "mps2-an385": 0x003FF000}
+
+
+def irq_load_exception(board: str) -> int:
+    """Exception number of the IRQ-load timer on ``board``."""
+    try:
+        return BOARD_IRQ_LOAD_EXCEPTION[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r} (known: "
+                         f"{', '.join(BOARD_IRQ_LOAD_EXCEPTION)})") from None
+
+
+def trace_base(board: str) -> int:
+    """Address of the trace stubs (event 0) on ``board``."""
+    try:
+        return BOARD_TRACE_BASE[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r} (known: "
+                         f"{', '.join(BOARD_TRACE_BASE)})") from None
+
 KERNEL_START = 0
 KERNEL_END = 1
 TILE_END = 2

@@ -1,4 +1,5 @@
-"""Run a firmware ELF in the patched QEMU (lm3s6965evb) under the cycle plugin.
+"""Run a firmware ELF in the patched QEMU (lm3s6965evb, or mps2-an385 with ``board=``)
+under the cycle plugin.
 
 With the plugin, QEMU's virtual clock is the plugin's modelled cycle count (one period
 of the board's CPU clock per cycle, whatever the guest programs it to): no
@@ -40,6 +41,8 @@ from slicert_ops.sim.trace import Event, parse_plugin_output
 DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICERT_PLUGIN
 DEFAULT_QEMU = str(QEMU_BIN)        # build/qemu/qemu-system-arm or $SLICERT_QEMU
 MACHINE = "lm3s6965evb"
+#: runner.board -> QEMU machine (-M); the trace base per board is ev.trace_base(board).
+MACHINES = {"lm3s6965evb": "lm3s6965evb", "mps2-an385": "mps2-an385"}
 ICOUNT = "shift=0,align=off,sleep=off"
 PLUGIN_FILE = "plugin_events.txt"
 STDOUT_FILE = "qemu_stdout.bin"
@@ -131,16 +134,24 @@ def _opt(value: str | os.PathLike[str]) -> str:
 def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int] = (),
                   plugin: str | os.PathLike[str] | None = DEFAULT_PLUGIN,
                   plugin_out: str | os.PathLike[str] | None = None, ws: int = 0,
-                  trace_base: int = ev.TRACE_BASE, qemu: str = DEFAULT_QEMU,
-                  classes: bool = False, extra_args: Sequence[str] = ()) -> list[str]:
+                  trace_base: int | None = None, qemu: str = DEFAULT_QEMU,
+                  classes: bool = False, extra_args: Sequence[str] = (),
+                  board: str = MACHINE) -> list[str]:
     """The QEMU argv. ``plugin=None`` gives the plain ``-icount`` baseline.
+
+    ``board`` (``runner.board``) selects the machine (``-M``) and, unless ``trace_base``
+    is given, the plugin's ``trace_base`` (lm3s6965evb 0x3e000, mps2-an385 0x3ff000).
 
     ``handlers`` is accepted for older callers and ignored: QEMU itself reports exception
     entries to the plugin now.
     """
     del handlers
+    if board not in MACHINES:
+        raise ValueError(f"unknown board {board!r} (known: {', '.join(MACHINES)})")
+    if trace_base is None:
+        trace_base = ev.trace_base(board)
     cmd = [
-        qemu, "-M", MACHINE, "-display", "none", "-serial", "null", "-monitor", "none",
+        qemu, "-M", MACHINES[board], "-display", "none", "-serial", "null", "-monitor", "none",
         "-no-reboot",
         *(["-icount", ICOUNT] if plugin is None else ["-accel", "tcg,thread=single"]),
         "-semihosting-config", "enable=on,target=native",
@@ -171,7 +182,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[i
                  out_dir: str | os.PathLike[str], timeout_s: float,
                  plugin: str | os.PathLike[str] = DEFAULT_PLUGIN, raw: bool = False,
                  ws: int = 0, qemu: str | None = None, classes: bool = False,
-                 extra_args: Sequence[str] = ()) -> SimResult:
+                 extra_args: Sequence[str] = (), board: str = MACHINE) -> SimResult:
     """Run ``elf`` once and collect events, totals and the output frame.
 
     ``handlers`` is ignored (see :func:`build_command`). ``out_dir`` receives the plugin
@@ -179,6 +190,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[i
     ``qemu_stderr.txt``), listed in ``SimResult.raw_files``. ``raw=True`` runs plain
     QEMU without the plugin (the overhead baseline): no events, ``totals=None``.
     ``qemu`` defaults to ``$SLICERT_QEMU`` or the patched ``build/qemu/qemu-system-arm``.
+    ``board`` (``runner.board``) selects the QEMU machine and the plugin's trace base.
     """
     elf_path = Path(elf)
     if not elf_path.is_file():
@@ -200,7 +212,8 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[i
             stale.unlink(missing_ok=True)
     cmd = build_command(elf_path, seed=seed, handlers=handlers,
                         plugin=None if raw else plugin, plugin_out=plugin_file, ws=ws,
-                        qemu=qemu_bin, classes=classes, extra_args=extra_args)
+                        qemu=qemu_bin, classes=classes, extra_args=extra_args,
+                        board=board)
 
     t0 = time.monotonic()
     try:

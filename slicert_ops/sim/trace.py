@@ -251,7 +251,9 @@ def build_trace(events: Iterable[Any], totals: Mapping[str, int], *, candidate_i
     evs = [as_event(e) for e in events]
     if metrics is None:
         metrics = compute_metrics(evs, totals, sizes, bool(correct),
-                                  deadline_cycles=deadline_cycles)
+                                  deadline_cycles=deadline_cycles,
+                                  irq_exception=ev.BOARD_IRQ_LOAD_EXCEPTION.get(
+                                      board, ev.IRQ_LOAD_EXCEPTION))
     return {
         "schema": TRACE_SCHEMA,
         "cycle_model": ev.CYCLE_MODEL_VERSION,
