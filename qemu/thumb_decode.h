@@ -254,9 +254,35 @@ static inline void decode_ls(uint32_t w, Class *c)
     }
 }
 
+/*
+ * The instruction word: (hw1 << 16) | hw2 for a 32-bit instruction, hw1 for a 16-bit
+ * one. False when `len` is too short. The width comes from the first halfword, not
+ * from `len` (see decode_thumb).
+ */
+static inline bool thumb_word(const uint8_t *p, size_t len, uint32_t *w, bool *wide)
+{
+    uint32_t hw1;
+
+    if (len < 2) {
+        return false;
+    }
+    hw1 = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+    *wide = (hw1 & 0xE000) == 0xE000 && (hw1 & 0x1800) != 0;
+    if (!*wide) {
+        *w = hw1;
+        return true;
+    }
+    if (len < 4) {
+        return false;
+    }
+    *w = hw1 << 16 | (uint32_t)p[2] | (uint32_t)p[3] << 8;
+    return true;
+}
+
 static inline void decode_thumb(const uint8_t *p, size_t len, Class *c)
 {
-    uint32_t hw1, w;
+    uint32_t w;
+    bool wide;
     const Pattern *t, *end;
     unsigned rd, sysm;
 
@@ -267,19 +293,13 @@ static inline void decode_thumb(const uint8_t *p, size_t len, Class *c)
      * the page), so `len` can be 4 for a 16-bit and 6 for a 32-bit instruction.
      */
     memset(c, 0, sizeof(*c));
-    if (len < 2) {
+    if (!thumb_word(p, len, &w, &wide)) {
         return;
     }
-    hw1 = (uint32_t)p[0] | (uint32_t)p[1] << 8;
-    if ((hw1 & 0xE000) == 0xE000 && (hw1 & 0x1800) != 0) {
-        if (len < 4) {
-            return;
-        }
-        w = hw1 << 16 | (uint32_t)p[2] | (uint32_t)p[3] << 8;
+    if (wide) {
         t = thumb32;
         end = thumb32 + sizeof(thumb32) / sizeof(thumb32[0]);
     } else {
-        w = hw1;
         t = thumb16;
         end = thumb16 + sizeof(thumb16) / sizeof(thumb16[0]);
     }
@@ -409,19 +429,16 @@ static inline void decode_operands(const uint8_t *p, size_t len, uint32_t addr, 
                             Operands *o)
 {
     uint32_t hw1, hw2, w;
+    bool wide;
 
     memset(o, 0, sizeof(*o));
-    if (len < 2) {
+    if (!thumb_word(p, len, &w, &wide)) {
         return;
     }
-    hw1 = (uint32_t)p[0] | (uint32_t)p[1] << 8;
-    if ((hw1 & 0xE000) == 0xE000 && (hw1 & 0x1800) != 0) {
-        if (len < 4) {
-            return;
-        }
+    if (wide) {
         o->wide = true;
-        hw2 = (uint32_t)p[2] | (uint32_t)p[3] << 8;
-        w = hw1 << 16 | hw2;
+        hw1 = w >> 16;
+        hw2 = w & 0xFFFF;
         switch ((enum cls)c->cls) {
         case K_ALU:
         case K_MUL:
@@ -481,7 +498,6 @@ static inline void decode_operands(const uint8_t *p, size_t len, uint32_t addr, 
         }
         return;
     }
-    w = hw1;
     switch ((enum cls)c->cls) {
     case K_ALU:
     case K_MUL:

@@ -92,14 +92,20 @@ PATTERNS: dict[str, tuple[str, int, str]] = {
 }
 
 
-def _cycles(tmp: Path, name: str, body: str, reps: int, ws: int = 0) -> dict:
-    src = tmp / f"{name}_{reps}.S"
-    elf = src.with_suffix(".elf")
+def _assemble(tmp: Path, name: str, text: str) -> Path:
+    """tmp/name.S assembled and linked (code from 0x0) into tmp/name.elf."""
     ld = tmp / "link.ld"
     ld.write_text(LINK)
-    src.write_text(HARNESS.format(reps=reps, body=body))
+    src = tmp / f"{name}.S"
+    src.write_text(text)
+    elf = src.with_suffix(".elf")
     subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
                     "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    return elf
+
+
+def _cycles(tmp: Path, name: str, body: str, reps: int, ws: int = 0) -> dict:
+    elf = _assemble(tmp, f"{name}_{reps}", HARNESS.format(reps=reps, body=body))
     args = [*SLICERT, "cycles", str(elf), "--json"] + (["--ws", str(ws)] if ws else [])
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
@@ -149,17 +155,12 @@ def test_cycles_cli_reports_classes_and_errors(tmp_path: Path) -> None:
 
 
 def test_cycles_cli_nonzero_exit_and_hang(tmp_path: Path) -> None:
-    ld = tmp_path / "link.ld"
-    ld.write_text(LINK)
     exit3 = HARNESS.replace("ldr r1, =0x20026\n    bkpt 0xab",
                             "movs r0, #0x20\n    ldr r1, =args\n    bkpt 0xab").replace(
         "    .ltorg", "    .ltorg\n    .align 2\nargs: .word 0x20026, 3")
     hang = HARNESS.replace("movs r0, #0x18", "8: b 8b")
     for name, text in (("exit3", exit3), ("hang", hang)):
-        (tmp_path / f"{name}.S").write_text(text.format(reps=1, body="nop"))
-        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
-                        "-T", str(ld), "-o", str(tmp_path / f"{name}.elf"),
-                        str(tmp_path / f"{name}.S")], check=True)
+        _assemble(tmp_path, name, text.format(reps=1, body="nop"))
     proc = subprocess.run([*SLICERT, "cycles", str(tmp_path / "exit3.elf")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and "exited with code 3" in proc.stderr
@@ -223,14 +224,8 @@ def _irq_run(tmp: Path, name: str, body: str, *, reload: int, ticks: int) -> lis
     from slicert_ops.sim import events as ev
     from slicert_ops.sim.qemu import run_firmware
 
-    ld = tmp / "link.ld"
-    ld.write_text(LINK)
-    src = tmp / f"{name}.S"
-    src.write_text(IRQ_HARNESS.format(setup=SYSTICK_ON.format(reload=reload), body=body,
-                                      ticks=ticks))
-    elf = src.with_suffix(".elf")
-    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
-                    "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    elf = _assemble(tmp, name, IRQ_HARNESS.format(setup=SYSTICK_ON.format(reload=reload),
+                                                  body=body, ticks=ticks))
     res = run_firmware(elf, seed=0, out_dir=tmp / name, timeout_s=30)
     assert res.exit_code == 0, res.stderr
     return [e for e in res.events if e.id == ev.EXC_ENTRY and e.payload == 15]
@@ -284,12 +279,6 @@ def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
     bkpt 0xab
     .ltorg
 """
-    ld = tmp_path / "link.ld"
-    ld.write_text(LINK)
-    src = tmp_path / "dwt.S"
-    src.write_text(HARNESS.split("    .align 2\n    .rept")[0] + body)
-    elf = src.with_suffix(".elf")
-    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m3", "-mthumb", "-nostdlib",
-                    "-T", str(ld), "-o", str(elf), str(src)], check=True)
+    elf = _assemble(tmp_path, "dwt", HARNESS.split("    .align 2\n    .rept")[0] + body)
     res = run_firmware(elf, seed=0, out_dir=tmp_path / "run", timeout_s=30)
     assert res.exit_code == 2, (res.exit_code, res.stderr)
