@@ -6,10 +6,9 @@
  *   each a single `bx lr` (docs/contracts.md);
  * - fw_loop(n): a counted loop with a fixed instruction mix (one MMIO load per
  *   iteration, to exercise -icount I/O re-translation), between events 0 and 1;
- * - fw_mix(buf): straight-line code covering the cost classes, between events 20
- *   and 21. Every instruction executed between the two stubs carries an
- *   annotation `@ cost=C [br|cbr] [n=K]`: the test sums them (br: taken-branch
- *   refill, +ws; cbr: conditional branch, averaged refill; n: times executed);
+ * - fw_mix(buf): straight-line code covering the instruction classes, between events
+ *   20 and 21 (the `@ cost=` annotations are the former cm3-v1 table; the cm3-v2 rules
+ *   are checked one by one in tests/test_cycle_model.py);
  * - SysTick_Handler: emits events 6 (irq_enter) and 7 (irq_exit), counts ticks;
  * - fw_spin(n): a 4-instruction loop (bench / long runs).
  */
