@@ -179,7 +179,7 @@ def load_space(path: Path, jobs: int, args: argparse.Namespace) -> Space:
     cands = expand(exp).candidates
     table, cost = exhaustive(exp, cands, jobs, args.refresh, args.any_version,
                              args.oracle_only)
-    text = (exp.search or {}).get("objective")
+    text = args.bound or (exp.search or {}).get("objective")
     bound = parse_objective(text, cycles_per_us(exp)) if text else None
     return Space(path, exp, cands, table, cost, bound if bound and bound.bounds else None)
 
@@ -291,6 +291,9 @@ def main() -> int:
     ap.add_argument("--ms-seeds", type=int, default=0,
                     help="also TVM meta_schedule (measured for real: slow), this many seeds, "
                          "unconstrained table only")
+    ap.add_argument("--bound", help="the bounded objective for every space given, instead of "
+                    "the manifests' (e.g. 'kernel_cycles subject to "
+                    "max_preemption_latency_us <= 60')")
     ap.add_argument("--unconstrained-only", action="store_true")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = ap.parse_args()
