@@ -240,18 +240,21 @@ static void vcpu_indirect_target(unsigned int vcpu_index, void *udata)
 
 static void v7m_event(int kind, int exc, uint64_t arg)
 {
-    Counters *c = ctr();
+    Counters *c;
     Event *e;
 
     if (exc < 0 || exc >= MAX_EXC) {
         return;
     }
-    switch (kind) {
-    case 0:     /* pending; arg: the cycle it was asserted */
+    if (kind == 0) {
+        /* pending; arg: the cycle it was asserted (also at machine reset: no vCPU yet) */
         if (!pend_at[exc]) {
             pend_at[exc] = arg + 1;
         }
-        break;
+        return;
+    }
+    c = ctr();
+    switch (kind) {
     case 1:     /* taken; arg: the PC where the interrupted code resumes */
         if (c->ft && c->ft == arg) {
             c->left += c->ft_refund;        /* that branch fell through */
