@@ -288,6 +288,7 @@ class CostModelStrategy(SearchStrategy):
         return {"strategy": self.name, "seed": self.ctx.seed, "init": self.init_size,
                 "round_size": self.round_size, "rounds": self.ctx.rounds,
                 "exploration": self.exploration, "acquisition": self.acquisition,
+                "portfolio": list(self.portfolio),
                 "members": self.members, "space_filling": self.space_filling,
                 "prior": self.prior.describe() if self.prior else None}
 
