@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything SliceRT-Farm needs on a fresh Debian 12 machine; idempotent and quick when done.
-#   apt: QEMU (Cortex-M), arm-none-eabi-gcc, Docker engine, debootstrap, docker-compose
+#   apt: arm-none-eabi-gcc, Docker engine, debootstrap, docker-compose, plugin build deps
 #   pip: .venv from requirements.lock (uv when available), slicert_ops editable
 #   the patched QEMU (qemu/build_qemu.sh, cached) and the cycle plugin built against it
 set -euo pipefail
