@@ -18,6 +18,7 @@ import pytest
 
 from slicert_ops.errors import InputError
 from slicert_ops.manifest import load_manifest
+from slicert_ops.manifest.schema import BOARDS
 from slicert_ops.orchestrate import dagspec, settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +237,10 @@ def test_param_schemas_come_from_the_manifest_schema():
     assert specs["repeat"]["schema"] == {"type": "integer", "minimum": 1}
     unroll = specs["parameters"]["schema"]["properties"]["unroll"]
     assert unroll["type"] == "array" and unroll["items"]["type"] == "integer"
-    assert specs["runner"]["schema"]["properties"]["board"]["enum"] == ["lm3s6965evb"]
+    runner = specs["runner"]["schema"]["properties"]
+    assert runner["board"]["enum"] == list(BOARDS) and "mps2-an385" in BOARDS
+    cpu = runner["cpu_mhz"]
+    assert (cpu["type"], cpu["minimum"], cpu["maximum"]) == ("integer", 1, 1000)
     assert specs["runner"]["schema"]["properties"]["simulate_irq_load"]["type"] == "boolean"
 
 

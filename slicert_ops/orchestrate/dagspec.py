@@ -177,6 +177,8 @@ def _field_schema(spec: Any) -> dict[str, Any]:
         s: dict[str, Any] = {"type": "integer" if kind == "int" else "number"}
         if minimum is not None:
             s["minimum"] = minimum
+        if getattr(spec, "maximum", None) is not None:
+            s["maximum"] = spec.maximum
         return s
     if kind in ("int_list", "shape"):
         item: dict[str, Any] = {"type": "integer"}
