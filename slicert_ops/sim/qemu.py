@@ -29,7 +29,7 @@ import signal
 import struct
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +131,7 @@ def _opt(value: str | os.PathLike[str]) -> str:
     return os.fspath(value).replace(",", ",,")
 
 
-def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int] = (),
+def build_command(elf: str | os.PathLike[str], *, seed: int,
                   plugin: str | os.PathLike[str] | None = DEFAULT_PLUGIN,
                   plugin_out: str | os.PathLike[str] | None = None, ws: int = 0,
                   trace_base: int | None = None, qemu: str = DEFAULT_QEMU,
@@ -142,10 +142,8 @@ def build_command(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[
     ``board`` (``runner.board``) selects the machine (``-M``) and, unless ``trace_base``
     is given, the plugin's ``trace_base`` (lm3s6965evb 0x3e000, mps2-an385 0x3ff000).
 
-    ``handlers`` is accepted for older callers and ignored: QEMU itself reports exception
-    entries to the plugin now.
+    Exception entries need no handler addresses: QEMU reports them to the plugin.
     """
-    del handlers
     if board not in MACHINES:
         raise ValueError(f"unknown board {board!r} (known: {', '.join(MACHINES)})")
     if trace_base is None:
@@ -178,14 +176,14 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[int] = (),
+def run_firmware(elf: str | os.PathLike[str], *, seed: int,
                  out_dir: str | os.PathLike[str], timeout_s: float,
                  plugin: str | os.PathLike[str] = DEFAULT_PLUGIN, raw: bool = False,
                  ws: int = 0, qemu: str | None = None, classes: bool = False,
                  extra_args: Sequence[str] = (), board: str = MACHINE) -> SimResult:
     """Run ``elf`` once and collect events, totals and the output frame.
 
-    ``handlers`` is ignored (see :func:`build_command`). ``out_dir`` receives the plugin
+    ``out_dir`` receives the plugin
     file (``plugin_events.txt``) and QEMU's stdout/stderr (``qemu_stdout.bin``,
     ``qemu_stderr.txt``), listed in ``SimResult.raw_files``. ``raw=True`` runs plain
     QEMU without the plugin (the overhead baseline): no events, ``totals=None``.
@@ -210,7 +208,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int, handlers: Iterable[i
         plugin_file = out / PLUGIN_FILE
         for stale in (plugin_file, plugin_file.with_name(plugin_file.name + ".part")):
             stale.unlink(missing_ok=True)
-    cmd = build_command(elf_path, seed=seed, handlers=handlers,
+    cmd = build_command(elf_path, seed=seed,
                         plugin=None if raw else plugin, plugin_out=plugin_file, ws=ws,
                         qemu=qemu_bin, classes=classes, extra_args=extra_args,
                         board=board)
