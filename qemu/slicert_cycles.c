@@ -9,9 +9,10 @@
  *   entry/return) are charged by cheap callbacks described below.
  * - Virtual time IS modelled cycles: QEMU maps the plugin's cycle count to
  *   QEMU_CLOCK_VIRTUAL at one period of the board's CPU clock per cycle, so SysTick,
- *   the GPTM timers and DWT_CYCCNT count modelled cycles. A per-vCPU countdown to the next timer deadline is checked
- *   at the start of every segment; when it expires, the timers run at their exact
- *   deadlines and, if that pends an interrupt, the TB is left right there.
+ *   the GPTM timers and DWT_CYCCNT count modelled cycles. A per-vCPU countdown to
+ *   the next timer deadline is checked before every instruction; when it expires,
+ *   the timers run at their exact deadlines and, if that pends an interrupt, the TB
+ *   is left right there.
  * - Trace events: the firmware calls one-instruction stubs (`bx lr`) at trace_base
  *   (event id at +2*id) and trace_base+0x100 (payload byte lanes); exception
  *   entries are recorded with their assertion time (IRQ latency as on silicon).
