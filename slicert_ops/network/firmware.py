@@ -326,8 +326,8 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
 
     net = nb.net
     out = Path(out_dir)
-    sim = run_firmware(nb.elf, seed=seed, handlers=sorted(nb.build.handlers.values()),
-                       out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO, board=nb.board)
+    sim = run_firmware(nb.elf, seed=seed, out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO,
+                       board=nb.board)
     sim.raise_for_status()
     values = run_reference(net, nb.input)
     final = net.ops[-1].output
@@ -350,9 +350,8 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                                              slice_us=0, cpu_mhz=nb.cpu_mhz),
                                          dump=True, x=nb.input, runtime_dir=nb.runtime_dir,
                                          board=nb.board)
-            sim2 = run_firmware(nb2.elf, seed=seed, handlers=sorted(nb2.build.handlers.values()),
-                                out_dir=out / "locate", timeout_s=timeout_s, plugin=PLUGIN_SO,
-                                board=nb.board)
+            sim2 = run_firmware(nb2.elf, seed=seed, out_dir=out / "locate",
+                                timeout_s=timeout_s, plugin=PLUGIN_SO, board=nb.board)
             dumps = parse_layer_dumps(sim2.stdout)
         for op in net.ops:
             ref = values[op.output]
