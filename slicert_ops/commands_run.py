@@ -90,43 +90,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     n = len(expansion.candidates)
     print(f"{exp.source}: ok: experiment {exp.name!r}, {n} candidates x {exp.repeat} "
           f"repeats = {n * exp.repeat} runs")
-    if exp.search and exp.search.get("strategy", "grid") != "grid":
-        print(f"  search {exp.search['strategy']}: at most {exp.search['budget']} candidates "
-              f"measured, objective {exp.search['objective']!r}")
+    if exp.is_network:
+        from slicert_ops.network.report import describe_plan
+
+        for line in describe_plan(exp, expansion.candidates):
+            print(f"  {line}")
+    if exp.searching:
+        s = exp.search_spec
+        print(f"  search {s.strategy}: at most {s.budget} candidates measured"
+              f"{' per task' if exp.is_network else ''}, objective {s.objective!r}")
     for line in expansion.skipped:
         print(f"  skipped (impossible together): {line}")
     _size_warning(n, exp, args.out, _jobs(args.jobs))
     if args.verbose:
         for c in expansion.candidates:
-            print(f"  {c.index:4d} {c.id} {json.dumps(c.schedule, sort_keys=True)}")
+            what = f"{c.operator['type']} {','.join(c.operator.get('layers', []))} " \
+                if exp.is_network else ""
+            print(f"  {c.index:4d} {c.id} {what}{json.dumps(c.schedule, sort_keys=True)}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from slicert_ops.sweep import run_sweep, summarize
+    from slicert_ops.session import Session, print_summary
 
     exp = _load(args)
     jobs = _jobs(args.jobs)
-    if exp.search and exp.search.get("strategy", "grid") != "grid":
-        from slicert_ops.search.cli import cmd_search
-
-        return cmd_search(exp, args, jobs)
     expansion = expand(exp)
     cands = expansion.candidates
-    _preflight()
     check_writable(args.out / exp.name)
-    print(f"{exp.name}: {len(cands)} candidates x {exp.repeat} repeats, {jobs} job(s) -> "
-          f"{args.out / exp.name}", file=sys.stderr)
+    if not exp.searching:
+        print(f"{exp.name}: {len(cands)} candidates x {exp.repeat} repeats, {jobs} job(s) -> "
+              f"{args.out / exp.name}", file=sys.stderr)
     for line in expansion.skipped:
         print(f"  skipped (impossible together): {line}", file=sys.stderr)
-    tracking = _open_tracking(exp, args.out, cands) if args.track else None
-    result = run_sweep(exp, cands, args.out, jobs=jobs, progress=not args.no_progress,
-                       sinks=tracking.sinks if tracking else (),
-                       cost_model=tracking.cost_model if tracking else None)
-    _, outcome = _aggregate(result.exp_dir, exp.name, tracking, result.exit_code)
-    print(summarize(result))
+    session = Session.open(exp, args.out, cands, jobs=jobs, progress=not args.no_progress,
+                           track=args.track)
+    measured = session.measure(cands)
+    _, outcome = session.aggregate(measured.exit_code)
+    print_summary(exp, measured)
     _print_where(outcome)
-    return result.exit_code
+    return measured.exit_code
 
 
 def _cmd_stage_plan(args: argparse.Namespace) -> int:
@@ -143,42 +146,45 @@ def _cmd_stage_plan(args: argparse.Namespace) -> int:
 
 def _cmd_stage_batch(args: argparse.Namespace) -> int:
     from slicert_ops.plan import check_toolchain, plan_exp_dir, read_plan
-    from slicert_ops.sweep import run_sweep, summarize
+    from slicert_ops.session import Session, print_summary
 
     exp, cands, plan = read_plan(args.plan)
     if not 0 <= args.batch < len(plan["batches"]):
         raise InputError(f"batch {args.batch} does not exist (plan has "
                          f"{len(plan['batches'])})", file=str(args.plan), field="--batch")
     check_toolchain(cands, args.plan)
-    _preflight()
     chosen = [cands[i] for i in plan["batches"][args.batch]]
-    out_root = plan_exp_dir(args.plan).parent
-    if exp.search and exp.search.get("strategy", "grid") != "grid":
-        from slicert_ops.search.cli import search_stage_batch
-
-        return search_stage_batch(exp, chosen, out_root, _jobs(args.jobs), args.track)
-    tracking = _open_tracking(exp, out_root, chosen) if args.track else None
-    result = run_sweep(exp, chosen, out_root, jobs=_jobs(args.jobs), progress=True,
-                       sinks=tracking.sinks if tracking else (),
-                       cost_model=tracking.cost_model if tracking else None)
-    if tracking is not None:
-        tracking.finish()  # the runs are logged in the background: wait for them
-    print(summarize(result))
-    return result.exit_code
+    session = Session.open(exp, plan_exp_dir(args.plan).parent, chosen,
+                           jobs=_jobs(args.jobs), track=args.track)
+    # a network's tuned networks need every task's runs: the aggregate stage measures them
+    measured = session.measure(chosen, tuned=False)
+    session.finish()  # the runs are logged in the background: wait for them
+    print_summary(exp, measured)
+    return measured.exit_code
 
 
 def _cmd_stage_aggregate(args: argparse.Namespace) -> int:
-    from slicert_ops.plan import plan_exp_dir, read_plan
+    from slicert_ops.plan import check_toolchain, plan_exp_dir, read_plan
     from slicert_ops.report.outcome import outcome_lines
+    from slicert_ops.session import Session
 
-    exp, _, _ = read_plan(args.plan)
+    exp, cands, _ = read_plan(args.plan)
     exp_dir = plan_exp_dir(args.plan)
-    tracking = _open_tracking(exp, exp_dir.parent, []) if args.track else None
-    failed, outcome = _aggregate(exp_dir, exp.name, tracking, None)
+    if exp.is_network:
+        check_toolchain(cands, args.plan)
+    session = Session.open(exp, exp_dir.parent, [], track=args.track,
+                           check_tools=exp.is_network)
+    tuned_failed = 0
+    if exp.is_network:  # the network with the best schedule per task, measured here
+        tuned = session.measure_tuned(cands)
+        tuned_failed = tuned.exit_code
+        for note in tuned.notes:
+            print(f"  note: {note}")
+    failed, outcome = session.aggregate(None)
     for line in outcome_lines(outcome):
         print(line)
     print(json.dumps(outcome, default=str))  # the task's XCom (schedule order kept)
-    return 1 if failed else 0
+    return 1 if failed or tuned_failed else 0
 
 
 # ------------------------------------------------------------------------------ storage errors
@@ -260,66 +266,6 @@ def cmd_stage_batch(args: argparse.Namespace) -> int:
 def cmd_stage_aggregate(args: argparse.Namespace) -> int:
     with storage_errors(args.plan.parent):
         return _cmd_stage_aggregate(args)
-
-
-def _preflight() -> None:
-    """Fail before any work when the toolchain is missing (not once per candidate)."""
-    from shutil import which
-
-    from slicert_ops.paths import PLUGIN_SO, QEMU_BIN
-
-    missing = [tool for tool in ("arm-none-eabi-gcc", str(QEMU_BIN)) if not which(tool)]
-    if missing:
-        raise InputError(f"missing tools: {', '.join(missing)}", fix="run `make setup`")
-    if not PLUGIN_SO.is_file():
-        raise InputError(f"the QEMU cycle plugin is not built ({PLUGIN_SO})",
-                         fix="run `make setup` (or `make plugin`)")
-
-
-def _open_tracking(exp: Experiment, out_root: Path, cands: list[Any]) -> Any:
-    from slicert_ops.tracking.sweep_sink import open_tracking
-
-    return open_tracking(exp, Path(out_root), cands)
-
-
-def _aggregate(exp_dir: Path, name: str, tracking: Any, exit_code: int | None,
-               ) -> tuple[int, dict[str, Any]]:
-    """Result index (Parquet) and report; closes the tracked sweep; prunes superseded runs.
-    Returns (failed runs, sweep outcome: counts, paths, MLflow links, best candidates)."""
-    from slicert_ops.report.outcome import sweep_outcome
-
-    failed = 0
-    index = None
-    try:
-        from slicert_ops.report.index import build_index, write_index
-        from slicert_ops.report.report import write_report
-
-        if tracking is not None:
-            tracking.wait_validated()  # the index needs every verdict; logging goes on
-        index = build_index(exp_dir.parent, experiment=name)
-        if len(index):
-            write_index(exp_dir, exp_dir / "index.parquet", df=index)
-            report_dir = exp_dir / "report"
-            write_report(index, report_dir, name)
-            if "status" in index:
-                failed = int((index["status"] != "ok").sum())
-    finally:
-        if tracking is not None:
-            tracking.close(exp_dir, failed if exit_code is None else exit_code)
-    _retention(exp_dir)
-    return failed, sweep_outcome(exp_dir, name, index)
-
-
-def _retention(exp_dir: Path) -> None:
-    """The automatic keep-last-K of .superseded/ ($SLICERT_KEEP_SUPERSEDED, default 2)."""
-    from slicert_ops.report.retention import KEEP_ENV, keep_from_env, prune_superseded
-
-    keep = keep_from_env()
-    if keep is None:
-        return
-    r = prune_superseded(exp_dir, keep)
-    if r.removed:
-        print(f"slicert: retention ({KEEP_ENV}={keep}): {r.line()}", file=sys.stderr)
 
 
 def _print_where(outcome: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slicert_ops.errors import StageError
 from slicert_ops.manifest.expand import Candidate
@@ -25,6 +25,13 @@ from slicert_ops.rundir import (
     run_name,
     run_number,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from slicert_ops.codegen.lower_c import KernelSource
+    from slicert_ops.firmware import BuildResult as FirmwareBuild
+    from slicert_ops.sim.qemu import SimResult
 
 # Calibration yield checks the harness runs before the kernel (cost of one check).
 CAL_CHECKS = 64
@@ -80,7 +87,8 @@ def board_of(cand: Candidate) -> str:
 
 
 def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
-    """All repeats of one candidate. Finished runs are reused; failures are recorded."""
+    """All repeats of one candidate: :func:`build` once, :func:`run` per repeat. Finished
+    runs are reused; failures are recorded as failed runs."""
     numbers = [run_number(cand.index, r, ctx.repeat) for r in range(ctx.repeat)]
     outcomes: dict[int, RunOutcome] = {}
     todo = []
@@ -99,36 +107,90 @@ def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
     timings: dict[str, float] = {}
     try:
         try:
-            prepared = _prepare(cand, work, timings)
+            built = build(cand, work, timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a failed run
-            err = _describe(exc)
+            err = describe_error(exc)
             for r in todo:
                 outcomes[r] = _write_failed(cand, ctx, r, numbers[r], err, timings,
                                             build_log=work / "build" / "zephyr_build.log")
             return [outcomes[r] for r in range(ctx.repeat)]
         for r in todo:
-            outcomes[r] = _run_repeat(cand, ctx, r, numbers[r], prepared, work, dict(timings))
+            outcomes[r] = run(built, r, ctx, dict(timings))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return [outcomes[r] for r in range(ctx.repeat)]
 
 
 @dataclass
-class _Prepared:
-    kernel: Any
-    build: Any
-    reference: Any
-    tvm_config_text: str  # serialized once per candidate, written into every repeat
+class Measurement:
+    """One QEMU run of a firmware, checked and turned into the contract's documents."""
+
+    sim: SimResult
+    trace: dict[str, Any]       # qemu_trace.json (schema slicert-trace/1)
+    metrics: dict[str, Any]     # the contract's metrics (cycles.txt)
+    correct: bool
+    mismatch: str = ""
+
+
+class Firmware(Protocol):
+    """A built firmware that can be measured: one per candidate kind (operator, network)."""
+
+    def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement: ...
+
+
+@dataclass
+class CandidateBuild:
+    """The build stage's result, the run stage's input: codegen + firmware of one candidate
+    (run any number of repeats), with the documents every run folder repeats."""
+
+    candidate: Candidate
+    work: Path                  # scratch folder (QEMU output of each repeat goes below it)
+    firmware: Firmware
+    tvm_config_text: str        # serialized once, written into every repeat's folder
     build_log_text: str
 
-    @classmethod
-    def of(cls, kernel: Any, build: Any, reference: Any) -> _Prepared:
-        return cls(kernel=kernel, build=build, reference=reference,
-                   tvm_config_text=dumps(kernel.tvm_config),
-                   build_log_text=build.log_path.read_text())
+
+@dataclass
+class OperatorFirmware:
+    """A single operator's firmware (the microbench harness) and its numpy reference."""
+
+    kernel: KernelSource
+    build: FirmwareBuild
+    reference: np.ndarray
+
+    def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement:
+        from slicert_ops.paths import PLUGIN_SO
+        from slicert_ops.sim import events as ev
+        from slicert_ops.sim.qemu import run_firmware
+        from slicert_ops.sim.trace import build_trace, compute_metrics
+
+        board = board_of(cand)
+        sizes = {"text_bytes": self.build.text_bytes, "data_bytes": self.build.data_bytes,
+                 "bss_bytes": self.build.bss_bytes}
+        sim = run_firmware(self.build.elf, seed=repeat, out_dir=sim_dir,
+                           timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
+                           ws=cand.runner["flash_wait_states"], board=board)
+        sim.raise_for_status()  # the sim package's one description of a failed run
+        correct, mismatch = check_output(sim.output, self.reference)
+        cpu_mhz = cand.runner["cpu_mhz"]
+        metrics = compute_metrics(sim.events, sim.totals, sizes, correct,
+                                  deadline_cycles=cand.runner["rt_deadline_us"] * cpu_mhz,
+                                  irq_exception=ev.irq_load_exception(board))
+        trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=repeat,
+                            seed=repeat, exit_code=sim.exit_code, sizes=sizes,
+                            metrics=metrics, cpu_mhz=cpu_mhz, board=board)
+        return Measurement(sim, trace, metrics, correct, mismatch)
 
 
-def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepared:
+def build(cand: Candidate, work: Path, timings: dict[str, float] | None = None
+          ) -> CandidateBuild:
+    """The build stage: codegen (TVM) and firmware (gcc) of one candidate. Raises
+    StageError naming the stage; ``timings`` collects host seconds per step."""
+    timings = {} if timings is None else timings
+    if is_network_candidate(cand):
+        from slicert_ops.network.stage import build_network_candidate
+
+        return build_network_candidate(cand, work, timings)
     from slicert_ops.codegen import generate_kernel, make_inputs, reference
     from slicert_ops.codegen.spec import ScheduleParams
     from slicert_ops.firmware import build_firmware
@@ -147,76 +209,70 @@ def _prepare(cand: Candidate, work: Path, timings: dict[str, float]) -> _Prepare
     inputs = make_inputs(op, seed=0)
     ref = reference(op, inputs)
     t = time.perf_counter()
-    build = build_firmware(kernel, inputs, runtime_options(cand), work / "build",
-                           board=board_of(cand))
+    fw = build_firmware(kernel, inputs, runtime_options(cand), work / "build",
+                        board=board_of(cand))
     timings["build"] = time.perf_counter() - t
-    return _Prepared.of(kernel, build, ref)
+    return operator_build(cand, work, kernel, fw, ref)
 
 
-def _run_repeat(cand: Candidate, ctx: SweepContext, r: int, number: int, prep: _Prepared,
-                work: Path, timings: dict[str, float]) -> RunOutcome:
-    import numpy as np
+def operator_build(cand: Candidate, work: Path, kernel: KernelSource, fw: FirmwareBuild,
+                   ref: np.ndarray) -> CandidateBuild:
+    """A CandidateBuild from an operator kernel already generated and linked (the
+    meta_schedule builder makes its own kernels)."""
+    return CandidateBuild(cand, work, OperatorFirmware(kernel, fw, ref),
+                          tvm_config_text=dumps(kernel.tvm_config),
+                          build_log_text=fw.log_path.read_text())
 
-    from slicert_ops.paths import PLUGIN_SO
-    from slicert_ops.sim import events as ev
-    from slicert_ops.sim.cycles_txt import format_cycles_txt
-    from slicert_ops.sim.qemu import run_firmware
-    from slicert_ops.sim.trace import build_trace, compute_metrics
 
+def is_network_candidate(cand: Candidate) -> bool:
+    return cand.operator.get("type") in ("network", "network_task")
+
+
+def run(built: CandidateBuild, repeat: int, ctx: SweepContext,
+        timings: dict[str, float] | None = None) -> RunOutcome:
+    """The run stage: one repeat of a built candidate in QEMU, checked, published as
+    ``run_NNNN/`` (failures too: a failed run folder says why)."""
+    cand = built.candidate
+    number = run_number(cand.index, repeat, ctx.repeat)
+    timings = {} if timings is None else timings
     writer = RunWriter(ctx.exp_dir, number)
-    sim_dir = work / f"sim_{r}"
-    sim_dir.mkdir()
-    build = prep.build
-    board = board_of(cand)
-    sizes = {"text_bytes": build.text_bytes, "data_bytes": build.data_bytes,
-             "bss_bytes": build.bss_bytes}
+    sim_dir = built.work / f"sim_{repeat}"
+    sim_dir.mkdir(parents=True, exist_ok=True)
     try:
         t = time.perf_counter()
-        sim = run_firmware(build.elf, seed=r, out_dir=sim_dir,
-                           timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
-                           ws=cand.runner["flash_wait_states"], board=board)
-        timings["run"] = time.perf_counter() - t
-        _keep_raw(writer, sim, ctx.logging)
-        if sim.timed_out:
-            raise StageError("run", f"QEMU did not finish within {cand.runner['timeout_s']:g} s "
-                             "and was killed (a hung kernel or runtime); raise "
-                             "experiment.runner.timeout_s if the kernel is just slow")
-        if sim.exit_code != 0:
-            raise StageError("run", f"firmware exited with code {sim.exit_code} "
-                             f"({_exit_meaning(sim.exit_code)})")
-        t = time.perf_counter()
-        correct, mismatch = _check_output(sim.output, prep.reference, np)
-        cpu_mhz = cand.runner["cpu_mhz"]
-        metrics = compute_metrics(sim.events, sim.totals, sizes, correct,
-                                  deadline_cycles=cand.runner["rt_deadline_us"] * cpu_mhz,
-                                  irq_exception=ev.irq_load_exception(board))
-        trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=r, seed=r,
-                            exit_code=sim.exit_code, sizes=sizes, metrics=metrics,
-                            cpu_mhz=cpu_mhz, board=board)
-        timings["parse"] = time.perf_counter() - t
+        try:
+            m = built.firmware.measure(cand, repeat, sim_dir)
+        finally:
+            timings["run"] = time.perf_counter() - t
+            _keep_raw(writer, sim_dir, ctx.logging)
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
-        writer.write_text("zephyr_build.log", prep.build_log_text)
-        writer.write_text("tvm_config.json", prep.tvm_config_text)
-        err = _describe(exc)
-        writer.publish(_manifest(cand, ctx, r, number, "failed", err, timings))
-        return RunOutcome(number, cand.id, cand.index, r, "failed", error=err,
+        writer.write_text("zephyr_build.log", built.build_log_text)
+        writer.write_text("tvm_config.json", built.tvm_config_text)
+        err = describe_error(exc)
+        writer.publish(_manifest(cand, ctx, repeat, number, "failed", err, timings))
+        return RunOutcome(number, cand.id, cand.index, repeat, "failed", error=err,
                           schedule=cand.schedule, timings=timings)
-    writer.write_text("tvm_config.json", prep.tvm_config_text)
-    writer.write_text("zephyr_build.log", prep.build_log_text)
-    writer.write_text("qemu_trace.json", dumps_trace(trace))
-    writer.write_text("cycles.txt", format_cycles_txt(metrics))
-    status = "ok" if correct else "failed"
-    err = None if correct else f"wrong kernel output: {mismatch}"
-    man = _manifest(cand, ctx, r, number, status, err, timings)
+    from slicert_ops.sim.cycles_txt import format_cycles_txt
+
+    writer.write_text("tvm_config.json", built.tvm_config_text)
+    writer.write_text("zephyr_build.log", built.build_log_text)
+    writer.write_text("qemu_trace.json", dumps_trace(m.trace))
+    writer.write_text("cycles.txt", format_cycles_txt(m.metrics))
+    status = "ok" if m.correct else "failed"
+    err = None if m.correct else f"wrong kernel output: {m.mismatch}"
+    man = _manifest(cand, ctx, repeat, number, status, err, timings)
     prediction = _prediction(ctx, cand)
     if prediction:
         man["cost_model"] = prediction
     writer.publish(man)
-    return RunOutcome(number, cand.id, cand.index, r, status, error=err, metrics=metrics,
-                      schedule=cand.schedule, timings=timings)
+    return RunOutcome(number, cand.id, cand.index, repeat, status, error=err,
+                      metrics=m.metrics, schedule=cand.schedule, timings=timings)
 
 
-def _check_output(output: bytes | None, ref: Any, np: Any) -> tuple[bool, str]:
+def check_output(output: bytes | None, ref: np.ndarray) -> tuple[bool, str]:
+    """Compare the firmware's output frame with the numpy reference (integers: exact)."""
+    import numpy as np
+
     if output is None:
         return False, "the firmware sent no output frame"
     if len(output) != ref.nbytes:
@@ -234,13 +290,15 @@ def _check_output(output: bytes | None, ref: Any, np: Any) -> tuple[bool, str]:
     return True, ""
 
 
-def _keep_raw(writer: RunWriter, sim: Any, logging: dict[str, bool]) -> None:
+def _keep_raw(writer: RunWriter, sim_dir: Path, logging: dict[str, bool]) -> None:
+    """With logging.raw: QEMU's and the plugin's output of this repeat (failed ones too)."""
+    from slicert_ops.sim.qemu import raw_files
+
     if not logging.get("raw"):
         return
     compress = bool(logging.get("compress"))
-    for name, path in sorted((getattr(sim, "raw_files", None) or {}).items()):
-        if Path(path).is_file():
-            writer.add_raw(Path(path), name, compress)
+    for name, path in sorted(raw_files(sim_dir).items()):
+        writer.add_raw(path, name, compress)
 
 
 def _manifest(cand: Candidate, ctx: SweepContext, r: int, number: int, status: str,
@@ -260,6 +318,7 @@ def _manifest(cand: Candidate, ctx: SweepContext, r: int, number: int, status: s
         "runner": cand.runner,
         "logging": ctx.logging,
         "versions": cand.versions,
+        **({"network": cand.network} if cand.network is not None else {}),
         "status": status,
         "error": error,
         # Host timings vary run to run: they live here, never in the trace or cycles.txt.
@@ -296,7 +355,8 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed stage: a StageError's own message, else where it broke."""
     if isinstance(exc, StageError):
         return str(exc)
     tb = traceback.extract_tb(exc.__traceback__)
@@ -304,9 +364,7 @@ def _describe(exc: BaseException) -> str:
     return f"internal error {type(exc).__name__}: {exc}{where}"
 
 
-def _exit_meaning(code: int) -> str:
-    return {1: "runtime assertion failed", 2: "hard fault", 3: "stack overflow"}.get(
-        code, "unexpected exit code")
 
-
-__all__ = ["RunOutcome", "SweepContext", "run_candidate", "dumps"]
+__all__ = ["CandidateBuild", "Firmware", "Measurement", "OperatorFirmware", "RunOutcome",
+           "SweepContext", "build", "check_output", "describe_error", "dumps",
+           "operator_build", "run", "run_candidate", "runtime_options"]

@@ -53,7 +53,7 @@ def write_plan(exp: Experiment, out_root: Path, batch_size: int | None = None,
     if size < 1:
         raise InputError("--batch-size must be >= 1", field="--batch-size")
     batches = [[c.index for c in cands[i:i + size]] for i in range(0, len(cands), size)]
-    if exp.search and exp.search.get("strategy", "grid") != "grid":
+    if exp.searching:
         # A search is sequential (each round ranks with what the last one measured): one
         # batch task runs it over the whole space, with --jobs workers inside.
         batches = [[c.index for c in cands]]

@@ -31,15 +31,22 @@ class Candidate:
     schedule: dict[str, int]
     runner: dict[str, Any]
     versions: dict[str, str]
+    # network candidates: what rebuilds the network (model, parameters; outside the id,
+    # which covers the network's fingerprint); None for single operators
+    network: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "id": self.id, "operator": self.operator,
-                "schedule": self.schedule, "runner": self.runner, "versions": self.versions}
+        out = {"index": self.index, "id": self.id, "operator": self.operator,
+               "schedule": self.schedule, "runner": self.runner, "versions": self.versions}
+        if self.network is not None:
+            out["network"] = self.network
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
         return cls(index=data["index"], id=data["id"], operator=data["operator"],
-                   schedule=data["schedule"], runner=data["runner"], versions=data["versions"])
+                   schedule=data["schedule"], runner=data["runner"], versions=data["versions"],
+                   network=data.get("network"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
     if versions is None:
         from slicert_ops.versions import toolchain_versions
         versions = toolchain_versions()
+    if exp.is_network:
+        from slicert_ops.network.candidates import expand_network
+
+        return Expansion(candidates=expand_network(exp, versions), skipped=[])
     op = operator_spec(exp)
     check_memory(exp, op)
     params = exp.parameters

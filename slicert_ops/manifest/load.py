@@ -28,6 +28,27 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """experiment.search with every default filled (once, at load)."""
+
+    strategy: str = "grid"
+    budget: int | None = None
+    objective: str = "kernel_cycles"
+    seed: int = 0
+    rounds: int | None = None
+    exploration: float = 0.2
+
+    @property
+    def searching(self) -> bool:
+        """A strategy that measures a budget of candidates (not the whole grid)."""
+        return self.strategy != "grid"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "budget": self.budget, "objective": self.objective,
+                "seed": self.seed, "rounds": self.rounds, "exploration": self.exploration}
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A validated manifest with every default filled in."""
 
@@ -40,16 +61,34 @@ class Experiment:
     runner: dict[str, Any]
     logging: dict[str, bool]
     source: str  # the manifest file (for error messages and provenance)
-    search: dict[str, Any] | None = None  # experiment.search, normalized (None: grid sweep)
+    search: SearchSpec | None = None  # experiment.search (None: no section, a grid sweep)
+    # experiment.model (a network, docs/networks.md): then `operator` is empty and
+    # `parameters` is the per-type / per-layer mapping plus the network-wide `slice` list.
+    model: dict[str, Any] | None = None
+
+    @property
+    def is_network(self) -> bool:
+        return self.model is not None
+
+    @property
+    def search_spec(self) -> SearchSpec:
+        """experiment.search, or the grid sweep's defaults when the section is absent."""
+        return self.search or SearchSpec()
+
+    @property
+    def searching(self) -> bool:
+        return self.search_spec.searching
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized manifest, as it would be written back to YAML."""
+        body: dict[str, Any] = {"model": copy.deepcopy(self.model)} if self.is_network \
+            else {"operator": dict(self.operator)}
         return {"experiment": {
             "name": self.name, "repeat": self.repeat, "nightly": self.nightly,
-            "description": self.description, "operator": dict(self.operator),
+            "description": self.description, **body,
             "parameters": {k: v for k, v in self.parameters.items() if v is not None},
             "runner": dict(self.runner), "logging": dict(self.logging),
-            **({"search": dict(self.search)} if self.search else {}),
+            **({"search": self.search.to_dict()} if self.search else {}),
         }}
 
 
@@ -140,7 +179,7 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
     if not isinstance(exp, dict):
         problems.add("experiment", f"must be a mapping, got {_type(exp)}")
         _raise(problems)
-    known = set(EXPERIMENT_FIELDS) | set(SECTIONS) | {"operator", "search"}
+    known = set(EXPERIMENT_FIELDS) | set(SECTIONS) | {"operator", "search", "model"}
     for key in exp:
         if key in RESERVED_SECTIONS:
             problems.add(f"experiment.{key}", "reserved section; remove this block")
@@ -152,9 +191,15 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
     if isinstance(top.get("name"), str) and not NAME_RE.match(top["name"]):
         problems.add("experiment.name", f"{top['name']!r} is not a valid name: use letters, "
                      "digits, '_', '-' and '.', starting with a letter or digit (max 100)")
+    network = "model" in exp
+    if network and "operator" in exp:
+        problems.add("experiment.model", "a manifest has either experiment.operator (one "
+                     "operator) or experiment.model (a network), not both; remove one")
     sections = {sec: check_section(f"experiment.{sec}", exp.get(sec), fields, problems)
-                for sec, fields in SECTIONS.items()}
-    operator = check_operator(exp.get("operator"), problems)
+                for sec, fields in SECTIONS.items() if not (network and sec == "parameters")}
+    if network:
+        sections["parameters"] = _network_parameters(exp.get("parameters"), problems)
+    operator = {} if network else check_operator(exp.get("operator"), problems)
     search = check_search(exp.get("search"), problems) if "search" in exp else None
     if problems:
         _raise(problems)
@@ -173,6 +218,13 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
                      f"{too_long[0]} us is longer than the 24-bit SysTick can time at "
                      f"{runner['cpu_mhz']} MHz: at most {max_slice} us (2^24 cycles)")
         _raise(problems)
+    if network and search is not None and search.strategy == "meta_schedule":
+        problems.add("experiment.search.strategy",
+                     "meta_schedule searches TVM's own schedules of one operator; a network "
+                     "is searched task by task over its schedule spaces: use random or "
+                     "cost_model (budget = candidates per task)")
+        _raise(problems)
+    model = _check_network(raw, file, runner) if network else None
     irq_bounds = _irq_bounds(search)
     if irq_bounds and not runner["simulate_irq_load"]:
         problems.add("experiment.search.objective",
@@ -183,8 +235,40 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
         name=top["name"], repeat=top["repeat"], nightly=top["nightly"],
         description=top["description"] or "", operator=operator,
         parameters=sections["parameters"], runner=runner, logging=sections["logging"],
-        source=file, search=search,
+        source=file, search=search, model=model,
     )
+
+
+def _network_parameters(value: Any, problems: Problems) -> dict[str, Any]:
+    """experiment.parameters of a network: kept as given (the network package checks the
+    per-type / per-layer spaces against the layers); `slice` is checked here."""
+    from slicert_ops.manifest.schema import PARAMETER_FIELDS
+
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.add("experiment.parameters", f"must be a mapping, got {_type(value)}")
+        value = {}
+    params = copy.deepcopy(value)
+    params["slice"] = check_field("experiment.parameters.slice", value.get("slice"),
+                                  PARAMETER_FIELDS["slice"], problems)
+    return params
+
+
+def _check_network(raw: dict[str, Any], file: str, runner: dict[str, Any]) -> dict[str, Any]:
+    """experiment.model: layers, schedule spaces and the memory plan on runner.board, all
+    checked before any work (a NetworkError, an InputError, lists every problem). Returns
+    the model with an ONNX path made absolute (workers may run elsewhere)."""
+    from slicert_ops.network import load_network
+
+    exp = copy.deepcopy(raw["experiment"])
+    exp["runner"] = runner
+    load_network({"experiment": exp}, file, board=runner["board"])
+    model = exp["model"]
+    if isinstance(model, dict) and "onnx" in model:
+        onnx = Path(str(model["onnx"]))
+        model["onnx"] = str(onnx if onnx.is_absolute() else (Path(file).parent / onnx).resolve())
+    return model
 
 
 def check_section(path: str, value: Any, fields: dict[str, Field],
@@ -202,7 +286,7 @@ def check_section(path: str, value: Any, fields: dict[str, Field],
             for name, spec in fields.items()}
 
 
-def check_search(value: Any, problems: Problems) -> dict[str, Any] | None:
+def check_search(value: Any, problems: Problems) -> SearchSpec | None:
     """experiment.search: strategy, budget, objective (parsed strictly), seed, rounds,
     exploration. Returns the normalized section (None when absent)."""
     from slicert_ops.search.objective import ObjectiveError, parse_objective
@@ -225,16 +309,20 @@ def check_search(value: Any, problems: Problems) -> dict[str, Any] | None:
             problems.add("experiment.search.objective", str(exc))
         else:
             search["objective"] = obj.text
-    return search
+    if problems:
+        return None
+    return SearchSpec(strategy=search["strategy"], budget=search["budget"],
+                      objective=search["objective"], seed=search["seed"],
+                      rounds=search["rounds"], exploration=float(search["exploration"]))
 
 
-def _irq_bounds(search: dict[str, Any] | None) -> list[str]:
+def _irq_bounds(search: SearchSpec | None) -> list[str]:
     """Bounds of the (valid) objective on metrics measured only under IRQ load."""
     from slicert_ops.search.objective import IRQ_METRICS, parse_objective
 
     if not search:
         return []
-    return [b.text for b in parse_objective(search["objective"]).bounds
+    return [b.text for b in parse_objective(search.objective).bounds
             if b.metric in IRQ_METRICS]
 
 

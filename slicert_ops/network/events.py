@@ -1,23 +1,20 @@
 """Layer-boundary trace events and per-layer metrics.
 
-Ids (C: ``zephyr/include/slicert/network.h``; not in the contract's table of runtime events,
-which stops at 17; ids 32/33 are free in the 0..127 stub range):
+Ids (C: ``zephyr/include/slicert/network.h``; Python: ``slicert_ops/sim/events.py``, table
+in docs/contracts.md):
 
 | id | name | where | payload |
 |---|---|---|---|
 | 32 | ``layer_start`` | network function, before an op's kernel call | op index |
 | 33 | ``layer_end`` | network function, after it returns | op index |
-
-``slicert_ops.sim`` names them ``event_32`` / ``event_33`` until they are added to
-``slicert_ops/sim/events.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-LAYER_START = 32
-LAYER_END = 33
+from slicert_ops.sim.events import LAYER_END, LAYER_START
+
 EVENT_NAMES = {LAYER_START: "layer_start", LAYER_END: "layer_end"}
 
 #: Metrics kept per layer (names as docs/contracts.md, computed on the layer's window).

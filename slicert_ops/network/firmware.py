@@ -313,7 +313,8 @@ def _compare(net: Network, got: np.ndarray, want: np.ndarray, rtol: float, atol:
 
 def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                 timeout_s: float = 120.0, deadline_us: int | None = None,
-                locate: bool = True, rtol: float = 1e-4, atol: float = 1e-4) -> NetworkRun:
+                locate: bool = True, rtol: float = 1e-4, atol: float = 1e-4,
+                ws: int = 0) -> NetworkRun:
     """Run the firmware in QEMU under the cycle plugin, check the output against the numpy
     reference (int8: bit-exact; float32: within rtol/atol) and compute network and per-layer
     metrics (``deadline_us``: the RT deadline, µs of the modelled clock). On a mismatch
@@ -327,7 +328,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
     net = nb.net
     out = Path(out_dir)
     sim = run_firmware(nb.elf, seed=seed, out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO,
-                       board=nb.board)
+                       board=nb.board, ws=ws)
     sim.raise_for_status()
     values = run_reference(net, nb.input)
     final = net.ops[-1].output
@@ -351,7 +352,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                                          dump=True, x=nb.input, runtime_dir=nb.runtime_dir,
                                          board=nb.board)
             sim2 = run_firmware(nb2.elf, seed=seed, out_dir=out / "locate",
-                                timeout_s=timeout_s, plugin=PLUGIN_SO, board=nb.board)
+                                timeout_s=timeout_s, plugin=PLUGIN_SO, board=nb.board, ws=ws)
             dumps = parse_layer_dumps(sim2.stdout)
         for op in net.ops:
             ref = values[op.output]
@@ -390,13 +391,11 @@ def network_report(net: Network, plan: MemoryPlan) -> dict[str, Any]:
                                   default=0)}
 
 
-def measure_task(net: Network, task: Task, out_dir: str | Path, *,
-                 schedule: LayerSchedule | None = None, runtime_options: Any = None,
-                 seed: int = 0, timeout_s: float = 120.0, deadline_us: int | None = None,
-                 x: np.ndarray | None = None, board: str = "lm3s6965evb") -> NetworkRun:
-    """Build and run the firmware of one tuning task alone (its first op, on the input that
-    op sees in the network): what a per-task sweep measures. ``run.layers[0]`` holds the op's
-    metrics; the output is checked like a network's."""
+def task_firmware(net: Network, task: Task, out_dir: str | Path, *,
+                  schedule: LayerSchedule | None = None, runtime_options: Any = None,
+                  x: np.ndarray | None = None, board: str = "lm3s6965evb") -> NetworkBuild:
+    """The firmware of one tuning task alone: its first op as a one-op network, on the input
+    that op sees in the network (what a per-task sweep measures)."""
     import dataclasses
 
     from .network import task_network
@@ -406,10 +405,20 @@ def measure_task(net: Network, task: Task, out_dir: str | Path, *,
     if len(own) != 1 or own[0].signature != task.signature:
         raise RuntimeError(f"task {task.key}: its one-op network has another kernel")
     sub_tasks = [dataclasses.replace(task, ops=[0], layer_names=[sub.ops[0].label])]
+    return build_network_firmware(sub, out_dir, tasks=sub_tasks,
+                                  schedules={task.key: schedule} if schedule else None,
+                                  runtime_options=runtime_options, x=x0, board=board)
+
+
+def measure_task(net: Network, task: Task, out_dir: str | Path, *,
+                 schedule: LayerSchedule | None = None, runtime_options: Any = None,
+                 seed: int = 0, timeout_s: float = 120.0, deadline_us: int | None = None,
+                 x: np.ndarray | None = None, board: str = "lm3s6965evb") -> NetworkRun:
+    """Build and run the firmware of one tuning task alone (:func:`task_firmware`).
+    ``run.layers[0]`` holds the op's metrics; the output is checked like a network's."""
     out = Path(out_dir)
-    nb = build_network_firmware(sub, out / "fw", tasks=sub_tasks,
-                                schedules={task.key: schedule} if schedule else None,
-                                runtime_options=runtime_options, x=x0, board=board)
+    nb = task_firmware(net, task, out / "fw", schedule=schedule,
+                       runtime_options=runtime_options, x=x, board=board)
     return run_network(nb, out / "run", seed=seed, timeout_s=timeout_s,
                        deadline_us=deadline_us)
 
@@ -445,9 +454,14 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
     trace["network"] = {**nb.net.summary(), "fingerprint": nb.net.fingerprint(),
                         "memory": nb.plan.to_dict(), "first_wrong_layer": run.first_wrong_layer}
     trace["layers"] = layers
-    tvm_config = {"network": nb.net.summary(),
-                  "tasks": [{"key": t.key, "type": t.type, "layers": t.layer_names,
-                             "weight": t.weight, **nb.kernels[t.key].tvm_config}
-                            for t in nb.tasks]}
     return {"qemu_trace.json": trace, "cycles": dict(run.metrics),
-            "tvm_config.json": tvm_config, "layers": layers}
+            "tvm_config.json": network_tvm_config(nb), "layers": layers}
+
+
+def network_tvm_config(nb: NetworkBuild) -> dict[str, Any]:
+    """``tvm_config.json`` of a network build: per task its signature, schedule, prototype
+    and schedule trace."""
+    return {"network": nb.net.summary(),
+            "tasks": [{"key": t.key, "type": t.type, "layers": t.layer_names,
+                       "weight": t.weight, **nb.kernels[t.key].tvm_config}
+                      for t in nb.tasks]}

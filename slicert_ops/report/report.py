@@ -118,11 +118,23 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str) -> list[Path]:
-    """Plots and summaries of one experiment (sweep) into out_dir; returns the files written."""
+def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
+                 exp_dir: Path | None = None) -> list[Path]:
+    """Plots and summaries of one experiment (sweep) into out_dir; returns the files written.
+    A network experiment (``exp_dir`` given) adds its network candidates and per-layer
+    figures; the candidate tables and parameter plots are then its task candidates'."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    exp_runs = index_df[index_df["experiment"] == experiment]
+    all_runs = index_df[index_df["experiment"] == experiment]
+    net_figures: list[tuple[str, Path]] = []
+    net_sections: list[tuple[str, pd.DataFrame]] = []
+    exp_runs = all_runs
+    if "operator.type" in all_runs and (all_runs["operator.type"] == "network").any():
+        from slicert_ops.network.report import network_report
+
+        net_figures, net_sections = network_report(all_runs, Path(exp_dir or out_dir.parent),
+                                                   out_dir, experiment)
+        exp_runs = all_runs[all_runs["operator.type"] != "network"]
     runs = exp_runs[exp_runs["valid"].astype(bool)]
     params = [p for p in schedule_columns(runs) if runs[p].notna().any()]
     varied = [p for p in params if runs[p].nunique() > 1]
@@ -153,23 +165,29 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str) -
         cand.to_csv(csv, index=False)
         written.append(csv)
 
-    counts = _counts(exp_runs)
+    figures = net_figures + figures
+    written += [p for _, p in net_figures]
+    counts = _counts(all_runs)
     by_kernel = cand.head(TOP_N)
     by_preempt = cand.sort_values(["max_preemption_latency_cycles", "kernel_cycles",
                                    "candidate_id"]).head(TOP_N)
     pareto = cand[cand["pareto"]].sort_values("kernel_cycles") if not cand.empty else cand
-    failures = exp_runs[~exp_runs["valid"].astype(bool)]
-    sections = [
-        (f"Best by kernel cycles (top {TOP_N})", _display(by_kernel)),
-        (f"Best by worst preemption latency (top {TOP_N})", _display(by_preempt)),
-        (f"Pareto set: kernel cycles vs worst preemption latency ({len(pareto)})",
-         _display(pareto)),
-    ]
+    failures = all_runs[~all_runs["valid"].astype(bool)]
+    sections = list(net_sections)
+    if not cand.empty or not net_sections:
+        what = " (task candidates, each layer alone)" if net_sections else ""
+        sections += [
+            (f"Best by kernel cycles (top {TOP_N}){what}", _display(by_kernel)),
+            (f"Best by worst preemption latency (top {TOP_N}){what}", _display(by_preempt)),
+            (f"Pareto set: kernel cycles vs worst preemption latency ({len(pareto)}){what}",
+             _display(pareto)),
+        ]
     cols = [c for c in ("run", "candidate_id", "status", "correct", "validation_success",
                         "error") if c in failures]
     fail_table = failures[cols].head(50)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    intro = (f"{counts['runs']} runs, {counts['valid']} valid over {len(cand)} candidates; "
+    n_cand = all_runs["candidate_id"].nunique() if "candidate_id" in all_runs else len(cand)
+    intro = (f"{counts['runs']} runs, {counts['valid']} valid over {n_cand} candidates; "
              f"{counts['failed']} failed, {counts['incorrect']} with wrong output, "
              f"{counts['validation_failed']} failed validation. Cycles are {plots.CYCLES}; "
              f"per candidate, kernel cycles are the mean over its valid repeats and the "

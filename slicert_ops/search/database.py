@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from slicert_ops.manifest import Candidate
 from slicert_ops.rundir import finished_run, run_name, run_number
@@ -49,27 +50,22 @@ class MemoryDatabase(Database):
 
 
 class RunFolderDatabase(Database):
-    def __init__(self, exp_dir: Path, repeat: int, log_name: str = "trials.jsonl") -> None:
+    def __init__(self, exp_dir: Path, repeat: int, log_name: str = "trials.jsonl",
+                 name: str | None = None) -> None:
         self.exp_dir, self.repeat = Path(exp_dir), repeat
-        self.search_dir = self.exp_dir / SEARCH_DIR
+        # a network's searches: one folder per task (search/<first layer>/)
+        self.search_dir = self.exp_dir / SEARCH_DIR / name if name else \
+            self.exp_dir / SEARCH_DIR
         self.search_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.search_dir / log_name
         self.log_path.write_text("")
         self._trials: list[Trial] = []
 
     def lookup(self, cand: Candidate) -> MeasureResult | None:
-        runs, numbers = [], []
-        for r in range(self.repeat):
-            n = run_number(cand.index, r, self.repeat)
-            run_dir = self.exp_dir / run_name(n)
-            if finished_run(run_dir, cand.id, r) is None:
-                return None
-            try:
-                trace = json.loads((run_dir / "qemu_trace.json").read_text())
-            except (OSError, ValueError):
-                return None
-            runs.append(trace.get("metrics") or {})
-            numbers.append(n)
+        got = read_candidate_runs(self.exp_dir, cand, self.repeat)
+        if got is None:
+            return None
+        runs, numbers = got
         return MeasureResult(cand.id, "ok", aggregate_repeats(runs), reused=True,
                              runs=tuple(numbers))
 
@@ -80,6 +76,31 @@ class RunFolderDatabase(Database):
 
     def trials(self) -> list[Trial]:
         return list(self._trials)
+
+
+def read_candidate_runs(exp_dir: Path, cand: Candidate, repeat: int
+                        ) -> tuple[list[dict[str, Any]], list[int]] | None:
+    """Metrics and run numbers of every repeat of a candidate (None unless all finished)."""
+    runs, numbers = [], []
+    for r in range(repeat):
+        n = run_number(cand.index, r, repeat)
+        run_dir = Path(exp_dir) / run_name(n)
+        if finished_run(run_dir, cand.id, r) is None:
+            return None
+        try:
+            trace = json.loads((run_dir / "qemu_trace.json").read_text())
+        except (OSError, ValueError):
+            return None
+        runs.append(trace.get("metrics") or {})
+        numbers.append(n)
+    return runs, numbers
+
+
+def read_candidate_metrics(exp_dir: Path, cand: Candidate, repeat: int
+                           ) -> dict[str, Any] | None:
+    """A candidate's metrics aggregated over its repeats (None unless all finished)."""
+    got = read_candidate_runs(exp_dir, cand, repeat)
+    return aggregate_repeats(got[0]) if got else None
 
 
 def read_trials(path: Path) -> list[Trial]:

@@ -8,7 +8,7 @@ provide the two halves TVM measures with, made of the pipeline's stages:
   (``codegen.lower_c``: yield check inserted there, unpacked calling convention, no TVM
   runtime) and links the firmware (``firmware.build_firmware``).
 - :class:`SlicertRunner` (a ``PyRunner``): runs every repeat in QEMU with the cycle plugin
-  and writes the run folders exactly as the pipeline does (``pipeline._run_repeat``:
+  and writes the run folders exactly as the pipeline does (``pipeline.run``:
   output checked against numpy, trace, metrics, cycles.txt). TVM receives the objective as
   ``run_secs`` (kernel cycles at 50 MHz); an infeasible candidate (breaks a bound of the
   objective) gets a tenfold penalty so that TVM's model learns to avoid it, and is never
@@ -309,7 +309,7 @@ def kernel_from_schedule(op: Any, sch: Any, entry: str = ENTRY) -> tuple[Any, Yi
 @dataclass
 class _Built:
     cand: Candidate
-    prepared: Any | None          # pipeline._Prepared (None when replayed)
+    prepared: Any | None          # pipeline.CandidateBuild (None when replayed)
     work: Path
     replay: MeasureResult | None
 
@@ -429,7 +429,7 @@ def make_builder(session: Session) -> Any:
 
         def build(self, build_inputs: list[Any]) -> list[Any]:
             from slicert_ops.firmware import build_firmware
-            from slicert_ops.pipeline import _Prepared, runtime_options
+            from slicert_ops.pipeline import operator_build, runtime_options
 
             jobs: list[tuple[int, Candidate, Any, Path]] = []
             results: list[Any] = [None] * len(build_inputs)
@@ -460,7 +460,7 @@ def make_builder(session: Session) -> Any:
                 except Exception as exc:  # noqa: BLE001
                     return i, exc
                 # no host timings in tvm_config.json: it must be byte-identical on re-runs
-                return i, _Prepared.of(kernel, build, session.reference)
+                return i, operator_build(cand, work, kernel, build, session.reference)
 
             with ThreadPoolExecutor(max_workers=session.jobs) as pool:
                 for i, prep in pool.map(link, jobs):
@@ -498,8 +498,7 @@ def make_runner(session: Session) -> Any:
         """RunnerInput(artifact) -> every repeat in QEMU -> run folders -> run_secs."""
 
         def run(self, runner_inputs: list[Any]) -> list[Any]:
-            from slicert_ops.pipeline import _run_repeat
-            from slicert_ops.rundir import run_number
+            from slicert_ops.pipeline import run as run_stage
 
             built = [session.built.pop(ri.artifact_path, None) for ri in runner_inputs]
 
@@ -509,11 +508,7 @@ def make_runner(session: Session) -> Any:
                 if b is None or b.replay is not None:
                     return None
                 # b.work (the ELF) is removed by TVM's RemoveBuildArtifact callback
-                outs = []
-                for r in range(session.exp.repeat):
-                    n = run_number(b.cand.index, r, session.exp.repeat)
-                    outs.append(_run_repeat(b.cand, session.ctx, r, n, b.prepared, b.work, {}))
-                return outs
+                return [run_stage(b.prepared, r, session.ctx) for r in range(session.exp.repeat)]
 
             with ThreadPoolExecutor(max_workers=session.jobs) as pool:
                 outcomes = list(pool.map(measure, built))
@@ -621,9 +616,9 @@ def run_meta_schedule(exp: Experiment, out_root: Path, *, jobs: int = 1,
     from slicert_ops.search.tuner import SearchResult
 
     s = search_settings(exp)
-    budget = int(budget or s.get("budget") or 16)
-    seed = int(s["seed"] if seed is None else seed)
-    objective = parse_objective(s["objective"], cycles_per_us(exp))
+    budget = int(budget or s.budget or 16)
+    seed = int(s.seed if seed is None else seed)
+    objective = parse_objective(s.objective, cycles_per_us(exp))
     slices = exp.parameters.get("slice") or [64]
     if len(slices) > 1 and progress:
         print(f"  note: meta_schedule tunes the kernel for slice {slices[0]} us (the first "
@@ -676,6 +671,6 @@ def run_meta_schedule(exp: Experiment, out_root: Path, *, jobs: int = 1,
                                     "target": MS_TARGET,
                                     "build_failures": session.build_failures},
                           elapsed_s=time.perf_counter() - t0, exp_dir=exp_dir,
-                          experiment=exp.name)
+                          experiment=exp.name, search_dir=session.db.search_dir)
     write_outputs(result, session.db.search_dir)
     return result

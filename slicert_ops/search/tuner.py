@@ -48,6 +48,7 @@ class SearchResult:
     elapsed_s: float = 0.0
     exp_dir: Path | None = None
     experiment: str = ""
+    search_dir: Path | None = None   # trials.jsonl, summary.json, curve.csv/png
 
     @property
     def measured(self) -> int:

@@ -66,6 +66,9 @@ BOOT = 14
 OUTPUT_READY = 15
 TICK_ENTER = 16
 TICK_EXIT = 17
+# network firmware (zephyr/include/slicert/network.h): payload = op index
+LAYER_START = 32
+LAYER_END = 33
 
 EVENT_NAMES: dict[int, str] = {
     KERNEL_START: "kernel_start",
@@ -86,6 +89,8 @@ EVENT_NAMES: dict[int, str] = {
     OUTPUT_READY: "output_ready",
     TICK_ENTER: "tick_enter",
     TICK_EXIT: "tick_exit",
+    LAYER_START: "layer_start",
+    LAYER_END: "layer_end",
     EXC_ENTRY: "exc_entry",
 }
 EVENT_IDS: dict[str, int] = {name: eid for eid, name in EVENT_NAMES.items()}

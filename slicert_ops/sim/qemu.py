@@ -85,8 +85,9 @@ class SimResult:
             last = self.events[-1]
             where = f"; last event {last.type} at {last.insns} instructions"
         if self.timed_out:
-            return (f"QEMU timed out after {self.timeout_s:g}s and was killed (the firmware "
-                    f"hangs or needs more time: raise the run timeout){where}{hint}")
+            return (f"QEMU timed out after {self.timeout_s:g}s and was killed (a hung kernel "
+                    "or runtime; raise experiment.runner.timeout_s if the kernel is just "
+                    f"slow){where}{hint}")
         if self.exit_code is None:
             return f"QEMU was killed by a signal{where}{hint}"
         if self.exit_code != 0:
@@ -102,6 +103,13 @@ class SimResult:
         if msg:
             raise StageError("run", msg)
         return self
+
+
+def raw_files(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """The raw files a run left in ``out_dir`` (also after a timeout or a crash)."""
+    out = Path(out_dir)
+    return {name: out / name for name in (PLUGIN_FILE, STDOUT_FILE, STDERR_FILE)
+            if (out / name).is_file()}
 
 
 def parse_output_frame(stdout: bytes) -> bytes:

@@ -1,0 +1,242 @@
+"""What a network experiment shows: per-layer table and plots, network candidates, summary.
+
+- ``layers.parquet`` beside ``index.parquet``: one row per (network run, layer) with the
+  layer's cycles, granule, worst preemption latency and schedule;
+- report figures: per-layer bar chart (kernel cycles and worst preemption latency of the
+  best network run) and end-to-end latency against worst preemption latency over the
+  network candidates;
+- the end-of-run summary of ``slicert run`` and the plan lines of ``slicert check``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from slicert_ops.manifest import Candidate, Experiment
+
+LAYER_COLUMNS = ("run", "candidate_id", "repeat", "op", "layer", "type", "kernel_cycles",
+                 "wall_cycles", "macs", "macs_per_cycle", "yield_checks",
+                 "max_granule_cycles", "max_preemption_latency_cycles", "deadline_misses")
+
+
+def _network_runs(exp_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for man_path in sorted(Path(exp_dir).glob("run_*/manifest.json")):
+        try:
+            man = json.loads(man_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (man.get("operator") or {}).get("type") == "network":
+            out.append((man_path.parent, man))
+    return out
+
+
+def layer_rows(exp_dir: Path) -> list[dict[str, Any]]:
+    """One row per layer of every finished, correct network run."""
+    rows = []
+    for run_dir, man in _network_runs(exp_dir):
+        if man.get("status") != "ok":
+            continue
+        try:
+            trace = json.loads((run_dir / "qemu_trace.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for layer in trace.get("layers") or []:
+            row = {"run": run_dir.name, "candidate_id": man["candidate_id"],
+                   "repeat": man.get("repeat", 0)}
+            row.update({k: layer.get(k) for k in LAYER_COLUMNS if k in layer})
+            for k, v in (layer.get("schedule") or {}).items():
+                row[f"schedule.{k}"] = v
+            rows.append(row)
+    return rows
+
+
+def write_layers_parquet(exp_dir: Path) -> Path | None:
+    import pandas as pd
+
+    rows = layer_rows(exp_dir)
+    if not rows:
+        return None
+    path = Path(exp_dir) / "layers.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def network_table(exp_runs: pd.DataFrame, default_ids: set[str]) -> pd.DataFrame:
+    """One row per network candidate (valid runs): end-to-end and kernel cycles (mean),
+    worst preemption latency (max), deadline misses (sum), MACs per cycle."""
+    import pandas as pd
+
+    runs = exp_runs[exp_runs.get("operator.type", pd.Series(dtype=str)) == "network"]
+    if "valid" in runs:
+        runs = runs[runs["valid"].astype(bool)]
+    if runs.empty:
+        return pd.DataFrame()
+    agg = {"runs": ("run", "count"), "slice": ("schedule.slice", "first"),
+           "network_cycles": ("network_cycles", "mean"),
+           "kernel_cycles": ("kernel_cycles", "mean"),
+           "macs_per_cycle": ("macs_per_cycle", "mean"),
+           "max_preemption_latency_cycles": ("max_preemption_latency_cycles", "max"),
+           "deadline_misses": ("deadline_misses", "sum"), "rt_jobs": ("rt_jobs", "sum"),
+           "arena_bytes": ("arena_bytes", "first")}
+    agg = {k: v for k, v in agg.items() if v[0] in runs}
+    table = runs.groupby("candidate_id", sort=False).agg(**agg).reset_index()
+    table.insert(1, "schedules", ["default" if c in default_ids else "best per task"
+                                  for c in table["candidate_id"]])
+    return table.sort_values(["network_cycles", "candidate_id"]).reset_index(drop=True)
+
+
+def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
+    """Per layer: kernel cycles (bars) and worst preemption latency (bars), one run."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    from slicert_ops.report.plots import CYCLES, _save
+
+    rows = rows.sort_values("op")
+    labels = [f"{r.layer} ({r.type})" for r in rows.itertuples()]
+    y = list(range(len(rows)))
+    fig = Figure(figsize=(11, max(3.0, 0.32 * len(rows) + 1.4)))
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    ax1.barh(y, rows["kernel_cycles"].astype(float), color="tab:blue")
+    ax1.set_title("kernel cycles per layer")
+    ax2.barh(y, rows["max_preemption_latency_cycles"].astype(float), color="tab:red",
+             label="worst preemption latency")
+    if "max_granule_cycles" in rows:
+        ax2.plot(rows["max_granule_cycles"].astype(float), y, "k|", ms=10,
+                 label="longest granule")
+    ax2.set_title("worst preemption latency per layer")
+    ax2.legend(fontsize=8, loc="lower right")
+    ax1.set_yticks(y, labels, fontsize=8)
+    ax1.invert_yaxis()
+    for ax in (ax1, ax2):
+        ax.set_xlabel(f"cycles ({CYCLES})")
+        ax.xaxis.set_major_formatter(EngFormatter())
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title, y=1.03)
+    return _save(fig, path)
+
+
+def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """End-to-end latency (network cycles) against worst preemption latency, per network
+    candidate (default schedules vs best per task, per slice budget)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    from slicert_ops.report.plots import CYCLES, _save
+
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    for kind, marker in (("default", "o"), ("best per task", "*")):
+        sub = table[table["schedules"] == kind]
+        if sub.empty:
+            continue
+        ax.scatter(sub["max_preemption_latency_cycles"].astype(float),
+                   sub["network_cycles"].astype(float), s=90 if marker == "*" else 40,
+                   marker=marker, label=f"{kind} schedules")
+        for r in sub.itertuples():
+            ax.annotate(f"slice {getattr(r, 'slice', '?')}",
+                        (float(r.max_preemption_latency_cycles), float(r.network_cycles)),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(f"worst preemption latency (cycles, {CYCLES})")
+    ax.set_ylabel("end-to-end network cycles (under the IRQ load)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(EngFormatter())
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experiment: str,
+                   ) -> tuple[list[tuple[str, Path]], list[tuple[str, pd.DataFrame]]]:
+    """Figures and tables of the network candidates (empty when there are none)."""
+    import pandas as pd
+
+    table = network_table(exp_runs, _default_ids(exp_dir))
+    if table.empty:
+        return [], []
+    figures: list[tuple[str, Path]] = []
+    sections: list[tuple[str, pd.DataFrame]] = [("Network candidates (end to end)", table)]
+    best = table.iloc[0]
+    layers = pd.DataFrame(layer_rows(exp_dir))
+    if not layers.empty:
+        own = layers[layers["candidate_id"] == best["candidate_id"]]
+        own = own[own["repeat"] == own["repeat"].min()]
+        figures.append(("Per-layer cycles and worst preemption latency (best network)",
+                        plot_layers(own, out_dir / "layers.png",
+                                    f"{experiment}: per layer, best network "
+                                    f"({best['candidate_id']}, {own['run'].iloc[0]})")))
+        cols = [c for c in ("op", "layer", "type", "kernel_cycles", "macs_per_cycle",
+                            "yield_checks", "max_granule_cycles",
+                            "max_preemption_latency_cycles") if c in own]
+        sections.append((f"Layers of the best network ({own['run'].iloc[0]})",
+                         own[cols].sort_values("op").reset_index(drop=True)))
+    figures.append(("End-to-end latency vs worst preemption latency (network candidates)",
+                    plot_e2e_vs_preemption(table, out_dir / "network_e2e_vs_preemption.png",
+                                           f"{experiment}: end to end vs preemption")))
+    return figures, sections
+
+
+def _default_ids(exp_dir: Path) -> set[str]:
+    """Ids of the default-schedule networks (``Candidate.network["schedules"]``)."""
+    return {man["candidate_id"] for _, man in _network_runs(exp_dir)
+            if (man.get("network") or {}).get("schedules") == "default"}
+
+
+def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str:
+    """The end-of-run text of a network experiment: networks, then the best one's layers."""
+    import pandas as pd
+
+    from slicert_ops.report.index import build_index
+
+    ok = sum(1 for o in outcomes if o.status == "ok")
+    lines = [f"{Path(exp_dir).name}: {len(outcomes)} runs, {ok} ok, {len(outcomes) - ok} "
+             f"failed; results in {exp_dir}"]
+    lines += [f"  note: {n}" for n in notes]
+    try:
+        index = build_index(Path(exp_dir).parent, experiment=Path(exp_dir).name)
+    except Exception:  # noqa: BLE001 - the summary never fails a run
+        index = pd.DataFrame()
+    table = network_table(index, _default_ids(exp_dir)) if len(index) else pd.DataFrame()
+    if table.empty:
+        lines.append("no correct network run")
+        return "\n".join(lines)
+    lines += ["", "networks (end to end, under the manifest's IRQ load):",
+              table.to_string(index=False, float_format=lambda v: f"{v:,.3f}")]
+    layers = pd.DataFrame(layer_rows(exp_dir))
+    if not layers.empty:
+        best = table.iloc[0]["candidate_id"]
+        own = layers[layers["candidate_id"] == best]
+        own = own[own["repeat"] == own["repeat"].min()].sort_values("op")
+        cols = [c for c in ("layer", "type", "kernel_cycles", "macs_per_cycle",
+                            "max_granule_cycles", "max_preemption_latency_cycles")
+                if c in own]
+        lines += ["", f"layers of the best network ({best}):",
+                  own[cols].to_string(index=False)]
+    return "\n".join(lines)
+
+
+def describe_plan(exp: Experiment, cands: list[Candidate]) -> list[str]:
+    """`slicert check` lines: the network, its tasks and what will be measured."""
+    from .candidates import NETWORK_TASK, load_context, network_spec
+
+    ctx = load_context(network_spec(exp), exp.runner["board"])
+    net = ctx.net
+    n_task = sum(1 for c in cands if c.operator["type"] == NETWORK_TASK)
+    lines = [f"network {net.name}: {len(net.ops)} ops, {net.macs:,} MACs, "
+             f"{net.params:,} parameters, board {exp.runner['board']}",
+             f"{len(ctx.tasks)} tuning tasks; {n_task} task candidates, "
+             f"{len(cands) - n_task} network candidates (default schedules; the best "
+             "schedule per task adds one per slice after the tasks ran)"]
+    for t in ctx.tasks:
+        lines.append(f"  task {ctx.first_layer(t):<16} {t.type:<17} x{t.weight} "
+                     f"{len(ctx.spaces[t.key])} schedule(s): {', '.join(t.layer_names)}")
+    return lines

@@ -1,0 +1,98 @@
+"""The pipeline's build and run stages for network candidates (``network``, ``network_task``).
+
+:func:`build_network_candidate` is ``pipeline.build`` for a network candidate: it rebuilds the
+checked network (cached per process), generates the kernels and links the firmware (the
+whole network, or one task's layer alone). Its :class:`NetworkFirmware` is measured by
+``pipeline.run`` like an operator's: QEMU under the cycle plugin, the output checked against
+the numpy int8 reference (the first wrong layer named), and the run folder's documents from
+:func:`network_artifacts` (per-layer metrics in ``qemu_trace.json["layers"]``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slicert_ops.errors import StageError
+from slicert_ops.rundir import dumps
+
+from .candidates import NETWORK_TASK, load_context, schedules_of
+from .features import LAYER_FEATURES_VERSION, layer_features
+from .firmware import (
+    NetworkBuild,
+    build_network_firmware,
+    network_artifacts,
+    network_tvm_config,
+    run_network,
+    task_firmware,
+)
+from .tasks import LayerSchedule, micro_tiles
+
+if TYPE_CHECKING:
+    from slicert_ops.manifest import Candidate
+    from slicert_ops.pipeline import CandidateBuild, Measurement
+
+
+@dataclass
+class NetworkFirmware:
+    """A built network (or one task's layer) that ``pipeline.run`` measures per repeat."""
+
+    nb: NetworkBuild
+
+    def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement:
+        from slicert_ops.pipeline import Measurement
+
+        r = cand.runner
+        run = run_network(self.nb, sim_dir, seed=repeat, timeout_s=r["timeout_s"],
+                          deadline_us=r["rt_deadline_us"], ws=r["flash_wait_states"])
+        docs = network_artifacts(self.nb, run, candidate_id=cand.id, repeat=repeat,
+                                 seed=repeat)
+        return Measurement(run.sim, docs["qemu_trace.json"], docs["cycles"], run.correct,
+                           run.mismatch or "")
+
+
+def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, float]
+                            ) -> CandidateBuild:
+    from slicert_ops.pipeline import CandidateBuild, board_of, runtime_options
+
+    t = time.perf_counter()
+    board = board_of(cand)
+    ctx = load_context(cand.network or {}, board)
+    out = work / "build"
+    try:
+        if cand.operator["type"] == NETWORK_TASK:
+            task = ctx.task(cand.operator["task"])
+            sched = LayerSchedule(**{k: v for k, v in cand.schedule.items() if k != "slice"})
+            nb = task_firmware(ctx.net, task, out, schedule=sched,
+                               runtime_options=runtime_options(cand), board=board)
+            features = layer_features(task, sched)
+        else:
+            nb = build_network_firmware(ctx.net, out, tasks=ctx.tasks,
+                                        schedules=schedules_of(ctx, cand.schedule),
+                                        runtime_options=runtime_options(cand), board=board)
+            features = None
+    except StageError:
+        raise
+    except Exception as exc:  # TVM and the network package raise their own types
+        raise StageError("codegen", f"{type(exc).__name__}: {exc}") from exc
+    timings.update(nb.seconds)
+    timings["prepare"] = time.perf_counter() - t - sum(nb.seconds.values())
+    return CandidateBuild(cand, work, NetworkFirmware(nb),
+                          tvm_config_text=dumps(_tvm_config(nb, features)),
+                          build_log_text=nb.build.log_path.read_text())
+
+
+def _tvm_config(nb: NetworkBuild, features: dict[str, float] | None) -> dict[str, Any]:
+    """Per task: signature, schedule, prototype, schedule trace; ``features``: for a task
+    candidate the layer features (nf1) the cost model learns from; for both kinds
+    ``micro_tiles``, the yield checks the schedules make (validation compares the trace)."""
+    out = network_tvm_config(nb)
+    checks = sum(micro_tiles(t, nb.kernels[t.key].schedule) * t.weight for t in nb.tasks)
+    if features is not None:
+        out["features_version"] = LAYER_FEATURES_VERSION
+        out["features"] = {**features, "micro_tiles": float(checks)}
+    else:
+        out["features"] = {"micro_tiles": checks}
+    return out
