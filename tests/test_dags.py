@@ -293,6 +293,9 @@ print("progress on stderr", file=sys.stderr)
 if args[:2] == ["stage", "plan"]:
     print(json.dumps({{"experiment": "x", "plan": "/r/x/plan.json", "batches": [0, 1]}}))
     sys.exit(0)
+if "--sleep" in args:
+    import time
+    time.sleep(60)
 if "--fail" in args:
     code = int(args[args.index("--fail") + 1])
     print(f"slicert: error: m.yaml: experiment.parameters.bogus: unknown field", file=sys.stderr)
@@ -367,19 +370,45 @@ def test_disabled_task_is_skipped(stage_module, fake_slicert):
         op.execute({"ti": FakeTI()})
 
 
-def test_kubernetes_runner_fails_clearly_without_the_provider(stage_module, fake_slicert):
+def test_kubernetes_runner_fails_clearly_without_the_client(stage_module, fake_slicert):
     from airflow.sdk.exceptions import AirflowFailException
 
-    pytest.importorskip("airflow.providers.docker")
     try:
-        import airflow.providers.cncf.kubernetes  # noqa: F401
-        pytest.skip("the Kubernetes provider is installed here")
+        import kubernetes  # noqa: F401
+        pytest.skip("the kubernetes client is installed here")
     except ImportError:
         pass
     op = stage_module.SliceRTStageOperator(task_id="t", argv=["stage", "plan", "m.yaml"],
                                            runner="kubernetes")
-    with pytest.raises(AirflowFailException, match="apache-airflow-providers-cncf-kubernetes"):
+    with pytest.raises(AirflowFailException, match="pip install kubernetes"):
         op.execute({"ti": FakeTI()})
+
+
+def test_killed_task_kills_the_stage_and_is_retried(stage_module, fake_slicert):
+    import threading
+    import time
+
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    op = stage_module.SliceRTStageOperator(task_id="t", argv=["stage", "batch", "--sleep"])
+    box = {}
+
+    def run():
+        try:
+            op.execute({"ti": FakeTI()})
+        except Exception as exc:  # noqa: BLE001 - what the task would raise
+            box["exc"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 30
+    while op._runner is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    op.on_kill()
+    t.join(timeout=30)
+    assert isinstance(box["exc"], AirflowException)
+    assert not isinstance(box["exc"], AirflowFailException)  # killed: retried
 
 
 def test_mlflow_link_from_the_sweep_record(stage_module, fake_slicert, tmp_path, monkeypatch,
@@ -425,3 +454,16 @@ def test_plan_file_per_run_two_runs_planned_together_do_not_interfere(tmp_path, 
         assert exp.repeat == conf["repeat"]
         assert sorted({c.schedule["unroll"] for c in cands}) == conf["parameters"]["unroll"]
         assert plan_exp_dir(Path(out["plan"])) == exp_dir.resolve()  # where batches write
+
+
+def test_mlflow_link_needs_no_call_to_mlflow(stage_module, fake_slicert, tmp_path, monkeypatch):
+    """Without a recorded id there is no link: MLflow itself is never asked (the UI address
+    below accepts no connection)."""
+    monkeypatch.setenv("SLICERT_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("SLICERT_MLFLOW_UI_URL", "http://127.0.0.1:9/")
+    op = stage_module.SliceRTStageOperator(task_id="t", argv=["stage", "aggregate", "p"],
+                                           experiment="never_tracked")
+    op.execute({"ti": FakeTI()})
+    assert stage_module.MLflowRunLink().get_link(op, ti_key=None) == ""
+    assert stage_module.mlflow_url({"mlflow_experiment_id": "3"}, None) == (
+        "http://127.0.0.1:9/#/experiments/3?workflowType=machine_learning")

@@ -1,6 +1,7 @@
 """Manifest -> DAG: everything the DAG files need, so that they hold wiring only.
 
-- ``discover()`` loads every manifest of experiments/ with the CLI's own loader
+- ``manifest_sources()`` lists the manifest files the DAG factory reads (the one place to add
+  a folder); ``discover()`` loads every one of them with the CLI's own loader
   (``slicert_ops.manifest.load_manifest``): valid ones become ``ExperimentDag``s, broken ones
   ``BrokenManifest``s (file + field + fix), so one bad file never hides the others.
 - ``ExperimentDag.params()`` mirrors the manifest as Airflow ``Param``s whose JSON schemas are
@@ -12,6 +13,10 @@
   aggregate`` and ``slicert train`` (which also decides promotion: see
   slicert_ops.costmodel.train).
 
+- ``ExperimentDag.dag_kwargs()`` / ``nightly_dag_kwargs()``: the ``@dag`` arguments;
+  ``build_dags()`` builds one DAG per manifest, a failing one becoming a ``BrokenManifest``.
+  The task wiring itself (plan -> batch -> aggregate, train) is ``taskgroup``.
+
 Params that steer orchestration rather than the manifest (``batch_size``, ``jobs``,
 ``track``, ``train``) are stripped from the conf before it reaches ``slicert stage plan``.
 """
@@ -19,7 +24,7 @@ Params that steer orchestration rather than the manifest (``batch_size``, ``jobs
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +102,26 @@ class ExperimentDag:
             "it when better).\n"
         )
 
+    def dag_kwargs(self) -> dict[str, Any]:
+        """Arguments of this manifest's ``@dag``."""
+        return {
+            "dag_id": self.dag_id,
+            "description": f"SliceRT sweep of {self.manifest_path}",
+            "doc_md": self.doc_md(),
+            "schedule": None,
+            "catchup": False,
+            # Runs of one sweep queue up: they write the same run folders
+            # (results/<experiment>/). Each run has its own plan file (plans/<run id>.json),
+            # so a queued run, or the nightly DAG planning the same manifest, never changes
+            # what a running one measures.
+            "max_active_runs": 1,
+            "params": self.params(),
+            "tags": self.tags,
+            "default_args": DEFAULT_ARGS,
+            "user_defined_filters": user_defined_filters(),
+            "auto_register": False,
+        }
+
     # --- stage command lines --------------------------------------------------------------
     def plan_argv(self) -> list[str]:
         return plan_argv(self.manifest_path, self.results_dir)
@@ -117,6 +142,11 @@ def manifest_files(directory: str | Path) -> list[Path]:
                   if p.suffix in MANIFEST_SUFFIXES and p.is_file() and not p.name.startswith("."))
 
 
+def manifest_sources(directory: str | Path) -> list[Path]:
+    """Every manifest file the DAG factory turns into a DAG (add a folder here)."""
+    return manifest_files(directory)
+
+
 def discover(directory: str | Path | None = None,
              ) -> tuple[list[ExperimentDag], list[BrokenManifest]]:
     """Load every manifest; never raises for a single bad file."""
@@ -129,7 +159,7 @@ def discover(directory: str | Path | None = None,
         return [], [BrokenManifest(str(directory), f"cannot import slicert_ops.manifest: "
                                                    f"{type(exc).__name__}: {exc}")]
     seen: dict[str, str] = {}
-    for path in manifest_files(directory):
+    for path in manifest_sources(directory):
         try:
             exp = load_manifest(path)
             data = exp.to_dict()
@@ -146,6 +176,25 @@ def discover(directory: str | Path | None = None,
         good.append(ExperimentDag(name=exp.name, manifest_path=str(path.resolve()),
                                   manifest=data, nightly=bool(getattr(exp, "nightly", False))))
     return good, broken
+
+
+def nightly_specs(directory: str | Path | None = None) -> list[ExperimentDag]:
+    """The manifests marked ``nightly: true`` (broken ones are reported by the factory)."""
+    return [spec for spec in discover(directory)[0] if spec.nightly]
+
+
+def build_dags(build: Callable[[ExperimentDag], Any], directory: str | Path | None = None,
+               ) -> tuple[dict[str, Any], list[BrokenManifest]]:
+    """({dag_id: build(spec)}, broken manifests): a DAG that fails to build is reported like
+    a manifest that fails to load, and every other DAG is still built."""
+    specs, broken = discover(directory)
+    dags: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            dags[spec.dag_id] = build(spec)
+        except Exception as exc:  # noqa: BLE001 - isolate: this manifest's DAG only
+            broken.append(BrokenManifest(spec.manifest_path, f"{type(exc).__name__}: {exc}"))
+    return dags, broken
 
 
 def _one_line(exc: BaseException) -> str:
@@ -356,6 +405,23 @@ def nightly_timetable() -> Any:
 
     return CronTriggerTimetable(NIGHTLY_SCHEDULE, timezone=NIGHTLY_TIMEZONE,
                                 run_immediately=datetime.timedelta(0))
+
+
+def nightly_dag_kwargs(doc_md: str | None = None) -> dict[str, Any]:
+    """Arguments of the nightly DAG's ``@dag``."""
+    return {
+        "dag_id": NIGHTLY_DAG_ID,
+        "description": "nightly sweep of the manifests marked nightly, then cost-model "
+                       "retraining",
+        "doc_md": doc_md,
+        "schedule": nightly_timetable(),  # no start_date: see its docstring
+        "catchup": False,
+        "max_active_runs": 1,
+        "tags": [*TAGS, "nightly"],
+        "default_args": DEFAULT_ARGS,
+        "user_defined_filters": user_defined_filters(),
+        "auto_register": False,
+    }
 
 
 def group_id(experiment_name: str) -> str:
