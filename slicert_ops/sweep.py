@@ -1,4 +1,10 @@
-"""A sweep: candidates fanned out over local worker processes, runs collected as they finish."""
+"""A sweep: candidates fanned out over local worker processes, runs collected as they finish.
+
+Every finished run goes through the validation stage (validate/stage.py: validation.json
+in each run folder, tracked or not), then through the other sinks (tracking). A sink that is
+a ``ValidationStage`` (the tracking's, which forwards the verdicts to MLflow) stands in for
+the sweep's own one, which is waited for before ``run_sweep`` returns.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,8 @@ from typing import Any
 from slicert_ops.manifest import Candidate, Experiment
 from slicert_ops.pipeline import RunOutcome, SweepContext, run_candidate
 from slicert_ops.progress import Progress
-from slicert_ops.rundir import clean_stale_tmp, dumps, run_number
+from slicert_ops.rundir import clean_stale_tmp, dumps, run_name, run_number
+from slicert_ops.validate.stage import VERDICT_FILE, ValidationStage, Verdict
 
 # Called in the parent for every finished run (validation + tracking hook in).
 RunSink = Callable[[RunOutcome, Path], None]
@@ -24,6 +31,7 @@ class SweepResult:
     experiment: str
     exp_dir: Path
     outcomes: list[RunOutcome] = field(default_factory=list)
+    verdicts: dict[Path, Verdict] = field(default_factory=dict)  # run folder -> verdict
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -47,8 +55,8 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
     """Measure `candidates` (all repeats each) into out_root/<experiment>/run_NNNN/."""
     exp_dir = Path(out_root) / exp.name
     exp_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(exp_dir, [run_number(c.index, r, exp.repeat)
-                              for c in candidates for r in range(exp.repeat)])
+    numbers = [run_number(c.index, r, exp.repeat) for c in candidates for r in range(exp.repeat)]
+    clean_stale_tmp(exp_dir, numbers)
     (exp_dir / "experiment.json").write_text(dumps(exp.to_dict()))
     ctx = SweepContext(experiment=exp.name, exp_dir=exp_dir, repeat=exp.repeat,
                        logging=dict(exp.logging), manifest_file=exp.source,
@@ -56,6 +64,13 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
     result = SweepResult(exp.name, exp_dir)
     bar = Progress(len(candidates) * exp.repeat, exp.name, enabled=progress)
     sinks = list(sinks)
+    stage = next((s for s in sinks if isinstance(s, ValidationStage)), None)
+    own_stage = stage is None
+    if stage is None:
+        stage = ValidationStage()
+        sinks.insert(0, stage)
+    if any(not (exp_dir / run_name(n) / VERDICT_FILE).is_file() for n in numbers):
+        stage.warm()  # GX loads in the validation process while the first runs measure
 
     def collect(outcomes: list[RunOutcome]) -> None:
         for o in outcomes:
@@ -67,14 +82,19 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
             if o.status != "ok" and progress:
                 print(f"\n  run_{o.number:04d} failed: {o.error}", file=sys.stderr)
 
+    finished = False
     try:
         if jobs <= 1 or len(candidates) <= 1:
             for cand in candidates:
                 collect(run_candidate(cand, ctx))
         else:
             _run_parallel(candidates, ctx, jobs, collect)
+        finished = True
     finally:
         bar.close()
+        if own_stage:  # an interrupted sweep does not wait for the verdicts
+            stage.close(wait=finished)
+    result.verdicts = dict(stage.verdicts)
     result.outcomes.sort(key=lambda o: o.number)
     return result
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,21 @@ from slicert_ops.tracking.sync import sync
 from slicert_ops.validate import validate_results_table, validate_run, validate_runs
 
 FAST = RetryPolicy(attempts=2, base_delay_s=0.1, max_delay_s=0.2)
+
+
+def validate_verdicts(run_dirs):
+    """The validation stage's verdicts (validation.json written into each folder)."""
+    from slicert_ops.validate.stage import validate_runs as stage_validate_runs
+
+    return stage_validate_runs(run_dirs)
+
+
+def _tracker_imports_gx() -> bool:
+    code = ("import sys, slicert_ops.tracking.mlflow_log, slicert_ops.tracking.worker, "
+            "slicert_ops.tracking.sweep_sink; print('great_expectations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return out.strip() == "True"
 
 
 # --------------------------------------------------------------------------------------
@@ -255,10 +272,11 @@ def test_log_runs_batch_artifacts_listed_by_mlflow(slicert_services, tmp_path, m
     name = f"track_batch_{upload}"
     exp_dir = tmp_path / "results" / name
     runs = make_sweep(exp_dir, candidates=3, repeats=2, with_raw=True)
+    verdicts = validate_verdicts(runs)
     tracker = slicert_services.tracker()
     parent = tracker.open_sweep(name, sweep_manifest(name, 3, 2), exp_dir)
     assert tracker._direct is (upload == "direct")
-    ids = tracker.log_runs(parent, runs)
+    ids = [r.run_id for r in tracker.log_runs(parent, verdicts)]
     assert all(isinstance(i, str) for i in ids) and len(set(ids)) == 6
     assert [read_tracked(d) for d in runs] == ids
     exp_id = tracker.experiment_id(name)
@@ -279,10 +297,15 @@ def test_log_runs_batch_artifacts_listed_by_mlflow(slicert_services, tmp_path, m
     # again, without the .tracked marks: found by tag, nothing duplicated
     for d in runs:
         (d / TRACKED_FILE).unlink()
-    assert tracker.log_runs(parent, runs) == ids
+    assert [r.run_id for r in tracker.log_runs(parent, runs)] == ids  # verdicts read back
     assert len(children(uri, exp_id)) == 6
     (runs[0] / TRACKED_FILE).unlink()  # a folder listed twice: logged (and locked) once
-    assert tracker.log_runs(parent, [runs[0], runs[0]]) == [ids[0], ids[0]]
+    assert [r.run_id for r in tracker.log_runs(parent, [runs[0], runs[0]])] == [ids[0], ids[0]]
+    # a folder without a verdict is not logged: the tracker never validates
+    unvalidated = make_run_folder(exp_dir, 7, 0, repeats=2)
+    (res,) = tracker.log_runs(parent, [unvalidated])
+    assert res.run_id is None and "validation.json" in str(res.error)
+    assert not _tracker_imports_gx()
 
 
 @pytest.mark.services
@@ -323,6 +346,7 @@ def test_relogging_adds_no_duplicates(slicert_services, tmp_path):
     uri = slicert_services.env["MLFLOW_TRACKING_URI"]
     exp_dir = tmp_path / "results" / "track_idem"
     runs = make_sweep(exp_dir, candidates=2, repeats=2)
+    validate_verdicts(runs)
     manifest = sweep_manifest("track_idem")
     tracker = slicert_services.tracker()
     parent = tracker.open_sweep("track_idem", manifest, exp_dir)
@@ -337,6 +361,7 @@ def test_relogging_adds_no_duplicates(slicert_services, tmp_path):
     # a fresh copy of the same runs elsewhere (same candidate ids): still no new runs
     copy_dir = tmp_path / "again" / "track_idem"
     copies = make_sweep(copy_dir, candidates=2, repeats=2)
+    validate_verdicts(copies)
     assert tracker2.open_sweep("track_idem", manifest, copy_dir) == parent
     assert [tracker2.log_run(parent, d) for d in copies] == ids
     counts = sync(tmp_path, tracker=tracker2)
@@ -386,6 +411,7 @@ def test_s3_killed_mid_sweep_then_sync(slicert_services, services_env, tmp_path,
     results = tmp_path / "results"
     exp_dir = results / "track_fault"
     runs = make_sweep(exp_dir, candidates=3, repeats=2)
+    validate_verdicts(runs[:5])  # runs[5] is validated by `slicert sync`
     tracker = slicert_services.tracker(policy=FAST)
     parent = tracker.open_sweep("track_fault", sweep_manifest("track_fault", 3, 2), exp_dir)
     tracker.log_run(parent, runs[0])
@@ -478,6 +504,7 @@ def test_mlflow_killed_mid_sweep_then_sync(slicert_services, services_env, tmp_p
     results = tmp_path / "results"
     exp_dir = results / "track_mlflow_fault"
     runs = make_sweep(exp_dir, candidates=2, repeats=2)
+    validate_verdicts(runs)
     tracker = slicert_services.tracker(policy=FAST)
     parent = tracker.open_sweep("track_mlflow_fault", sweep_manifest("track_mlflow_fault"),
                                 exp_dir)

@@ -1,17 +1,18 @@
 """`--track`: glue between a sweep and the data plane.
 
 Checks the services, predicts the sweep's candidates with the champion cost model (loaded
-once, before any run), and hands every finished run to the tracking worker, a process of its
-own (worker.py: a busy Python thread in this process would take the GIL from the measuring),
-which validates runs in batches with Great Expectations and logs them to MLflow + S3 while
-the sweep goes on measuring.
+once, before any run), and chains two stages: every finished run goes to the validation
+stage (validate/stage.py, the sweep's sink: ``sinks`` is that stage), and every verdict it
+gives to the tracking worker, a process of its own (worker.py: a busy Python thread in this
+process would take the GIL from the measuring), which logs the runs to MLflow + S3 while the
+sweep goes on measuring.
 
 ``wait_validated()`` returns once every run handed over has its validation.json (the index
 and report need the verdicts; the logging goes on meanwhile); ``drain()`` waits for the
-worker (with progress on stderr) and raises the first unexpected error; ``finish()`` drains
-and reports runs kept for `slicert sync`; ``close()`` also ends the sweep's parent run. A
-service outage never loses a measurement: the run stays on disk, unmarked, and
-`slicert sync` uploads it later.
+verdicts and the worker (with progress on stderr) and raises the first unexpected error;
+``finish()`` drains and reports runs kept for `slicert sync`; ``close()`` also ends the
+sweep's parent run. A service outage never loses a measurement: the run stays on disk,
+unmarked, and `slicert sync` uploads it later.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from slicert_ops.manifest import Candidate, Experiment
+from slicert_ops.validate.stage import ValidationStage, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ class Tracking:
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
-        self._sent = self._validated = 0
+        self._send_lock = threading.Lock()
+        self.validation = ValidationStage([self._on_verdict], batch_size=self.batch_size,
+                                          max_wait_s=self.max_wait_s)
         self._done: set[str] = set()  # logged or deferred
         self._sent_dirs: list[str] = []
         self._opened = self._drained = self._closed = False
@@ -70,14 +74,13 @@ class Tracking:
                                         daemon=True)
         self._reader.start()
         self._send(op="open", experiment_name=self.experiment_name, manifest=self.manifest,
-                   exp_dir=str(self.exp_dir), batch_size=self.batch_size,
-                   max_wait_s=self.max_wait_s)
+                   exp_dir=str(self.exp_dir))
 
     def _worker_env(self) -> dict[str, str]:
         """The worker talks to the same services as this tracker."""
         env = dict(os.environ)
         env["MLFLOW_TRACKING_URI"] = self.tracker.tracking_uri
-        settings = self.tracker._s3()
+        settings = self.tracker.health.s3()
         if settings is not None:
             env.update(SLICERT_S3_ENDPOINT=settings.endpoint,
                        SLICERT_S3_ACCESS_KEY=settings.access_key,
@@ -92,18 +95,20 @@ class Tracking:
 
     @property
     def sinks(self) -> list[Any]:
-        return [self.on_run]
+        """The sweep's sinks: the validation stage (its verdicts come here)."""
+        return [self.validation]
 
     # ------------------------------------------------------------------ talking to the worker
     def _send(self, **msg: Any) -> bool:
         if self._exited:
             return False
-        try:
-            self._proc.stdin.write(json.dumps(msg, default=str) + "\n")
-            self._proc.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
+        with self._send_lock:  # from this thread and the validation stage's reader
+            try:
+                self._proc.stdin.write(json.dumps(msg, default=str) + "\n")
+                self._proc.stdin.flush()
+                return True
+            except (BrokenPipeError, OSError, ValueError):
+                return False
 
     def _read(self) -> None:
         for line in self._proc.stdout:
@@ -123,7 +128,6 @@ class Tracking:
                 if d not in self._done:
                     self._done.add(d)
                     self.deferred.append(Path(d))
-            self._validated = self._sent
             self._exited = True
             self._cond.notify_all()
 
@@ -133,8 +137,6 @@ class Tracking:
             self.parent_run_id, self._opened = ev.get("parent_run_id"), True
         elif kind == "open_failed":
             self._open_error, self._opened = ev.get("message"), True
-        elif kind == "validated":
-            self._validated += int(ev.get("n", 0))
         elif kind == "logged":
             self._done.add(ev["dir"])
             self.logged += 1
@@ -165,32 +167,33 @@ class Tracking:
 
     # ------------------------------------------------------------------ the sweep's side
     def on_run(self, outcome: Any, run_dir: Path) -> None:
-        if not (run_dir / "manifest.json").is_file():
-            return
-        if outcome.reused and (run_dir / ".tracked").is_file():
+        """A finished run: validated, then logged (what ``sinks`` does)."""
+        self.validation(outcome, run_dir)
+
+    def _on_verdict(self, run_dir: Path, verdict: Verdict, reused: bool) -> None:
+        if reused and (run_dir / ".tracked").is_file():
             return
         with self._cond:
-            self._sent += 1
             self._sent_dirs.append(str(run_dir))
-        if not self._send(op="run", dir=str(run_dir), reused=bool(outcome.reused)):
+        if not self._send(op="run", dir=str(run_dir), verdict=verdict.to_dict()):
             with self._cond:
                 self._done.add(str(run_dir))
                 self.deferred.append(run_dir)
 
     def wait_validated(self) -> None:
         """Wait until every run handed over is validated (validation.json written)."""
-        self._send(op="flush")
-        self._wait(lambda: self._validated >= self._sent)
+        self.validation.wait()
 
     def drain(self, *, progress: bool = True) -> None:
         """Wait until every run handed over is validated and logged (or kept for `slicert
         sync`). Raises the first unexpected error of the worker (service outages are not
         errors: those runs are kept for `slicert sync`)."""
+        self.validation.wait()
         with self._cond:
             left = len(self._sent_dirs) - len(self._done)
             self._drained = False
         if left and progress:
-            print(f"slicert: tracking: validating and logging the last {left} run(s)...",
+            print(f"slicert: tracking: logging the last {left} run(s)...",
                   file=sys.stderr, flush=True)
         self._send(op="drain")
         self._wait(lambda: self._drained, progress=progress)
@@ -210,6 +213,7 @@ class Tracking:
         try:
             self.drain()
         finally:
+            self.validation.close(wait=False)
             self._send(op="exit")
             self._join()
             self._report_deferred(self.exp_dir)
@@ -220,6 +224,7 @@ class Tracking:
         try:
             self.drain()
         finally:
+            self.validation.close(wait=False)
             self._send(op="close", status="ok" if exit_code == 0 else "failed",
                        report_dir=str(report) if report.is_dir() else None)
             self._wait(lambda: self._closed)

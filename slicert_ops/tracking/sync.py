@@ -3,9 +3,11 @@
 Run folders are ``<dir>/run_NNNN/`` holding ``manifest.json`` (``*.tmp-*`` folders, still
 being written, are skipped). Each folder's parent is one sweep: its ``sweep.json`` (written
 by ``Tracker.open_sweep``) names the experiment and manifest; without it, the experiment comes
-from the runs' manifest.json. Folders are validated and logged in batches
-(``Tracker.log_runs``). Logging is idempotent (tags + ``.tracked``): running sync twice, or
-after a sweep that was partly logged, creates no duplicate MLflow runs.
+from the runs' manifest.json. Folders are logged in batches (``Tracker.log_runs``) with their
+verdicts: a folder's validation.json, or -- a folder written before the validation stage --
+one computed now (validate/stage.py: one GX call per suite for the batch). Logging is
+idempotent (tags + ``.tracked``): running sync twice, or after a sweep that was partly
+logged, creates no duplicate MLflow runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from slicert_ops.errors import InputError, ServiceError
 from slicert_ops.tracking.mlflow_log import SWEEP_FILE, TRACKED_FILE, Tracker
+from slicert_ops.validate.stage import validate_runs
 
 RUN_DIR_RE = re.compile(r"^run_\d+$")
 SYNC_BATCH = 32  # run folders validated (one GX call per suite) and logged together
@@ -85,18 +88,18 @@ def sync(results_dir: Path | str, *, tracker: Tracker | None = None,
             counts["sweeps"] += 1
             for start in range(0, len(runs), SYNC_BATCH):
                 chunk = runs[start:start + SYNC_BATCH]
-                results = tracker.log_runs(parent, chunk)
+                results = tracker.log_runs(parent, validate_runs(chunk))
                 first_error = None
-                for run, res, info in zip(chunk, results, tracker.last_batch, strict=True):
-                    if isinstance(res, BaseException):
-                        first_error = first_error or res
+                for run, res in zip(chunk, results, strict=True):
+                    if res.error is not None:
+                        first_error = first_error or res.error
                         continue
                     counts["uploaded"] += 1
-                    if info.get("valid") is False:
+                    if res.valid is False:
                         counts["invalid"] += 1
                     if progress:
-                        progress(f"{run}: {res}"
-                                 f"{'' if info.get('valid', True) else ' (invalid)'}")
+                        progress(f"{run}: {res.run_id}"
+                                 f"{'' if res.valid is not False else ' (invalid)'}")
                 if first_error is not None:
                     raise first_error
         except ServiceError as exc:
