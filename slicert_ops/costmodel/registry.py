@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from slicert_ops.errors import InputError, ServiceError
+from slicert_ops.tracking.http_settings import configure_mlflow_http
 
 MODEL_NAME = "slicert-cost-model"
 EXPERIMENT = "slicert-cost-model"
@@ -61,13 +62,8 @@ def unreachable_reason(uri: str, timeout: float = 5.0) -> str | None:
 
 def import_mlflow():
     """mlflow, with telemetry off and HTTP retries short (its defaults wait minutes on a dead
-    server); explicit user settings win."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    server); explicit user settings win (tracking/http_settings.py)."""
+    configure_mlflow_http()
     import mlflow
 
     return mlflow

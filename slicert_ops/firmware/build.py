@@ -26,9 +26,8 @@ import numpy as np
 from slicert_ops.errors import StageError
 from slicert_ops.firmware.boards import DEFAULT_BOARD, Board, get_board
 from slicert_ops.firmware.options import RuntimeOptions
+from slicert_ops.paths import ZEPHYR_DIR  # the SliceRT runtime (C) of this checkout
 
-#: The SliceRT runtime (C) of this checkout.
-ZEPHYR_DIR = Path(__file__).resolve().parents[2] / "zephyr"
 PORT = "baremetal-cm3"
 
 GCC = "arm-none-eabi-gcc"

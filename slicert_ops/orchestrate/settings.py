@@ -1,8 +1,10 @@
 """Where orchestration finds things, and how the stage runners are configured (all by env).
 
 Paths (absolute after resolution):
-  SLICERT_ROOT             the repo (slicert_ops.paths.ROOT; the worker image sets /opt/slicert/src)
-  SLICERT_HOME             local state root (default <repo>/.slicert; shared with services)
+  SLICERT_ROOT             the repo (slicert_ops.paths.repo_root; the worker image sets
+                           /opt/slicert/src)
+  SLICERT_HOME             local state root (slicert_ops.paths.state_root: default
+                           <repo>/.slicert; shared with services)
   SLICERT_EXPERIMENTS_DIR  manifests, one DAG each (default <repo>/experiments)
   SLICERT_RESULTS_DIR      results root: <results>/<experiment>/run_NNNN (default <repo>/results)
   SLICERT_ARTIFACTS_DIR    cost models (default <repo>/artifacts)
@@ -37,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slicert_ops.errors import InputError
+from slicert_ops.paths import repo_root
+from slicert_ops.paths import state_root as state_root  # re-exported: settings.state_root
 
 RUNNERS = ("local", "docker", "kubernetes")
 RUNNER_VARIABLE = "slicert_runner"
@@ -56,19 +60,6 @@ ALWAYS_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if env is None else env
-
-
-def repo_root(env: Mapping[str, str] | None = None) -> Path:
-    env = _env(env)
-    if env.get("SLICERT_ROOT"):
-        return Path(env["SLICERT_ROOT"]).resolve()
-    return Path(__file__).resolve().parents[2]
-
-
-def state_root(env: Mapping[str, str] | None = None) -> Path:
-    env = _env(env)
-    home = env.get("SLICERT_HOME")
-    return (Path(home).expanduser() if home else repo_root(env) / ".slicert").resolve()
 
 
 def experiments_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -7,25 +7,23 @@ dag-processor and triggerer (--skip-serve-logs). It returns once every component
 healthy on ``/api/v2/monitor/health`` and the DAGs of experiments/ are parsed.
 ``up`` is idempotent (running components are health-checked, dead ones restarted); ``down``
 stops exactly the processes recorded in <state>/stack.json (SIGTERM to the group, SIGKILL
-after a grace period) and the services ``up`` started. Data (DB, logs, results) stay.
+after a grace period; slicert_ops.procs) and the services ``up`` started. Data (DB, logs,
+results) stay.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slicert_ops import procs
 from slicert_ops.errors import InputError, ServiceError, SliceRTError
 from slicert_ops.orchestrate import airflow_cfg, dagspec, settings
 from slicert_ops.orchestrate.airflow_cfg import StackPaths
@@ -58,126 +56,46 @@ def _command(component: str, port: int) -> list[str]:
     return base + [component]
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+def _owns(entry: dict[str, Any]) -> Callable[[str], bool]:
+    """Airflow rewrites its process title ("airflow api_server -- host:..."): match loosely
+    (an empty cmdline is a process in the middle of exec: the start time already proves it)."""
+    marker = entry.get("marker", "airflow")
 
+    def owns(cmdline: str) -> bool:
+        cmdline = cmdline.replace("_", "-")
+        return not cmdline or ("airflow" in cmdline and marker in cmdline)
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    return owns
 
 
 def _why_dead(entry: dict[str, Any]) -> str | None:
     """None while the recorded process runs and is the one we started (pids get reused),
     else the reason it is not."""
-    pid = int(entry.get("pid", 0))
-    if pid <= 0:
-        return "no pid"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "no such process"
-    except PermissionError:
-        pass
-    # a zombie child of ours counts as dead
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return f"exited (wait status {status})"
-    if entry.get("start") and _start_time(pid) != entry["start"]:
-        return "pid reused by another process"
-    with contextlib.suppress(OSError, IndexError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return "exited (zombie)"
-    # Airflow rewrites its process title ("airflow api_server -- host:..."): match loosely
-    # (an empty cmdline is a process in the middle of exec: the start time already proves it)
-    cmdline = _cmdline(pid).replace("_", "-")
-    if cmdline and ("airflow" not in cmdline or entry.get("marker", "airflow") not in cmdline):
-        return f"pid runs something else: {cmdline[:80]!r}"
-    return None
+    return procs.why_dead(entry, _owns(entry))
 
 
 def _alive(entry: dict[str, Any]) -> bool:
     return _why_dead(entry) is None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-@contextlib.contextmanager
-def _lock(paths: StackPaths) -> Iterator[None]:
-    paths.state.mkdir(parents=True, exist_ok=True)
-    with open(paths.state / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ServiceError(f"another `slicert up/down` is running on {paths.state}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _lock(paths: StackPaths) -> AbstractContextManager[None]:
+    return procs.locked(paths.state, busy=f"another `slicert up/down` is running on "
+                                          f"{paths.state}")
 
 
 def read_state(paths: StackPaths) -> dict[str, Any]:
-    try:
-        return json.loads(paths.stack_file.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_state(paths: StackPaths, state: dict[str, Any]) -> None:
-    airflow_cfg.write_private(paths.stack_file, json.dumps(state, indent=1) + "\n")
+    return procs.read_state(paths.stack_file)
 
 
 def _spawn(component: str, cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                cwd=env.get("AIRFLOW_HOME"))
-    return {"pid": proc.pid, "pgid": proc.pid, "start": _start_time(proc.pid),
-            "marker": component, "cmd": cmd, "log": str(log)}
+    entry = procs.spawn(cmd, log=log, env=env, cwd=env.get("AIRFLOW_HOME"))
+    entry["marker"] = component
+    return entry
 
 
 def _stop(entry: dict[str, Any], grace: float = STOP_GRACE_S) -> str:
-    if not _alive(entry):
-        return "not running"
-    pid, pgid = int(entry["pid"]), int(entry.get("pgid", entry["pid"]))
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(entry):
-        time.sleep(0.2)
-    how = "stopped"
-    if _alive(entry):
-        how = f"killed (no exit {grace:.0f} s after SIGTERM)"
-    # whatever is left in the group (task subprocesses, gunicorn/uvicorn workers)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, 0)
-    return how
+    # whatever is left in the group (task subprocesses, gunicorn/uvicorn workers) goes too
+    return procs.stop(entry, grace, _owns(entry))
 
 
 # ------------------------------------------------------------------------------ services
@@ -229,35 +147,44 @@ def _wait_healthy(client: AirflowClient, state: dict[str, Any], paths: StackPath
     t0 = time.monotonic()
     seen: dict[str, float] = {}
     last = ""
-    while True:
+
+    def dead() -> str | None:
         for comp, entry in state["components"].items():
             why = _why_dead(entry)
             if why:
-                raise ServiceError(f"Airflow {comp} is not running ({why}) during start-up; "
-                                   f"last lines of {entry['log']}:\n{_tail(Path(entry['log']))}")
+                return (f"Airflow {comp} is not running ({why}) during start-up; last lines "
+                        f"of {entry['log']}:\n{procs.tail(Path(entry['log']))}")
+        return None
+
+    def check() -> tuple[bool, str]:
+        nonlocal last
         try:
             health = client.health()
         except ServiceError:
-            health = None
-        if health is not None:
-            seen.setdefault("api-server", time.monotonic() - t0)
-            states = {"metadatabase": (health.get("metadatabase") or {}).get("status")}
-            for comp, key in HEALTH_KEYS.items():
-                states[comp] = (health.get(key) or {}).get("status")
-                if states[comp] == "healthy":
-                    seen.setdefault(comp, time.monotonic() - t0)
-            bad = [k for k, v in states.items() if v != "healthy"]
-            if not bad:
-                return seen
-            now = ", ".join(f"{k} {v or 'starting'}" for k, v in states.items() if k in bad)
-            if now != last:
-                say(f"  waiting: {now}")
-                last = now
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"the Airflow stack is not healthy after start-up timeout ({last or 'no API'}); "
-                f"logs: {paths.logs}")
-        time.sleep(0.5)
+            return False, last or "no API"
+        seen.setdefault("api-server", time.monotonic() - t0)
+        states = {"metadatabase": (health.get("metadatabase") or {}).get("status")}
+        for comp, key in HEALTH_KEYS.items():
+            states[comp] = (health.get(key) or {}).get("status")
+            if states[comp] == "healthy":
+                seen.setdefault(comp, time.monotonic() - t0)
+        bad = [k for k, v in states.items() if v != "healthy"]
+        if not bad:
+            return True, "healthy"
+        now = ", ".join(f"{k} {v or 'starting'}" for k, v in states.items() if k in bad)
+        if now != last:
+            say(f"  waiting: {now}")
+            last = now
+        return False, now
+
+    try:
+        procs.wait_for(check, deadline=deadline, dead=dead, interval=0.5)
+    except procs.ProcessExited as exc:
+        raise ServiceError(exc.reason) from None
+    except procs.WaitTimeout as exc:
+        raise ServiceError(f"the Airflow stack is not healthy after start-up timeout "
+                           f"({exc.detail}); logs: {paths.logs}") from None
+    return seen
 
 
 def _wait_dags(client: AirflowClient, expected: list[str], deadline: float,
@@ -298,7 +225,7 @@ def up(*, port: int | None = None, parallelism: int | None = None, timeout: floa
         if port is None:
             port = int(state.get("port") or os.environ.get("SLICERT_AIRFLOW_PORT")
                        or airflow_cfg.DEFAULT_PORT)
-        if not running and not _port_free(port):
+        if not running and not procs.port_free(port):
             raise InputError(f"port 127.0.0.1:{port} is taken by another program",
                              field="--port", fix="free it or run `slicert up --port N` "
                                                  "(or set SLICERT_AIRFLOW_PORT)")
@@ -335,7 +262,7 @@ def up(*, port: int | None = None, parallelism: int | None = None, timeout: floa
                                    cwd=str(paths.home))
             if r.returncode != 0:
                 raise ServiceError(f"`airflow db migrate` failed (exit {r.returncode}); "
-                                   f"last lines of {log}:\n{_tail(log)}")
+                                   f"last lines of {log}:\n{procs.tail(log)}")
             timings["db_migrate"] = round(time.monotonic() - t0, 2)
         # 4. components
         t_comp = time.monotonic()
@@ -351,7 +278,7 @@ def up(*, port: int | None = None, parallelism: int | None = None, timeout: floa
                                                     paths.log_file(comp))
             say(f"started airflow {comp} (pid {new_state['components'][comp]['pid']}, "
                 f"log {paths.log_file(comp)})")
-        _write_state(paths, new_state)
+        procs.write_state(paths.stack_file, new_state)
         # 5. health
         client = AirflowClient.from_password_file(new_state["api_url"], paths.passwords_file)
         deadline = time.monotonic() + timeout
@@ -400,7 +327,7 @@ def down(*, services: bool = True, say: Say = _say_stderr) -> dict[str, str]:
         state["services"] = False
         state.pop("services_env", None)
         if paths.stack_file.exists():
-            _write_state(paths, state)
+            procs.write_state(paths.stack_file, state)
         return report
 
 

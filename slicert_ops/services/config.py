@@ -1,6 +1,7 @@
 """Where the local services live and which ports they use (everything overridable by env).
 
-State dir: ``$SLICERT_HOME/services`` or ``<repo>/.slicert/services`` (git-ignored).
+State dir: ``$SLICERT_HOME/services`` or ``<repo>/.slicert/services`` (git-ignored; the repo
+is ``$SLICERT_ROOT`` or the package's parent dir, see slicert_ops.paths).
 
 Environment variables (all optional):
   SLICERT_HOME            root of local state (services go in ``$SLICERT_HOME/services``)
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slicert_ops.errors import InputError
+from slicert_ops.paths import state_root
 
 HOST = "127.0.0.1"
 DEFAULT_S3_PORT = 8333
@@ -49,13 +51,6 @@ WEED_PORT_OFFSETS = {
     "filer.port.grpc": 8,
     "admin.port.grpc": 9,
 }
-
-
-def repo_root() -> Path:
-    here = Path(__file__).resolve().parents[2]
-    if (here / "pyproject.toml").exists():
-        return here
-    return Path.cwd()
 
 
 def _int_env(env: dict, name: str, default: int, lo: int = 1, hi: int = 65535) -> int:
@@ -100,12 +95,10 @@ class ServicesConfig:
     @classmethod
     def from_env(cls, env: dict | None = None) -> ServicesConfig:
         env = dict(os.environ if env is None else env)
-        home = env.get("SLICERT_HOME")
-        root = Path(home).expanduser() if home else repo_root() / ".slicert"
         s3_port = _int_env(env, "SLICERT_S3_PORT", DEFAULT_S3_PORT, 1024, 65535 - 9)
         bucket = env.get("SLICERT_S3_BUCKET") or DEFAULT_BUCKET
         return cls(
-            state_dir=(root / "services").resolve(),
+            state_dir=state_root(env) / "services",
             s3_port=s3_port,
             mlflow_port=_int_env(env, "SLICERT_MLFLOW_PORT", DEFAULT_MLFLOW_PORT, 1024),
             bucket=bucket,

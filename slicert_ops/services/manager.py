@@ -1,32 +1,26 @@
 """Start / stop / inspect the local services: SeaweedFS (S3) and the MLflow tracking server.
 
-Both run as background processes in their own session (process group), bound to
-127.0.0.1, with pid files, logs and data under the state dir. ``up`` is idempotent:
-a service that already runs (pid alive, command line ours) is only health-checked.
+Both run as background processes in their own session (process group, see
+slicert_ops.procs), bound to 127.0.0.1, with pid files, logs and data under the state dir.
+``up`` is idempotent: a service that already runs (pid alive, command line ours) is only
+health-checked.
 ``down`` sends SIGTERM to the process group, then SIGKILL after a grace period.
 Data (S3 objects, the MLflow SQLite store) survive restarts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import importlib.util
-import json
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from slicert_ops import procs
 from slicert_ops.errors import ServiceError
 from slicert_ops.services import s3_keys as creds_mod
 from slicert_ops.services.config import TELEMETRY_OFF_ENV, ServicesConfig, find_weed
@@ -37,89 +31,9 @@ SERVICES = (S3, MLFLOW)
 LABELS = {S3: "Object store (S3, SeaweedFS)", MLFLOW: "MLflow tracking server"}
 STOP_GRACE_S = 20.0
 
-# Popen objects of children started by *this* process, so they can be reaped (no zombies
-# when a test kills one with SIGKILL and restarts it).
-_CHILDREN: dict[int, subprocess.Popen] = {}
-
 # Client-side variables a server must not inherit from the caller's shell.
 _SCRUB_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
               "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL")
-
-
-# ---------------------------------------------------------------------------------------
-# small process helpers
-# ---------------------------------------------------------------------------------------
-def _reap(pid: int) -> None:
-    proc = _CHILDREN.get(pid)
-    if proc is not None and proc.poll() is not None:
-        _CHILDREN.pop(pid, None)
-
-
-def pid_alive(pid: int) -> bool:
-    _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            "utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on host:port (SO_REUSEADDR, like the servers themselves)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def _port_owner(port: int) -> str:
-    """Best effort: which program listens on the port (from `ss`), for error messages."""
-    try:
-        out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True,
-                             text=True, timeout=3).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    if 'users:((' in out:
-        return out.split('users:((', 1)[1].split(")", 1)[0]
-    return ""
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + ln for ln in text[-lines:])
-
-
-@contextlib.contextmanager
-def _state_lock(cfg: ServicesConfig) -> Iterator[None]:
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.state_dir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,34 +148,28 @@ def mlflow_healthy(cfg: ServicesConfig, timeout: float = 3.0) -> tuple[bool, str
 
 
 # ---------------------------------------------------------------------------------------
-# pid files
+# pid files (entries of slicert_ops.procs, plus service, started_at, ports, url)
 # ---------------------------------------------------------------------------------------
-def _read_pid(cfg: ServicesConfig, service: str) -> dict | None:
-    path = cfg.pid_file(service)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _running_pid(cfg: ServicesConfig, service: str) -> int | None:
-    """pid of our running service, or None (and a stale pid file is removed)."""
-    info = _read_pid(cfg, service)
-    if not info:
-        return None
-    pid = int(info.get("pid", 0))
-    spec = _specs(cfg)[service]
-    if pid > 0 and pid_alive(pid) and spec.marker in _cmdline(pid):
-        return pid
+def _running(cfg: ServicesConfig, service: str) -> dict[str, Any] | None:
+    """The entry of our running service, or None (and a stale pid file is removed)."""
+    entry = procs.read_state(cfg.pid_file(service))
+    marker = _specs(cfg)[service].marker
+    if entry and procs.alive(entry, owns=lambda cmd: marker in cmd):
+        return entry
     cfg.pid_file(service).unlink(missing_ok=True)
     return None
 
 
+def _running_pid(cfg: ServicesConfig, service: str) -> int | None:
+    entry = _running(cfg, service)
+    return int(entry["pid"]) if entry else None
+
+
 def _check_ports(cfg: ServicesConfig, service: str) -> None:
     spec = _specs(cfg)[service]
-    taken = [p for p in spec.ports if not port_free(p, cfg.host)]
+    taken = [p for p in spec.ports if not procs.port_free(p, cfg.host)]
     if taken:
-        owner = _port_owner(taken[0])
+        owner = procs.port_owner(taken[0])
         who = f" by {owner}" if owner else " by another program"
         extra = (f" (the object store uses ports {spec.ports[0]}..{spec.ports[-1]})"
                  if service == S3 else "")
@@ -270,7 +178,7 @@ def _check_ports(cfg: ServicesConfig, service: str) -> None:
             f"stop that program or choose another port with {spec.port_env}=<port>")
 
 
-def _start(cfg: ServicesConfig, service: str, creds: creds_mod.Credentials) -> int:
+def _start(cfg: ServicesConfig, service: str, creds: creds_mod.Credentials) -> dict[str, Any]:
     spec = _specs(cfg)[service]
     if service == S3:
         cmd, env, cwd = _weed_command(cfg), _weed_env(cfg), cfg.s3_dir
@@ -278,44 +186,28 @@ def _start(cfg: ServicesConfig, service: str, creds: creds_mod.Credentials) -> i
     else:
         cmd, env, cwd = _mlflow_command(cfg), _mlflow_env(cfg, creds), cfg.mlflow_dir
     cwd.mkdir(parents=True, exist_ok=True)
-    cfg.logs_dir.mkdir(parents=True, exist_ok=True)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cfg.log_file(service)
-    with open(log_path, "ab") as log:
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: "
-                  f"{shlex.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    _CHILDREN[proc.pid] = proc
-    info = {"pid": proc.pid, "pgid": proc.pid, "service": service, "started_at": time.time(),
-            "ports": spec.ports, "url": spec.url, "cmd": cmd}
-    tmp = cfg.pid_file(service).with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, cfg.pid_file(service))
-    return proc.pid
+    entry = procs.spawn(cmd, log=cfg.log_file(service), env=env, cwd=cwd)
+    entry.update({"service": service, "started_at": time.time(), "ports": spec.ports,
+                  "url": spec.url})
+    procs.write_state(cfg.pid_file(service), entry)
+    return entry
 
 
-def _wait_healthy(cfg: ServicesConfig, service: str, pid: int,
-                  check: Callable[[], tuple[bool, str]], deadline: float) -> float:
-    t0 = time.monotonic()
-    reason = ""
-    while True:
-        ok, reason = check()
-        if ok:
-            return time.monotonic() - t0
-        if not pid_alive(pid):
-            cfg.pid_file(service).unlink(missing_ok=True)
-            raise ServiceError(
-                f"{LABELS[service]} exited during start-up; last lines of "
-                f"{cfg.log_file(service)}:\n{_tail(cfg.log_file(service))}")
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"{LABELS[service]} (pid {pid}) is not healthy after "
-                f"{cfg.start_timeout_s:.0f} s ({reason}); see {cfg.log_file(service)}; "
-                "try `slicert services down` then `slicert services up`, or raise "
-                "SLICERT_SERVICES_TIMEOUT")
-        time.sleep(0.25)
+def _wait_healthy(cfg: ServicesConfig, service: str, entry: dict[str, Any],
+                  check: procs.Check, deadline: float) -> float:
+    log = cfg.log_file(service)
+    try:
+        return procs.wait_for(check, deadline=deadline, dead=lambda: procs.why_dead(entry))
+    except procs.ProcessExited:
+        cfg.pid_file(service).unlink(missing_ok=True)
+        raise ServiceError(f"{LABELS[service]} exited during start-up; last lines of "
+                           f"{log}:\n{procs.tail(log, 15, indent='    ')}") from None
+    except procs.WaitTimeout as exc:
+        raise ServiceError(
+            f"{LABELS[service]} (pid {entry['pid']}) is not healthy after "
+            f"{cfg.start_timeout_s:.0f} s ({exc.detail}); see {log}; "
+            "try `slicert services down` then `slicert services up`, or raise "
+            "SLICERT_SERVICES_TIMEOUT") from None
 
 
 def _check_boto3() -> None:
@@ -336,30 +228,30 @@ def up(cfg: ServicesConfig | None = None) -> dict:
     """
     cfg = cfg or ServicesConfig.from_env()
     t0 = time.monotonic()
-    with _state_lock(cfg):
+    with procs.locked(cfg.state_dir):
         creds, created = creds_mod.load_or_create(cfg.credentials_file)
         creds_mod.write_weed_identities(cfg.s3_identity_file, creds)
         _check_boto3()
         report: dict = {"credentials_created": created}
-        pids = {service: _running_pid(cfg, service) for service in SERVICES}
+        entries = {service: _running(cfg, service) for service in SERVICES}
         for service in SERVICES:  # every port is checked before anything starts
-            if pids[service] is None:
+            if entries[service] is None:
                 _check_ports(cfg, service)
         for service in SERVICES:  # start both before waiting: MLflow's boot overlaps S3's
-            if pids[service] is not None:
-                report[service] = {"action": "already running", "pid": pids[service]}
-            else:
-                pids[service] = _start(cfg, service, creds)
-                report[service] = {"action": "started", "pid": pids[service]}
+            entry = entries[service]
+            action = "already running" if entry is not None else "started"
+            if entry is None:
+                entry = entries[service] = _start(cfg, service, creds)
+            report[service] = {"action": action, "pid": int(entry["pid"])}
         deadline = time.monotonic() + cfg.start_timeout_s
         report[S3]["ready_s"] = round(_wait_healthy(
-            cfg, S3, pids[S3], lambda: s3_healthy(cfg, creds), deadline), 2)
+            cfg, S3, entries[S3], lambda: s3_healthy(cfg, creds), deadline), 2)
         from slicert_ops.tracking.s3 import S3Settings, ensure_bucket, make_client
 
         ensure_bucket(make_client(S3Settings(cfg.s3_endpoint, creds.access_key,
                                              creds.secret_key, cfg.bucket)), cfg.bucket)
         report[MLFLOW]["ready_s"] = round(_wait_healthy(
-            cfg, MLFLOW, pids[MLFLOW], lambda: mlflow_healthy(cfg), deadline), 2)
+            cfg, MLFLOW, entries[MLFLOW], lambda: mlflow_healthy(cfg), deadline), 2)
         for service, spec in _specs(cfg).items():
             report[service]["url"] = spec.url
         report["seconds"] = round(time.monotonic() - t0, 2)
@@ -367,26 +259,10 @@ def up(cfg: ServicesConfig | None = None) -> dict:
 
 
 def _stop_one(cfg: ServicesConfig, service: str, grace: float = STOP_GRACE_S) -> str:
-    pid = _running_pid(cfg, service)
-    if pid is None:
+    entry = _running(cfg, service)
+    if entry is None:
         return "not running"
-    info = _read_pid(cfg, service) or {}
-    pgid = int(info.get("pgid", pid))
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.1)
-    how = "stopped"
-    if pid_alive(pid):
-        how = "killed (did not stop on SIGTERM)"
-    # leftovers in the group (uvicorn workers) go too
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    proc = _CHILDREN.pop(pid, None)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+    how = procs.stop(entry, grace)  # leftovers in the group (uvicorn workers) go too
     cfg.pid_file(service).unlink(missing_ok=True)
     return how
 
@@ -394,21 +270,17 @@ def _stop_one(cfg: ServicesConfig, service: str, grace: float = STOP_GRACE_S) ->
 def down(cfg: ServicesConfig | None = None) -> dict:
     """Stop MLflow then S3 (SIGTERM, SIGKILL after 20 s). Data stays on disk."""
     cfg = cfg or ServicesConfig.from_env()
-    with _state_lock(cfg):
+    with procs.locked(cfg.state_dir):
         return {service: _stop_one(cfg, service) for service in (MLFLOW, S3)}
 
 
 def kill(cfg: ServicesConfig, service: str) -> int | None:
     """SIGKILL one service's process group (fault-injection in tests). Returns the pid."""
-    pid = _running_pid(cfg, service)
-    if pid is None:
+    entry = _running(cfg, service)
+    if entry is None:
         return None
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    proc = _CHILDREN.pop(pid, None)
-    if proc is not None:
-        proc.wait(timeout=10)
-    return pid
+    procs.kill(entry)
+    return int(entry["pid"])
 
 
 def status(cfg: ServicesConfig | None = None) -> dict:

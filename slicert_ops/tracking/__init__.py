@@ -6,44 +6,20 @@
     run_id = tracker.log_run(parent, run_dir, validation)
     tracker.close_sweep(parent, "ok", report_dir)
 
-Imports are lazy: importing this package does not import mlflow.
+Importing this package imports neither mlflow nor the S3 client (minio): the S3 store is
+``slicert_ops.tracking.s3`` (S3Settings, S3Store).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from slicert_ops.tracking.mlflow_log import Tracker
+from slicert_ops.tracking.retry import ServiceUnavailable
+from slicert_ops.tracking.sync import sync
 
-if TYPE_CHECKING:
-    from slicert_ops.tracking.mlflow_log import Tracker
-    from slicert_ops.tracking.s3 import S3Settings, S3Store
-    from slicert_ops.tracking.sync import sync
-
-__all__ = ["S3Settings", "S3Store", "ServiceUnavailable", "Tracker", "preflight", "sync"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Tracker":
-        from slicert_ops.tracking.mlflow_log import Tracker
-
-        return Tracker
-    if name in ("S3Settings", "S3Store"):
-        from slicert_ops.tracking import s3
-
-        return getattr(s3, name)
-    if name == "sync":
-        from slicert_ops.tracking.sync import sync
-
-        return sync
-    if name == "ServiceUnavailable":
-        from slicert_ops.tracking.retry import ServiceUnavailable
-
-        return ServiceUnavailable
-    raise AttributeError(name)
+__all__ = ["ServiceUnavailable", "Tracker", "preflight", "sync"]
 
 
 def preflight(tracking_uri: str | None = None) -> None:
     """Raise ServiceError (naming MLflow or the object store, and the fix) unless the tracking
     services answer. For `slicert run --track`."""
-    from slicert_ops.tracking.mlflow_log import Tracker
-
     Tracker(tracking_uri).check()

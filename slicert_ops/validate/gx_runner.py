@@ -82,7 +82,7 @@ def expectations_dir() -> Path:
     env = os.environ.get("SLICERT_EXPECTATIONS_DIR")
     if env:
         return Path(env)
-    from slicert_ops.services.config import repo_root
+    from slicert_ops.paths import repo_root
 
     return repo_root() / "expectations"
 
