@@ -166,13 +166,13 @@ def test_check_schedule_accumulator_limit_and_workspace_guard():
     errs = check_schedule(wide, ScheduleParams(4, 2, 256))
     assert len(errs) == 1 and errs[0].startswith("unroll:") and "1024 bytes" in errs[0]
     assert check_schedule(wide, ScheduleParams(4, 2, 128)) == []
-    from slicert_ops.codegen.lower_c import _to_plain_c
+    from slicert_ops.codegen.lower_c import to_plain_c
 
     tvm_like = ('#include "tvm/runtime/c_backend_api.h"\n#ifdef __cplusplus\nextern "C"\n'
                 "#endif\nTVM_DLL void k(int32_t* out) {\n  int32_t* w = (int32_t*)"
                 "TVMBackendAllocWorkspace(1, 0, 2048, 0, 32);\n}\n")
     with pytest.raises(RuntimeError, match="TVMBackendAllocWorkspace"):
-        _to_plain_c(tvm_like, "/* test */")
+        to_plain_c(tvm_like, "/* test */")
 
 
 def test_importing_codegen_does_not_import_tvm():

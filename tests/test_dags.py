@@ -117,7 +117,7 @@ def repo_bag(tmp_path_factory) -> dict:
 
 
 def _manifests() -> list:
-    return [load_manifest(p) for p in dagspec.manifest_files(EXPERIMENTS)]
+    return [load_manifest(p) for p in dagspec.manifest_sources(EXPERIMENTS)]
 
 
 # ------------------------------------------------------------------------------ factory
@@ -196,6 +196,7 @@ def test_broken_manifest_is_an_import_error_and_others_still_load(tmp_path):
     exp_dir.mkdir()
     for p in dagspec.manifest_files(EXPERIMENTS):
         shutil.copy(p, exp_dir / p.name)
+    shutil.copytree(EXPERIMENTS / "networks", exp_dir / "networks")
     (exp_dir / "broken.yaml").write_text(
         "experiment:\n  name: broken_one\n  repeat: 0\n  parameters:\n    tile_size: [8]\n")
     (exp_dir / "not_yaml.yaml").write_text("experiment: [unclosed\n")

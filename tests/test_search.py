@@ -106,9 +106,9 @@ def test_manifest_search_section_is_validated_and_round_trips() -> None:
     exp = validate(raw_manifest({"strategy": "random", "budget": 12, "seed": 3,
                                  "objective": "kernel_cycles subject to "
                                               "max_preemption_latency_us<=40"}), "m.yaml")
-    assert exp.search == {"strategy": "random", "budget": 12, "seed": 3, "rounds": None,
-                          "exploration": 0.2, "objective": "kernel_cycles subject to "
-                                                           "max_preemption_latency_us <= 40"}
+    assert exp.search.to_dict() == {
+        "strategy": "random", "budget": 12, "seed": 3, "rounds": None, "exploration": 0.2,
+        "objective": "kernel_cycles subject to max_preemption_latency_us <= 40"}
     again = validate(exp.to_dict(), "m.yaml")
     assert again == exp
     # no search section: a grid sweep, and to_dict has no search key

@@ -14,7 +14,7 @@ How (all TVM-native except the file preamble):
    become typed pointers, ``void f(int8_t* data, int8_t* weight, int32_t* out)``).
 3. The C host code generator always writes a TVM preamble (TVM runtime includes,
    ``TVM_DLL``, a ``__tvm_ffi__library_ctx`` variable); it has no option to leave it out, so
-   :func:`_to_plain_c` replaces that preamble with ours and drops ``TVM_DLL``. Anything else
+   :func:`to_plain_c` replaces that preamble with ours and drops ``TVM_DLL``. Anything else
    TVM-specific left in the text (``TVMBackendAllocWorkspace``, DLTensor, ``TVMFFI``...) is an
    error, raised loudly.
 """
@@ -213,7 +213,7 @@ _FORBIDDEN = ("TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace", "DLTensor",
               "TVMValue", "TVM_DLL", "__tvm", "tvm/", "malloc", "math.h")
 
 
-def _to_plain_c(src: str, header_comment: str) -> str:
+def to_plain_c(src: str, header_comment: str) -> str:
     lines = src.splitlines()
     # The preamble is everything before the first declaration ("#ifdef __cplusplus").
     try:
@@ -276,7 +276,7 @@ def generate_kernel(op: OperatorSpec, sched: ScheduleParams,
         rt_mod = tirx.build(mod, target=tvm.target.Target(TARGET), pipeline=PIPELINE)
     raw = rt_mod.inspect_source()
     counts = tile_counts(op, sched)
-    c_source = _to_plain_c(raw, _header_comment(op, sched, entry, counts))
+    c_source = to_plain_c(raw, _header_comment(op, sched, entry, counts))
     args = (("data", CTYPE[op.dtype], tuple(op.input_shapes[0])),
             ("weight", CTYPE[op.dtype], tuple(op.input_shapes[1])),
             ("out", CTYPE[op.output_dtype], tuple(op.output_shape)))

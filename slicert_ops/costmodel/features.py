@@ -42,6 +42,13 @@ FEATURE_PREFIXES = ("f_", "schedule.", "operator.", "runner.")
 FEATURE_EXTRA = ("versions.cycle_model",)
 # Not features: say nothing about the kernel's cost.
 NOT_FEATURES = ("runner.timeout_s",)
+# Network task candidates: names of the network, task and layers say which layer it is, not
+# what it costs (the nf1 layer features do): left out so that unseen layers rank as well.
+NOT_FEATURE_PREFIXES = ("operator.network", "operator.fingerprint", "operator.task",
+                        "operator.layers")
+# Whole-network runs are not training rows: the model learns per layer (their per-layer
+# figures are in their traces; their schedules name layers, not features).
+NOT_TRAINING_OPERATORS = ("network",)
 TASK_PREFIXES = ("operator.", "runner.")
 
 
@@ -57,7 +64,7 @@ def encode_features(row: Mapping[str, Any]) -> dict[str, float]:
     for key, value in row.items():
         if not (key.startswith(FEATURE_PREFIXES) or key in FEATURE_EXTRA):
             continue
-        if key in NOT_FEATURES or _is_missing(value):
+        if key in NOT_FEATURES or key.startswith(NOT_FEATURE_PREFIXES) or _is_missing(value):
             continue
         if isinstance(value, (bool, np.bool_)):
             out[key] = float(value)
@@ -173,6 +180,8 @@ def exclusion_reasons(df: pd.DataFrame) -> dict[str, int]:
 
 def build_table(index: pd.DataFrame) -> FeatureTable:
     """Aggregate the valid runs of an index into one training row per candidate."""
+    if len(index) and "operator.type" in index:
+        index = index[~index["operator.type"].isin(NOT_TRAINING_OPERATORS)]
     n_runs = len(index)
     valid = index[index["valid"].astype(bool)] if n_runs else index
     excluded = exclusion_reasons(index) if n_runs else {}

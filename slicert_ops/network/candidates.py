@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .network import Network
-from .tasks import LayerSchedule, Task, default_schedule, resolve, task_spaces
+from .tasks import LayerSchedule, Task, default_schedule, micro_tiles, resolve, task_spaces
 
 if TYPE_CHECKING:
     from slicert_ops.manifest import Candidate, Experiment
@@ -133,6 +133,17 @@ def expand_network(exp: Experiment, versions: dict[str, str]) -> list[Candidate]
     for s in slices:
         add(_operator(ctx, NETWORK), network_schedule(ctx, {}, s), schedules="default")
     return cands
+
+
+def task_features(cand: Candidate) -> dict[str, float]:
+    """The layer features (nf1) of a task candidate, as its tvm_config.json will hold them."""
+    from .features import layer_features
+
+    ctx = load_context(cand.network or {}, str(cand.runner.get("board") or "lm3s6965evb"))
+    task = ctx.task(cand.operator["task"])
+    sched = LayerSchedule(**{k: v for k, v in cand.schedule.items() if k != "slice"})
+    feats = layer_features(task, sched)
+    return {**feats, "micro_tiles": float(micro_tiles(task, resolve(task, sched)))}
 
 
 def network_spec(exp: Experiment) -> dict[str, Any]:

@@ -3,8 +3,9 @@
     python -m slicert_ops.network.examples [--out experiments/networks] [--check]
 
 writes one manifest per MLPerf Tiny reference model (and a small network using every layer
-type), each on the board that fits it; ``--check`` only verifies that the files on disk are
-what the code generates (exit 1 otherwise).
+type), each on the board that fits it, with a small per-type schedule space; ``--check``
+only verifies that the files on disk are what the code generates (exit 1 otherwise). Run one
+with ``slicert run experiments/networks/kws_ds_cnn.yaml``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ FILES = {"ds_cnn_kws": "kws_ds_cnn.yaml", "resnet8": "ic_resnet8.yaml",
          "mobilenet_v1_vww": "vww_mobilenet_v1.yaml", "fc_autoencoder": "ad_fc_autoencoder.yaml",
          "all_layers": "all_layer_types.yaml"}
 
+# The schedule spaces of the examples (per op type): the unrolling that matters most
+# (output channels computed together; dense: the reduction), a few candidates per task.
+SPACES: dict[str, dict[str, Any]] = {
+    "ds_cnn_kws": {"conv2d": {"unroll": [2, 4, 8]}, "depthwise_conv2d": {"unroll": [1, 4, 8]}},
+    "resnet8": {"conv2d": {"tile_size": [4, 8], "unroll": [2, 4, 8]}},
+    "mobilenet_v1_vww": {"conv2d": {"unroll": [4, 8]}},
+    "fc_autoencoder": {"dense": {"unroll": [1, 4]}},
+}
+
 ALL_LAYERS: dict[str, Any] = {
     "name": "all_layer_types", "dtype": "int8", "input": [1, 12, 10, 3], "seed": 0,
     "layers": [
@@ -54,7 +64,7 @@ def manifest(key: str) -> dict[str, Any]:
                                   "slice": [64]}
     else:
         model, board, desc = MODELS[key](), MODEL_BOARDS[key], DESCRIPTIONS[key]
-        params = {"slice": [64]}
+        params = {**SPACES[key], "slice": [64]}
     return {"experiment": {
         "name": f"net_{model['name']}",
         "description": desc + " (seeded random weights; BN folded, softmax left out)",
@@ -74,58 +84,11 @@ def render(key: str) -> str:
                                  width=160)
 
 
-def run_example(key: str, out_dir: str | Path, *, irq_load: bool = True,
-                slice_us: int = 64) -> dict[str, Any]:
-    """Build and run one example network with default schedules under the manifest's IRQ
-    load; returns the figures of the README table and the per-layer rows."""
-    from slicert_ops.firmware import RuntimeOptions
-
-    from . import load_network
-    from .firmware import build_network_firmware, run_network
-
-    m = manifest(key)
-    exp = m["experiment"]
-    r = exp["runner"]
-    if r["board"] != "lm3s6965evb":
-        raise RuntimeError(f"{key} needs {r['board']}, which has no firmware port yet")
-    net = load_network(m)
-    deadline = r.get("rt_deadline_us", r["irq_period_us"])
-    opts = RuntimeOptions(slice_us=slice_us, irq_load=irq_load,
-                          irq_period_us=r["irq_period_us"], irq_jitter_us=r["irq_jitter_us"],
-                          rt_work_iters=200, rt_deadline_us=deadline)
-    out = Path(out_dir)
-    nb = build_network_firmware(net, out / "fw", runtime_options=opts)
-    run = run_network(nb, out / "run", timeout_s=r["timeout_s"], deadline_us=deadline)
-    m_ = run.metrics
-    return {"network": net.name, "board": r["board"], "correct": run.correct,
-            "mismatch": run.mismatch, "macs": net.macs, "params": net.params,
-            "arena_bytes": nb.plan.arena_bytes, "weight_bytes": nb.plan.weight_bytes,
-            "text_bytes": nb.build.text_bytes, "bss_bytes": nb.build.bss_bytes,
-            "tasks": len(nb.tasks), "ops": len(net.ops),
-            "network_cycles": m_["network_cycles"], "kernel_cycles": m_["kernel_cycles"],
-            "macs_per_cycle": m_["macs_per_cycle"], "yield_checks": m_["yield_checks"],
-            "max_preemption_latency_cycles": m_["max_preemption_latency_cycles"],
-            "deadline_misses": m_["deadline_misses"], "rt_releases": m_["rt_releases"],
-            "layers": run.layers, "seconds": nb.seconds}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=DEFAULT_DIR)
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--run", nargs="*", metavar="MODEL",
-                    help="build and run these examples in QEMU (default: those that fit "
-                         "lm3s6965evb); figures as JSON on stdout")
     args = ap.parse_args(argv)
-    if args.run is not None:
-        import json
-        import tempfile
-
-        keys = args.run or [k for k, b in MODEL_BOARDS.items() if b == "lm3s6965evb"]
-        for key in keys:
-            with tempfile.TemporaryDirectory(prefix=f"slicert-net-{key}-") as tmp:
-                print(json.dumps(run_example(key, tmp)), flush=True)
-        return 0
     stale = []
     for key, name in FILES.items():
         path = args.out / name

@@ -28,7 +28,7 @@ from .firmware import (
     run_network,
     task_firmware,
 )
-from .tasks import LayerSchedule, micro_tiles
+from .tasks import LayerSchedule, micro_tiles, resolve
 
 if TYPE_CHECKING:
     from slicert_ops.manifest import Candidate
@@ -89,7 +89,8 @@ def _tvm_config(nb: NetworkBuild, features: dict[str, float] | None) -> dict[str
     candidate the layer features (nf1) the cost model learns from; for both kinds
     ``micro_tiles``, the yield checks the schedules make (validation compares the trace)."""
     out = network_tvm_config(nb)
-    checks = sum(micro_tiles(t, nb.kernels[t.key].schedule) * t.weight for t in nb.tasks)
+    checks = sum(micro_tiles(t, resolve(t, nb.kernels[t.key].schedule)) * t.weight
+                 for t in nb.tasks)
     if features is not None:
         out["features_version"] = LAYER_FEATURES_VERSION
         out["features"] = {**features, "micro_tiles": float(checks)}

@@ -143,8 +143,9 @@ def manifest_files(directory: str | Path) -> list[Path]:
 
 
 def manifest_sources(directory: str | Path) -> list[Path]:
-    """Every manifest file the DAG factory turns into a DAG (add a folder here)."""
-    return manifest_files(directory)
+    """Every manifest file the DAG factory turns into a DAG (add a folder here): the
+    operator manifests of experiments/ and the network manifests of experiments/networks/."""
+    return manifest_files(directory) + manifest_files(Path(directory) / "networks")
 
 
 def discover(directory: str | Path | None = None,
@@ -265,6 +266,12 @@ def _section_schema(fields: Mapping[str, Any], values: Mapping[str, Any]) -> dic
     return {"type": "object", "properties": props}
 
 
+NETWORK_PARAMETERS_HELP = (
+    "a network's schedule spaces: per op type ({\"conv2d\": {\"unroll\": [2, 4]}}), per "
+    "layer by name ({\"layers\": {\"conv1\": {\"micro_tile\": [1, 2]}}}) and the "
+    "network-wide slice list ({\"slice\": [64]}); docs/networks.md")
+
+
 def param_specs(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Params mirroring a manifest (experiment level of Experiment.to_dict())."""
     try:
@@ -288,7 +295,11 @@ def param_specs(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
              "QEMU runner options (IRQ load, deadlines, timeouts); give only those to change"),
             ("logging", "Logging", "raw / compressed logs kept beside each run")):
         values = dict(manifest.get(section) or {})
-        if section in fields:
+        if section == "parameters" and "model" in manifest:
+            # a network: per op type / per layer spaces and the network-wide slice list
+            schema = {"type": "object"}
+            desc = NETWORK_PARAMETERS_HELP
+        elif section in fields:
             schema = _section_schema(fields[section], values)
         else:
             schema = {"type": "object"}

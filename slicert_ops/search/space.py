@@ -44,14 +44,24 @@ class SearchSpace:
         return frame.iloc[[self._by_id[c.id] for c in cands]]
 
 
-def feature_row(cand: Candidate) -> dict[str, float]:
+def kernel_features(cand: Candidate) -> dict[str, float]:
+    """The codegen features of a candidate before any code exists: an operator's
+    (``codegen.features``) or a network task's layer features (``network.features``)."""
+    if cand.operator.get("type") == "network_task":
+        from slicert_ops.network.candidates import task_features
+
+        return task_features(cand)
     from slicert_ops.codegen.features import features
     from slicert_ops.codegen.spec import ScheduleParams
-    from slicert_ops.costmodel.features import candidate_features
     from slicert_ops.manifest.expand import operator_spec_from_dict
 
-    op = operator_spec_from_dict(cand.operator)
-    feats = features(op, ScheduleParams(**cand.schedule))
+    return features(operator_spec_from_dict(cand.operator), ScheduleParams(**cand.schedule))
+
+
+def feature_row(cand: Candidate) -> dict[str, float]:
+    from slicert_ops.costmodel.features import candidate_features
+
+    feats = kernel_features(cand)
     # versions: the cycle model is a feature of the cost model package (a champion trained
     # on cm3-v1 and cm3-v2 runs tells them apart); constant within a search space
     manifest = {"operator": cand.operator, "schedule": cand.schedule, "runner": cand.runner,
