@@ -276,7 +276,7 @@ def kernel_from_schedule(op: Any, sch: Any, entry: str = ENTRY) -> tuple[Any, Yi
             f"meta_schedule with TVM {tvm.__version__}; do not edit.\n"
             f" * micro-tile loop {yl.name} (extent {yl.extent}): {yl.checks} yield checks, "
             f"{yl.outputs} outputs per micro-tile */")
-    c_source = lower_c._to_plain_c(rt_mod.inspect_source(), head)
+    c_source = lower_c.to_plain_c(rt_mod.inspect_source(), head)
     if lower_c.YIELD_FUNC + "()" not in c_source:
         raise RuntimeError("the yield check did not survive lowering")
     args = (("data", CTYPE[op.dtype], tuple(op.input_shapes[0])),
