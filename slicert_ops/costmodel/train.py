@@ -3,8 +3,9 @@
     result = train(TrainConfig(input="results/**/qemu_trace.json",
                                output="artifacts/cost_model.pkl"))
 
-Steps: read the run folders of the matching traces (schema-checked), keep valid runs
-(status ok, correct == 1, validation passed when validation.json exists), one row per
+Steps: read the run folders of the matching traces (schema-checked), keep the valid runs
+only (the index's ``valid`` column: status ok, correct == 1, and the validation stage's
+verdict -- validation.json, written into every run folder -- not failed), one row per
 candidate, seeded split by candidate, fit both families on the train part, evaluate on the
 held-out part, keep the better (higher ``score``: mean Spearman), write the pickle. With
 MLFLOW_TRACKING_URI set: log a run in experiment ``slicert-cost-model`` (params, metrics of
@@ -133,6 +134,9 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainResu
     timings["load"] = time.perf_counter() - t0
     echo(f"data: {table.n_valid_runs} valid runs of {table.n_runs} -> {len(table)} candidates, "
          f"{len(table.feature_columns)} features, experiments: {', '.join(table.experiments)}")
+    if table.excluded:  # invalid runs never reach the model (the index's `valid` column)
+        echo("skipped (not valid): " + ", ".join(f"{n} {why}" for why, n
+                                                 in sorted(table.excluded.items())))
 
     train_mask, test_mask = ev.split_candidates(table.candidate_ids, config.seed,
                                                 config.test_fraction)

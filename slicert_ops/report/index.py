@@ -3,8 +3,11 @@
 Columns (see ``docs/contracts.md`` for the metric names):
 
 - ids and state: ``experiment, run, run_index, candidate_id, candidate_index, repeat, seed,
-  status, error, validation_success`` (nullable: only when ``validation.json`` exists),
-  ``valid`` (status ok, correct == 1, validation not failed, trace present), ``run_dir``,
+  status, error, validation_success`` (nullable: only when ``validation.json`` exists -- the
+  validation stage writes it into every run folder; folders older than the stage may lack
+  it), ``valid`` (status ok, correct == 1, validation not failed, trace present: what the
+  cost model trains on), ``validation_failed`` (the verdict's reasons, "; "-joined, when it
+  failed), ``run_dir``,
   ``manifest_schema, trace_schema, cycle_model, exit_code``;
 - manifest sections flattened with dots: ``schedule.tile_size``, ``operator.type``,
   ``operator.input_0`` (lists are expanded by position), ``runner.irq_period_us``,
@@ -34,7 +37,7 @@ TRACE_SCHEMA = "slicert-trace/1"
 METRICS = list(METRIC_NAMES)  # the contract's metric names, defined once in sim/trace
 
 ID_COLUMNS = ["experiment", "run", "run_index", "candidate_id", "candidate_index", "repeat",
-              "seed", "status", "error", "validation_success", "valid"]
+              "seed", "status", "error", "validation_success", "valid", "validation_failed"]
 
 # Manifest sections copied into the index (flattened with dots).
 MANIFEST_SECTIONS = ("operator", "schedule", "runner", "versions", "host_timings_s",
@@ -138,15 +141,20 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         "status": manifest.get("status"),
         "error": manifest.get("error"),
         "validation_success": None,
+        "validation_failed": None,
         "run_dir": str(run_dir),
         "manifest_schema": manifest.get("schema"),
         "manifest_file": manifest.get("manifest_file"),
         "finished_at": manifest.get("finished_at"),
     }
     validation_path = run_dir / "validation.json"
-    if validation_path.is_file():
-        success = _read_json(validation_path).get("success")
+    if validation_path.is_file():  # the validation stage's verdict (validate/stage.py)
+        verdict = _read_json(validation_path)
+        success = verdict.get("success")
         row["validation_success"] = None if success is None else bool(success)
+        if success is False:
+            row["validation_failed"] = "; ".join(
+                str(f) for f in verdict.get("failed_expectations") or ()) or "failed"
     row.update(manifest_fields(manifest))
 
     trace_path = run_dir / "qemu_trace.json"
