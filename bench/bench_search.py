@@ -58,8 +58,8 @@ from slicert_ops.manifest import Candidate, Experiment, expand, load_manifest  #
 from slicert_ops.search.base import MeasureResult, SearchStrategy  # noqa: E402
 from slicert_ops.search.database import MemoryDatabase  # noqa: E402
 from slicert_ops.search.measure import ReplayMeasurer  # noqa: E402
-from slicert_ops.search.objective import Objective, parse_objective  # noqa: E402
-from slicert_ops.search.run import cycles_per_us, make_context  # noqa: E402
+from slicert_ops.search.objective import Objective, cycles_per_us, parse_objective  # noqa: E402
+from slicert_ops.search.run import make_context  # noqa: E402
 from slicert_ops.search.strategies import CostModelStrategy, RandomStrategy  # noqa: E402
 from slicert_ops.search.tuner import SearchResult, tune  # noqa: E402
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from slicert_ops.errors import StageError
 from slicert_ops.manifest.expand import Candidate
@@ -25,17 +25,20 @@ from slicert_ops.rundir import (
     run_name,
     run_number,
 )
+from slicert_ops.stages import (  # noqa: F401 - the stage types, re-exported
+    CAL_CHECKS,
+    CandidateBuild,
+    Firmware,
+    Measurement,
+    board_of,
+    runtime_options,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
     from slicert_ops.codegen.lower_c import KernelSource
     from slicert_ops.firmware import BuildResult as FirmwareBuild
-    from slicert_ops.sim.qemu import SimResult
-
-# Calibration yield checks the harness runs before the kernel (cost of one check).
-CAL_CHECKS = 64
-
 
 @dataclass
 class SweepContext:
@@ -63,27 +66,6 @@ class RunOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     schedule: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def runtime_options(cand: Candidate) -> Any:
-    from slicert_ops.firmware.options import RuntimeOptions
-
-    r = cand.runner
-    return RuntimeOptions(
-        slice_us=cand.schedule["slice"],
-        irq_load=bool(r["simulate_irq_load"]),
-        irq_period_us=r["irq_period_us"],
-        irq_jitter_us=r["irq_jitter_us"],
-        rt_work_iters=r["rt_work_iters"],
-        rt_deadline_us=r["rt_deadline_us"],
-        cal_checks=CAL_CHECKS,
-        cpu_mhz=r["cpu_mhz"],
-    )
-
-
-def board_of(cand: Candidate) -> str:
-    """runner.board (manifests written before the field existed: lm3s6965evb)."""
-    return str(cand.runner.get("board") or "lm3s6965evb")
 
 
 def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
@@ -119,35 +101,6 @@ def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return [outcomes[r] for r in range(ctx.repeat)]
-
-
-@dataclass
-class Measurement:
-    """One QEMU run of a firmware, checked and turned into the contract's documents."""
-
-    sim: SimResult
-    trace: dict[str, Any]       # qemu_trace.json (schema slicert-trace/1)
-    metrics: dict[str, Any]     # the contract's metrics (cycles.txt)
-    correct: bool
-    mismatch: str = ""
-
-
-class Firmware(Protocol):
-    """A built firmware that can be measured: one per candidate kind (operator, network)."""
-
-    def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement: ...
-
-
-@dataclass
-class CandidateBuild:
-    """The build stage's result, the run stage's input: codegen + firmware of one candidate
-    (run any number of repeats), with the documents every run folder repeats."""
-
-    candidate: Candidate
-    work: Path                  # scratch folder (QEMU output of each repeat goes below it)
-    firmware: Firmware
-    tvm_config_text: str        # serialized once, written into every repeat's folder
-    build_log_text: str
 
 
 @dataclass

@@ -133,8 +133,7 @@ class Session:
         equal the default ones or were measured already: finished runs are reused)."""
         from slicert_ops.network.candidates import tuned_candidates
         from slicert_ops.search.database import read_candidate_metrics
-        from slicert_ops.search.objective import parse_objective
-        from slicert_ops.search.run import cycles_per_us
+        from slicert_ops.search.objective import cycles_per_us, parse_objective
 
         done = Measured(self.exp.name, self.exp_dir)
         if not self.exp.is_network:

@@ -1,29 +1,18 @@
-"""A sweep: candidates fanned out over local worker processes, runs collected as they finish.
-
-Every finished run goes through the validation stage (validate/stage.py: validation.json
-in each run folder, tracked or not), then through the other sinks (tracking). A sink that is
-a ``ValidationStage`` (the tracking's, which forwards the verdicts to MLflow) stands in for
-the sweep's own one, which is waited for before ``run_sweep`` returns.
-"""
+"""A sweep: every candidate measured once on the local farm (farm.py: worker processes,
+validation of every run, tracking sinks, progress), and its end-of-sweep summary."""
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slicert_ops.farm import LocalFarm, RunSink
 from slicert_ops.manifest import Candidate, Experiment
-from slicert_ops.pipeline import RunOutcome, SweepContext, run_candidate
+from slicert_ops.pipeline import RunOutcome
 from slicert_ops.progress import Progress
-from slicert_ops.rundir import clean_stale_tmp, dumps, run_name, run_number
-from slicert_ops.validate.stage import VERDICT_FILE, ValidationStage, Verdict
-
-# Called in the parent for every finished run (validation + tracking hook in).
-RunSink = Callable[[RunOutcome, Path], None]
+from slicert_ops.validate.stage import Verdict
 
 
 @dataclass
@@ -42,74 +31,24 @@ class SweepResult:
         return 1 if self.failed else 0
 
 
-def _warm_worker() -> None:
-    """Import the heavy stages once per worker process, not once per candidate."""
-    import slicert_ops.codegen  # noqa: F401
-    import slicert_ops.firmware  # noqa: F401
-    import slicert_ops.sim.trace  # noqa: F401
-
-
 def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, jobs: int = 1,
               sinks: Iterable[RunSink] = (), progress: bool = True,
               cost_model: dict[str, Any] | None = None) -> SweepResult:
     """Measure `candidates` (all repeats each) into out_root/<experiment>/run_NNNN/."""
-    exp_dir = Path(out_root) / exp.name
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [run_number(c.index, r, exp.repeat) for c in candidates for r in range(exp.repeat)]
-    clean_stale_tmp(exp_dir, numbers)
-    (exp_dir / "experiment.json").write_text(dumps(exp.to_dict()))
-    ctx = SweepContext(experiment=exp.name, exp_dir=exp_dir, repeat=exp.repeat,
-                       logging=dict(exp.logging), manifest_file=exp.source,
-                       cost_model=cost_model)
-    result = SweepResult(exp.name, exp_dir)
     bar = Progress(len(candidates) * exp.repeat, exp.name, enabled=progress)
-    sinks = list(sinks)
-    stage = next((s for s in sinks if isinstance(s, ValidationStage)), None)
-    own_stage = stage is None
-    if stage is None:
-        stage = ValidationStage()
-        sinks.insert(0, stage)
-    if any(not (exp_dir / run_name(n) / VERDICT_FILE).is_file() for n in numbers):
-        stage.warm()  # GX loads in the validation process while the first runs measure
-
-    def collect(outcomes: list[RunOutcome]) -> None:
-        for o in outcomes:
-            result.outcomes.append(o)
-            run_dir = exp_dir / f"run_{o.number:04d}"
-            for sink in sinks:
-                sink(o, run_dir)
-            bar.update(ok=o.status == "ok", failed=o.status != "ok", reused=o.reused)
-            if o.status != "ok" and progress:
-                print(f"\n  run_{o.number:04d} failed: {o.error}", file=sys.stderr)
-
+    farm = LocalFarm(exp, out_root, jobs=jobs, sinks=sinks, progress=bar,
+                     cost_model=cost_model)
+    farm.clean(candidates)
+    result = SweepResult(exp.name, farm.exp_dir)
     finished = False
     try:
-        if jobs <= 1 or len(candidates) <= 1:
-            for cand in candidates:
-                collect(run_candidate(cand, ctx))
-        else:
-            _run_parallel(candidates, ctx, jobs, collect)
+        result.outcomes = farm.measure(candidates)
         finished = True
     finally:
         bar.close()
-        if own_stage:  # an interrupted sweep does not wait for the verdicts
-            stage.close(wait=finished)
-    result.verdicts = dict(stage.verdicts)
+        result.verdicts = farm.close(wait_verdicts=finished)  # not after an interruption
     result.outcomes.sort(key=lambda o: o.number)
     return result
-
-
-def _run_parallel(candidates: list[Candidate], ctx: SweepContext, jobs: int,
-                  collect: Callable[[list[RunOutcome]], None]) -> None:
-    # spawn: TVM's thread pool does not survive fork; workers import the stages once.
-    mp = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp, initializer=_warm_worker) as pool:
-        pending: set[Future[list[RunOutcome]]] = {
-            pool.submit(run_candidate, cand, ctx) for cand in candidates}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                collect(fut.result())
 
 
 def summarize(result: SweepResult, top: int = 5) -> str:

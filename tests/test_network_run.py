@@ -169,7 +169,7 @@ def test_too_big_for_lm3s6965_suggests_mps2_an385(tmp_path: Path) -> None:
     big = {**MODEL, "input": [1, 64, 64, 3], "layers": [
         {"name": "c1", "type": "conv2d", "filters": 16, "kernel": 3, "padding": "same"},
         {"name": "flat", "type": "flatten"},
-        {"name": "fc", "type": "dense", "units": 64}]}
+        {"name": "fc", "type": "dense", "units": 8}]}
     man = _manifest(tmp_path, name="net_big", model=big)
     res = _run("run", str(man), "--out", str(tmp_path / "res"), cwd=tmp_path)
     assert res.returncode == 2

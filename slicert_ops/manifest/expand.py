@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from slicert_ops.errors import InputError
+from slicert_ops.manifest.candidate import (  # noqa: F401 - re-exported
+    NON_MEASURING_RUNNER_FIELDS,
+    Candidate,
+    candidate_id,
+)
 from slicert_ops.manifest.load import Experiment
-
-# Runner fields that cannot change a measurement (excluded from the candidate id).
-NON_MEASURING_RUNNER_FIELDS = ("timeout_s",)
 
 # lm3s6965evb memory, and what the runtime itself needs (stacks, runtime state, code).
 BOARD_MEMORY = {"lm3s6965evb": {"flash": 256 * 1024, "ram": 64 * 1024},
@@ -22,45 +22,9 @@ RUNTIME_FLASH_RESERVE = 24 * 1024
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One point of the schedule space, with everything that determines its measurement."""
-
-    index: int
-    id: str
-    operator: dict[str, Any]
-    schedule: dict[str, int]
-    runner: dict[str, Any]
-    versions: dict[str, str]
-    # network candidates: what rebuilds the network (model, parameters; outside the id,
-    # which covers the network's fingerprint); None for single operators
-    network: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"index": self.index, "id": self.id, "operator": self.operator,
-               "schedule": self.schedule, "runner": self.runner, "versions": self.versions}
-        if self.network is not None:
-            out["network"] = self.network
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(index=data["index"], id=data["id"], operator=data["operator"],
-                   schedule=data["schedule"], runner=data["runner"], versions=data["versions"],
-                   network=data.get("network"))
-
-
-@dataclass(frozen=True)
 class Expansion:
     candidates: list[Candidate]
     skipped: list[str]  # impossible combinations left out, with the reason
-
-
-def candidate_id(operator: dict[str, Any], schedule: dict[str, int], runner: dict[str, Any],
-                 versions: dict[str, str]) -> str:
-    measuring = {k: v for k, v in runner.items() if k not in NON_MEASURING_RUNNER_FIELDS}
-    blob = json.dumps({"operator": operator, "schedule": schedule, "runner": measuring,
-                       "versions": versions}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion:

@@ -29,7 +29,8 @@ from .network import Network
 from .tasks import LayerSchedule, Task, default_schedule, micro_tiles, resolve, task_spaces
 
 if TYPE_CHECKING:
-    from slicert_ops.manifest import Candidate, Experiment
+    from slicert_ops.manifest import Experiment
+    from slicert_ops.manifest.candidate import Candidate
 
 NETWORK = "network"
 NETWORK_TASK = "network_task"
@@ -109,7 +110,7 @@ def _operator(ctx: NetworkContext, kind: str, task: Task | None = None) -> dict[
 
 def expand_network(exp: Experiment, versions: dict[str, str]) -> list[Candidate]:
     """Task candidates (tasks with a choice), then one default network per slice value."""
-    from slicert_ops.manifest.expand import Candidate, candidate_id
+    from slicert_ops.manifest.candidate import Candidate, candidate_id
 
     network = network_spec(exp)
     ctx = load_context(network, exp.runner["board"])
@@ -172,7 +173,7 @@ def tuned_candidates(exp: Experiment, cands: list[Candidate],
     search objective: feasible first, then the lowest objective value; correct runs only).
     Tasks without measured candidates keep their default. Returns (new candidates, notes);
     a network equal to the default one is not repeated."""
-    from slicert_ops.manifest.expand import Candidate, candidate_id
+    from slicert_ops.manifest.candidate import Candidate, candidate_id
 
     nets = [c for c in cands if c.operator.get("type") == NETWORK]
     if not nets:

@@ -107,7 +107,7 @@ def _scalar(v: Any, ctype: str) -> str:
 
 def _op_args(net: Network, op, kernel: LayerKernel, ptr) -> list[str]:
     """C argument expressions of one op's kernel call, in the kernel's parameter order."""
-    from .network import _act_bounds_f
+    from .network import act_bounds_f
 
     args = []
     buf_inputs = list(op.inputs)
@@ -123,7 +123,7 @@ def _op_args(net: Network, op, kernel: LayerKernel, ptr) -> list[str]:
                 args.append(f"({base}*)slicert_nn_{name}_{op.index}")
         else:
             if net.dtype == "float32" and name in ("act_min", "act_max"):
-                lo, hi = _act_bounds_f(op.activation)
+                lo, hi = act_bounds_f(op.activation)
                 args.append(_scalar(lo if name == "act_min" else hi, "float"))
             else:
                 args.append(_scalar(op.scalars[name], ctype))

@@ -83,7 +83,7 @@ def run_kernel_host(kernel: LayerKernel, buffers: dict[str, np.ndarray],
 def run_op_host(net: Any, op: Any, kernel: LayerKernel, inputs: list[np.ndarray]
                 ) -> tuple[np.ndarray, int]:
     """One op of a network through its kernel on the host."""
-    from .network import _act_bounds_f
+    from .network import act_bounds_f
 
     bufs: dict[str, np.ndarray] = {}
     names = [n for n, c in kernel.params if c.endswith("*") and n != "out"]
@@ -93,6 +93,6 @@ def run_op_host(net: Any, op: Any, kernel: LayerKernel, inputs: list[np.ndarray]
     bufs.update(op.arrays)
     scalars = dict(op.scalars)
     if net.dtype == "float32":
-        scalars["act_min"], scalars["act_max"] = _act_bounds_f(op.activation)
+        scalars["act_min"], scalars["act_max"] = act_bounds_f(op.activation)
     dt = np.int8 if net.dtype == "int8" else np.float32
     return run_kernel_host(kernel, bufs, scalars, tuple(op.layer.out_shape), dt)

@@ -206,7 +206,7 @@ def _float_weights(op: Op, seed: int) -> dict[str, np.ndarray]:
     return {"weight": w, "bias": b}
 
 
-def _act_bounds_f(activation: str | None) -> tuple[float, float]:
+def act_bounds_f(activation: str | None) -> tuple[float, float]:
     if activation == "relu":
         return 0.0, F32_MAX
     if activation == "relu6":
@@ -245,7 +245,7 @@ def run_op(op: Op, inputs: list[np.ndarray], dtype: str) -> np.ndarray:
         if t == "clamp":
             return ref.clamp_int8(inputs[0], act_min=s["act_min"], act_max=s["act_max"])
     else:
-        lo, hi = _act_bounds_f(op.activation)
+        lo, hi = act_bounds_f(op.activation)
         if t in ("conv2d", "depthwise_conv2d"):
             a = op.arrays
             return ref.conv2d_f32(inputs[0], a["weight"], a["bias"], act_min=lo, act_max=hi,

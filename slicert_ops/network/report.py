@@ -98,7 +98,7 @@ def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    from slicert_ops.report.plots import CYCLES, _save
+    from slicert_ops.report.plots import CYCLES, save_png
 
     rows = rows.sort_values("op")
     labels = [f"{r.layer} ({r.type})" for r in rows.itertuples()]
@@ -121,7 +121,7 @@ def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle(title, y=1.03)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
@@ -130,7 +130,7 @@ def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    from slicert_ops.report.plots import CYCLES, _save
+    from slicert_ops.report.plots import CYCLES, save_png
 
     fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
@@ -152,7 +152,7 @@ def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experiment: str,

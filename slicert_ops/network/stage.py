@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from slicert_ops.errors import StageError
 from slicert_ops.rundir import dumps
+from slicert_ops.stages import CandidateBuild, Measurement, board_of, runtime_options
 
 from .candidates import NETWORK_TASK, load_context, schedules_of
 from .features import LAYER_FEATURES_VERSION, layer_features
@@ -31,8 +32,7 @@ from .firmware import (
 from .tasks import LayerSchedule, micro_tiles, resolve
 
 if TYPE_CHECKING:
-    from slicert_ops.manifest import Candidate
-    from slicert_ops.pipeline import CandidateBuild, Measurement
+    from slicert_ops.manifest.candidate import Candidate
 
 
 @dataclass
@@ -42,8 +42,6 @@ class NetworkFirmware:
     nb: NetworkBuild
 
     def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement:
-        from slicert_ops.pipeline import Measurement
-
         r = cand.runner
         run = run_network(self.nb, sim_dir, seed=repeat, timeout_s=r["timeout_s"],
                           deadline_us=r["rt_deadline_us"], ws=r["flash_wait_states"])
@@ -55,8 +53,6 @@ class NetworkFirmware:
 
 def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, float]
                             ) -> CandidateBuild:
-    from slicert_ops.pipeline import CandidateBuild, board_of, runtime_options
-
     t = time.perf_counter()
     board = board_of(cand)
     ctx = load_context(cand.network or {}, board)

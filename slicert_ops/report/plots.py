@@ -57,7 +57,7 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # zlib level 1: ~0.2 s less per report (5-6 plots) for PNGs ~6 % larger
     fig.savefig(path, dpi=DPI, bbox_inches="tight", pil_kwargs={"compress_level": 1})
@@ -109,7 +109,7 @@ def plot_cycles_vs_param(cand: pd.DataFrame, param: str, path: Path, experiment:
     ax.set_title(f"{experiment}: kernel cycles vs {param.split('.', 1)[-1]}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_pareto(cand: pd.DataFrame, params: list[str], path: Path, experiment: str) -> Path:
@@ -151,7 +151,7 @@ def plot_pareto(cand: pd.DataFrame, params: list[str], path: Path, experiment: s
                 transform=ax.transAxes, ha="center", va="center", fontsize=11, color="gray")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_irq_latency(runs: pd.DataFrame, path: Path, experiment: str,
@@ -192,7 +192,7 @@ def plot_irq_latency(runs: pd.DataFrame, path: Path, experiment: str,
         ax2.set_title("worst IRQ latency per run", fontsize=10)
     n = len(loaded)
     fig.suptitle(f"{experiment}: IRQ latency distribution over {n} run{'s' * (n != 1)}")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 PREDICTION_COLUMNS = ("prediction.predicted_kernel_cycles", "prediction.kernel_cycles",
@@ -235,4 +235,4 @@ def plot_predicted_vs_measured(runs: pd.DataFrame, column: str, path: Path,
     ax.yaxis.set_major_formatter(EngFormatter())
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)

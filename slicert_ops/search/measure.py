@@ -1,18 +1,14 @@
 """Measurers: the pipeline (real), a replay table (bench), a function (unit tests).
 
-:class:`PipelineMeasurer` runs ``pipeline.run_candidate`` -- codegen, firmware build, QEMU
-per repeat, run folder -- exactly as ``sweep.run_sweep`` does, but keeps its worker
-processes alive across the rounds of a search (a spawned worker spends seconds importing
-TVM; a sweep pays that once, a search with a pool per round would pay it every round).
-Run sinks (validation/tracking) and the progress bar are called per run as in a sweep.
+:class:`PipelineMeasurer` measures on the local farm (``farm.LocalFarm``) as a sweep does,
+its worker processes kept alive across the rounds of a search (a spawned worker spends
+seconds importing TVM). Validation, the sinks and the progress bar run per run as in a
+sweep.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -33,69 +29,33 @@ def result_from_outcomes(cand_id: str, outcomes: Sequence[Any]) -> MeasureResult
 
 
 class PipelineMeasurer(Measurer):
+    """The real measurer: the local farm (farm.py), its workers kept across rounds."""
+
     def __init__(self, exp: Experiment, out_root: Path, *, jobs: int = 1,
                  sinks: Iterable[Callable[[Any, Path], None]] = (), progress: Any = None,
                  cost_model: dict[str, Any] | None = None) -> None:
-        from slicert_ops.pipeline import SweepContext
-        from slicert_ops.rundir import clean_stale_tmp, dumps
+        from slicert_ops.farm import LocalFarm
 
-        self.exp_dir = Path(out_root) / exp.name
-        self.exp_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_tmp(self.exp_dir)
-        (self.exp_dir / "experiment.json").write_text(dumps(exp.to_dict()))
-        self.ctx = SweepContext(experiment=exp.name, exp_dir=self.exp_dir, repeat=exp.repeat,
-                                logging=dict(exp.logging), manifest_file=exp.source,
-                                cost_model=cost_model)
-        self.jobs, self.sinks, self.progress = jobs, list(sinks), progress
-        self.pool: ProcessPoolExecutor | None = None
-        self.outcomes: list[Any] = []  # every RunOutcome (for the end-of-run summary)
+        self.farm = LocalFarm(exp, out_root, jobs=jobs, sinks=sinks, progress=progress,
+                              cost_model=cost_model)
+        self.farm.clean()
+        self.exp_dir = self.farm.exp_dir
+
+    @property
+    def outcomes(self) -> list[Any]:
+        """Every RunOutcome so far (for the end-of-run summary)."""
+        return self.farm.outcomes
 
     def measure(self, cands: Sequence[Candidate]) -> list[MeasureResult]:
-        from slicert_ops.pipeline import run_candidate
-
         by_id: dict[str, list[Any]] = {}
-        if self.jobs <= 1 or len(cands) <= 1:
-            for cand in cands:
-                by_id[cand.id] = self._collect(run_candidate(cand, self.ctx))
-        else:
-            pool = self._pool()
-            pending: set[Future[list[Any]]] = {pool.submit(run_candidate, c, self.ctx)
-                                               for c in cands}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outs = self._collect(fut.result())
-                    if outs:
-                        by_id[outs[0].candidate_id] = outs
+        for o in self.farm.measure(cands):
+            by_id.setdefault(o.candidate_id, []).append(o)
+        for outs in by_id.values():
+            outs.sort(key=lambda o: o.repeat)
         return [result_from_outcomes(c.id, by_id.get(c.id, [])) for c in cands]
 
-    def _collect(self, outcomes: list[Any]) -> list[Any]:
-        for o in outcomes:
-            self.outcomes.append(o)
-            run_dir = self.exp_dir / f"run_{o.number:04d}"
-            for sink in self.sinks:
-                sink(o, run_dir)
-            if self.progress is not None:
-                self.progress.update(ok=o.status == "ok", failed=o.status != "ok",
-                                     reused=o.reused)
-            if o.status != "ok" and self.progress is not None and self.progress.enabled:
-                print(f"\n  run_{o.number:04d} failed: {o.error}", file=sys.stderr)
-        return outcomes
-
-    def _pool(self) -> ProcessPoolExecutor:
-        if self.pool is None:
-            from slicert_ops.sweep import _warm_worker
-
-            # spawn: TVM's thread pool does not survive fork; workers import the stages once.
-            mp = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=mp,
-                                            initializer=_warm_worker)
-        return self.pool
-
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        self.farm.close()
 
 
 class ReplayMeasurer(Measurer):

@@ -610,12 +610,11 @@ def run_meta_schedule(exp: Experiment, out_root: Path, *, jobs: int = 1,
     from slicert_ops.codegen.operators import define
     from slicert_ops.progress import Progress
     from slicert_ops.rundir import clean_stale_tmp, dumps
-    from slicert_ops.search.objective import parse_objective
+    from slicert_ops.search.objective import cycles_per_us, parse_objective
     from slicert_ops.search.report import write_outputs
-    from slicert_ops.search.run import cycles_per_us, search_settings
     from slicert_ops.search.tuner import SearchResult
 
-    s = search_settings(exp)
+    s = exp.search_spec
     budget = int(budget or s.budget or 16)
     seed = int(s.seed if seed is None else seed)
     objective = parse_objective(s.objective, cycles_per_us(exp))

@@ -275,14 +275,14 @@ class TreeSearchModel(CostModel):
         for b in bounds:
             s = np.full(len(pos), sigma) if sigma is not None else std[b.metric]
             z = (math.log1p(max(b.limit, 0.0)) - mean[b.metric]) / s
-            p *= _norm_cdf(z)
+            p *= norm_cdf(z)
         return p
 
 
 _erf = np.vectorize(math.erf, otypes=[float])
 
 
-def _norm_cdf(z: np.ndarray) -> np.ndarray:
+def norm_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + _erf(np.asarray(z, dtype="float64") / math.sqrt(2.0)))
 
 

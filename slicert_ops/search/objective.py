@@ -54,6 +54,11 @@ _BOUND_RE = re.compile(rf"^\s*({_NAME})\s*(<=|<|>=|>|==|=)\s*({_NUMBER}|\S+)\s*$
 _SUBJECT_RE = re.compile(r"\s+subject\s+to\s+", re.IGNORECASE)
 
 
+def cycles_per_us(exp: Any) -> float:
+    """The core clock of an experiment (``runner.cpu_mhz``; 1 us = that many cycles)."""
+    return float((getattr(exp, "runner", None) or {}).get("cpu_mhz") or CYCLES_PER_US)
+
+
 class ObjectiveError(ValueError):
     """A malformed objective string; the message says what would be valid."""
 

@@ -11,7 +11,7 @@ from slicert_ops.manifest import Candidate, Experiment
 from slicert_ops.manifest.load import SearchSpec
 from slicert_ops.search.base import Measurer, SearchContext
 from slicert_ops.search.database import RunFolderDatabase
-from slicert_ops.search.objective import parse_objective
+from slicert_ops.search.objective import cycles_per_us, parse_objective
 from slicert_ops.search.space import SearchSpace
 from slicert_ops.search.strategies import make_strategy
 from slicert_ops.search.tuner import SearchResult, tune
@@ -20,13 +20,6 @@ from slicert_ops.search.tuner import SearchResult, tune
 def search_settings(exp: Experiment) -> SearchSpec:
     """experiment.search, defaults filled at load (the grid's when absent)."""
     return exp.search_spec
-
-
-def cycles_per_us(exp: Experiment) -> float:
-    """The core clock of the experiment (``runner.cpu_mhz``; 1 us = that many cycles)."""
-    from slicert_ops.search.objective import CYCLES_PER_US
-
-    return float((exp.runner or {}).get("cpu_mhz") or CYCLES_PER_US)
 
 
 def make_context(exp: Experiment, candidates: list[Candidate],

@@ -41,7 +41,7 @@ from slicert_ops.search.base import (
     SearchContext,
     SearchStrategy,
 )
-from slicert_ops.search.model import MEMBERS, ChampionPrior, TreeSearchModel
+from slicert_ops.search.model import MEMBERS, ChampionPrior, TreeSearchModel, norm_cdf
 
 DEFAULT_BATCH = 8
 DEFAULT_INIT = 8
@@ -257,7 +257,7 @@ class CostModelStrategy(SearchStrategy):
             improve = -p_feas + 1e-3 * (mu - mu.min())
         else:
             z = (self.best_log - mu) / sigma
-            improve = -(sigma * (z * _norm_cdf(z) + _norm_pdf(z)) * p_feas)
+            improve = -(sigma * (z * norm_cdf(z) + _norm_pdf(z)) * p_feas)
         if self.acquisition == "ei":
             return [improve], predicted, p_feas
         named = {"exploit": exploit, "improve": improve}
@@ -294,12 +294,6 @@ class CostModelStrategy(SearchStrategy):
 
 
 PRIOR_SIGMA = 0.3  # uncertainty (log1p) of a prior's bound prediction before any training
-
-
-def _norm_cdf(z: np.ndarray) -> np.ndarray:
-    from slicert_ops.search.model import _norm_cdf as cdf
-
-    return cdf(z)
 
 
 def _norm_pdf(z: np.ndarray) -> np.ndarray:
