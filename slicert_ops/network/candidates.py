@@ -200,6 +200,9 @@ def tuned_candidates(exp: Experiment, cands: list[Candidate],
         schedule = network_schedule(ctx, picks, s)
         cid = candidate_id(base.operator, schedule, base.runner, base.versions)
         if cid in known:
+            if base.id == cid:
+                notes.append(f"slice {s}: the best measured schedule of every task is its "
+                             "default one (the default network is the tuned one)")
             continue
         known.add(cid)
         out.append(Candidate(index=next_index, id=cid, operator=dict(base.operator),

@@ -210,7 +210,7 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
         lines.append("no correct network run")
         return "\n".join(lines)
     lines += ["", "networks (end to end, under the manifest's IRQ load):",
-              table.to_string(index=False, float_format=lambda v: f"{v:,.3f}")]
+              table.to_string(index=False, float_format=_fmt)]
     layers = pd.DataFrame(layer_rows(exp_dir))
     if not layers.empty:
         best = table.iloc[0]["candidate_id"]
@@ -222,6 +222,10 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
         lines += ["", f"layers of the best network ({best}):",
                   own[cols].to_string(index=False)]
     return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}"
 
 
 def describe_plan(exp: Experiment, cands: list[Candidate]) -> list[str]:

@@ -65,17 +65,31 @@ def run_params(manifest: dict) -> dict[str, str]:
     return params
 
 
+# Per-layer metrics of a network run logged to MLflow (docs/networks.md).
+LAYER_METRICS = ("kernel_cycles", "wall_cycles", "macs_per_cycle", "yield_checks",
+                 "max_granule_cycles", "max_preemption_latency_cycles", "deadline_misses")
+
+
+def _numbers(values: dict, prefix: str, out: dict[str, float]) -> None:
+    for k, v in values.items():
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, (int, float)):
+            out[safe_key(prefix + k)] = float(v)
+
+
 def run_metrics(run_dir: Path, manifest: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     trace_path = run_dir / "qemu_trace.json"
     if trace_path.exists():
         with contextlib.suppress(OSError, ValueError):
-            metrics = json.loads(trace_path.read_text()).get("metrics") or {}
-            for k, v in metrics.items():
-                if isinstance(v, bool):
-                    v = int(v)
-                if isinstance(v, (int, float)):
-                    out[safe_key(k)] = float(v)
+            trace = json.loads(trace_path.read_text())
+            _numbers(trace.get("metrics") or {}, "", out)
+            # a network run: per-layer figures as layer.<name>.<metric>
+            for row in trace.get("layers") or []:
+                if isinstance(row, dict) and row.get("layer"):
+                    _numbers({k: row.get(k) for k in LAYER_METRICS},
+                             f"layer.{row['layer']}.", out)
     for k, v in (manifest.get("host_timings_s") or {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             out[safe_key(f"host_{k}_s")] = float(v)

@@ -311,21 +311,16 @@ def champion_predictions(cands: list[Candidate], tracking_uri: str | None = None
         return None
     if tracking_uri and _no_champion(tracking_uri):
         return None
-    from slicert_ops.codegen import features
-    from slicert_ops.codegen.spec import ScheduleParams
-    from slicert_ops.costmodel.features import candidate_features
     from slicert_ops.costmodel.loader import load_champion
-    from slicert_ops.manifest.expand import operator_spec_from_dict
+    from slicert_ops.search.space import feature_row
 
     champion = load_champion()
     if champion is None:
         return None
-    feats = {}
-    for c in cands:
-        op = operator_spec_from_dict(c.operator)
-        sched = ScheduleParams(**c.schedule)
-        manifest_like = {"operator": c.operator, "schedule": c.schedule, "runner": c.runner,
-                         "versions": c.versions}
-        feats[c.id] = candidate_features(manifest_like, {"features": features(op, sched)})
+    # the same features as the search's (a network task: its layer features); a whole
+    # network is not a training row of the model, so it gets no prediction
+    feats = {c.id: feature_row(c) for c in cands if c.operator.get("type") != "network"}
+    if not feats:
+        return None
     return {"name": champion.name, "version": champion.version,
             "predictions": champion.predict_candidates(feats)}

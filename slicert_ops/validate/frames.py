@@ -127,6 +127,14 @@ def _steps(stamps: pd.Series) -> pd.Series:
     return pd.Series(out, index=stamps.index)
 
 
+def board_memory(board: str) -> tuple[int, int]:
+    """(flash bytes, RAM bytes) of a board (firmware/boards.py)."""
+    from slicert_ops.firmware.boards import BOARDS
+
+    b = BOARDS.get(board) or BOARDS["lm3s6965evb"]
+    return b.flash_bytes, b.ram_bytes
+
+
 def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: dict,
                   cycles_txt: dict[str, float] | None) -> pd.DataFrame:
     metrics = dict(trace.get("metrics") or {})
@@ -178,6 +186,10 @@ def summary_frame(trace: dict, events: pd.DataFrame, manifest: dict, features: d
         row["wall_minus_stamps"] = None
     if "data_bytes" in metrics and "bss_bytes" in metrics:
         row["ram_bytes"] = metrics["data_bytes"] + metrics["bss_bytes"]
+    # memory of the run's board (runner.board): 1.0 = all of it
+    flash, ram = board_memory(str(trace.get("board") or "lm3s6965evb"))
+    row["flash_share"] = metrics["text_bytes"] / flash if "text_bytes" in metrics else None
+    row["ram_share"] = row["ram_bytes"] / ram if "ram_bytes" in row else None
 
     def num(name: str):
         v = metrics.get(name)
