@@ -69,9 +69,11 @@ def write_layers_parquet(exp_dir: Path) -> Path | None:
     return path
 
 
-def network_table(exp_runs: pd.DataFrame, default_ids: set[str]) -> pd.DataFrame:
+def network_table(exp_runs: pd.DataFrame, default_ids: set[str],
+                  objective: Any = None) -> pd.DataFrame:
     """One row per network candidate (valid runs): end-to-end and kernel cycles (mean),
-    worst preemption latency (max), deadline misses (sum), MACs per cycle."""
+    worst preemption latency (max), deadline misses (sum), MACs per cycle; best first under
+    the experiment's objective (feasible first), then by end-to-end cycles."""
     import pandas as pd
 
     runs = exp_runs[exp_runs.get("operator.type", pd.Series(dtype=str)) == "network"]
@@ -90,7 +92,29 @@ def network_table(exp_runs: pd.DataFrame, default_ids: set[str]) -> pd.DataFrame
     table = runs.groupby("candidate_id", sort=False).agg(**agg).reset_index()
     table.insert(1, "schedules", ["default" if c in default_ids else "best per task"
                                   for c in table["candidate_id"]])
+    if objective is not None:
+        evals = [objective.evaluate(row) for row in table.to_dict("records")]
+        table.insert(2, "meets objective", [e.feasible for e in evals])
+        table["_rank"] = [e.value if e.value is not None else float("inf") for e in evals]
+        table = table.sort_values(["meets objective", "_rank", "network_cycles",
+                                   "candidate_id"], ascending=[False, True, True, True])
+        return table.drop(columns="_rank").reset_index(drop=True)
     return table.sort_values(["network_cycles", "candidate_id"]).reset_index(drop=True)
+
+
+def experiment_objective(exp_dir: Path) -> Any:
+    """The search objective of the experiment (experiment.json), None when it is the plain
+    kernel-cycles default (then the table ranks by end-to-end cycles)."""
+    from slicert_ops.search.objective import parse_objective
+
+    try:
+        exp = json.loads((Path(exp_dir) / "experiment.json").read_text())["experiment"]
+    except (OSError, ValueError, KeyError):
+        return None
+    text = (exp.get("search") or {}).get("objective")
+    if not text or text == "kernel_cycles":
+        return None
+    return parse_objective(text, float((exp.get("runner") or {}).get("cpu_mhz") or 50))
 
 
 def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
@@ -160,7 +184,7 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
     """Figures and tables of the network candidates (empty when there are none)."""
     import pandas as pd
 
-    table = network_table(exp_runs, _default_ids(exp_dir))
+    table = network_table(exp_runs, _default_ids(exp_dir), experiment_objective(exp_dir))
     if table.empty:
         return [], []
     figures: list[tuple[str, Path]] = []
@@ -205,7 +229,8 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
         index = build_index(Path(exp_dir).parent, experiment=Path(exp_dir).name)
     except Exception:  # noqa: BLE001 - the summary never fails a run
         index = pd.DataFrame()
-    table = network_table(index, _default_ids(exp_dir)) if len(index) else pd.DataFrame()
+    table = network_table(index, _default_ids(exp_dir), experiment_objective(exp_dir)) \
+        if len(index) else pd.DataFrame()
     if table.empty:
         lines.append("no correct network run")
         return "\n".join(lines)
