@@ -184,7 +184,7 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
     """Figures and tables of the network candidates (empty when there are none)."""
     import pandas as pd
 
-    table = network_table(exp_runs, _default_ids(exp_dir), experiment_objective(exp_dir))
+    table = network_table(exp_runs, default_network_ids(exp_dir), experiment_objective(exp_dir))
     if table.empty:
         return [], []
     figures: list[tuple[str, Path]] = []
@@ -209,7 +209,7 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
     return figures, sections
 
 
-def _default_ids(exp_dir: Path) -> set[str]:
+def default_network_ids(exp_dir: Path) -> set[str]:
     """Ids of the default-schedule networks (``Candidate.network["schedules"]``)."""
     return {man["candidate_id"] for _, man in _network_runs(exp_dir)
             if (man.get("network") or {}).get("schedules") == "default"}
@@ -229,7 +229,7 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
         index = build_index(Path(exp_dir).parent, experiment=Path(exp_dir).name)
     except Exception:  # noqa: BLE001 - the summary never fails a run
         index = pd.DataFrame()
-    table = network_table(index, _default_ids(exp_dir), experiment_objective(exp_dir)) \
+    table = network_table(index, default_network_ids(exp_dir), experiment_objective(exp_dir)) \
         if len(index) else pd.DataFrame()
     if table.empty:
         lines.append("no correct network run")

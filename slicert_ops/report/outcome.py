@@ -95,8 +95,32 @@ def sweep_outcome(exp_dir: str | Path, experiment: str, index: pd.DataFrame | No
         "report": str(report) if report.is_file() else None,
     }
     out.update(_mlflow(exp_dir))
+    if n and "operator.type" in index and (index["operator.type"] == "network").any():
+        out["networks"] = _networks(index, exp_dir)
+        index = index[index["operator.type"] != "network"]  # best: the task candidates
     out["best"] = _best(index, experiment)
     return out
+
+
+NETWORK_FIELDS = ("candidate_id", "schedules", "meets objective", "network_cycles",
+                  "kernel_cycles", "macs_per_cycle", "max_preemption_latency_cycles",
+                  "deadline_misses", "rt_jobs")
+
+
+def _networks(index: pd.DataFrame, exp_dir: Path) -> list[dict[str, Any]]:
+    """A network experiment's network candidates, best first (its objective)."""
+    from slicert_ops.network.report import (
+        default_network_ids,
+        experiment_objective,
+        network_table,
+    )
+
+    table = network_table(index, default_network_ids(exp_dir), experiment_objective(exp_dir))
+    rows = []
+    for row in table.to_dict("records"):
+        rows.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
+                     if k in NETWORK_FIELDS})
+    return rows
 
 
 def _sched(s: dict[str, Any]) -> str:
@@ -116,9 +140,19 @@ def outcome_lines(o: dict[str, Any]) -> list[str]:
         lines.append(f"  MLflow experiment: {o['mlflow_experiment_url']}")
     if o.get("mlflow_url") and o.get("mlflow_url") != o.get("mlflow_experiment_url"):
         lines.append(f"  MLflow sweep run:  {o['mlflow_url']}")
+    for i, net in enumerate(o.get("networks") or []):
+        head = "  networks (best first):" if i == 0 else " " * 24
+        meets = {True: ", meets the objective", False: ", misses the objective"}.get(
+            net.get("meets objective"), "")
+        lines.append(f"{head} {net['candidate_id']} ({net.get('schedules')} schedules"
+                     f"{meets}): {_fmt(net.get('network_cycles'))} cycles end to end, "
+                     f"{net.get('macs_per_cycle', 0):.3f} MACs/cycle, worst preemption "
+                     f"{_fmt(net.get('max_preemption_latency_cycles'))} cycles, "
+                     f"{_fmt(net.get('deadline_misses'))} deadline misses")
     best = o.get("best") or {}
-    for key, title in (("by_kernel_cycles", "best by kernel cycles"),
-                       ("by_preemption_latency", "best by worst preemption latency")):
+    what = " (task candidates)" if o.get("networks") else ""
+    for key, title in (("by_kernel_cycles", f"best by kernel cycles{what}"),
+                       ("by_preemption_latency", f"best by worst preemption latency{what}")):
         for i, b in enumerate(best.get(key) or []):
             head = f"  {title}:" if i == 0 else " " * (len(title) + 3)
             lines.append(f"{head} {b['candidate_id']} {_sched(b['schedule'])}: kernel "
