@@ -24,6 +24,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -297,3 +298,19 @@ def wait_for(check: Check, *, deadline: float, dead: Callable[[], str | None] | 
         if time.monotonic() > deadline:
             raise WaitTimeout(detail)
         time.sleep(interval)
+
+
+def protocol_emitter() -> Callable[..., None]:
+    """A worker process's JSON-lines protocol on its original stdout (``emit(ev, **kw)``,
+    thread-safe); anything else the process prints goes to stderr."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    lock = threading.Lock()
+
+    def emit(ev: str, **kw: Any) -> None:
+        line = json.dumps({"ev": ev, **kw}, default=str)
+        with lock:
+            proto.write(line + "\n")
+            proto.flush()
+
+    return emit

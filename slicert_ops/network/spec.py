@@ -386,6 +386,16 @@ def parse_network(model: dict[str, Any], *, source: str | None = None) -> Networ
                        seed=int(seed), source=source)
 
 
+def _positive(raw: dict[str, Any], key: str, what: str, fix: str, fld: str, name: str,
+              bad: Any) -> int | None:
+    """``raw[key]`` when it is a positive integer; else reports it and returns None."""
+    v = raw.get(key)
+    if not _is_int(v) or v <= 0:
+        bad(f"{fld}.{key}", f"{v!r} must be a positive integer ({what})", fix, name)
+        return None
+    return int(v)
+
+
 def _infer(layer: Layer, raw: dict[str, Any], fld: str, bad) -> None:
     """Fill the layer's parameters and output shape, or report problems via ``bad``."""
     t, name = layer.type, layer.name
@@ -452,10 +462,8 @@ def _infer(layer: Layer, raw: dict[str, Any], fld: str, bad) -> None:
         layer.kernel, layer.stride, layer.padding, layer.padding_spec = \
             kernel, stride, pads, padding
         if t == "conv2d":
-            f = raw.get("filters")
-            if not _is_int(f) or f <= 0:
-                bad(f"{fld}.filters", f"{f!r} must be a positive integer (output channels)",
-                    "e.g. filters: 16", name)
+            f = _positive(raw, "filters", "output channels", "e.g. filters: 16", fld, name, bad)
+            if f is None:
                 return
             layer.filters = f
             layer.out_shape = (1, oh, ow, f)
@@ -471,10 +479,8 @@ def _infer(layer: Layer, raw: dict[str, Any], fld: str, bad) -> None:
     elif t == "dense":
         if not need_rank(2, "add - {type: flatten} before the dense layer"):
             return
-        u = raw.get("units")
-        if not _is_int(u) or u <= 0:
-            bad(f"{fld}.units", f"{u!r} must be a positive integer (output features)",
-                "e.g. units: 10", name)
+        u = _positive(raw, "units", "output features", "e.g. units: 10", fld, name, bad)
+        if u is None:
             return
         layer.units = u
         layer.out_shape = (ish[0], u)

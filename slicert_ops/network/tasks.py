@@ -100,15 +100,14 @@ class Task:
 
 
 def op_signature(op: Op, dtype: str) -> dict[str, Any]:
-    layer = op.layer
-    sig: dict[str, Any] = {"type": op.type, "dtype": dtype,
-                           "in_shapes": [list(s) for s in layer.in_shapes],
-                           "out_shape": list(layer.out_shape)}
-    if op.type in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
-        sig.update(kernel=list(layer.kernel), stride=list(layer.stride),
-                   padding=list(layer.padding))
+    """What makes an op's kernel: its type (a standalone relu is a clamp op), the dtype and
+    the layer's geometry (shapes, window, depth multiplier; not its name or filters, which
+    the output shape already says)."""
+    d = op.layer.describe()
+    keep = ("in_shapes", "out_shape", "kernel", "stride", "padding")
+    sig: dict[str, Any] = {"type": op.type, "dtype": dtype, **{k: d[k] for k in keep if k in d}}
     if op.type == "depthwise_conv2d":
-        sig["depth_multiplier"] = layer.depth_multiplier
+        sig["depth_multiplier"] = d["depth_multiplier"]
     return sig
 
 

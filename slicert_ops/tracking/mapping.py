@@ -57,12 +57,16 @@ def run_params(manifest: dict) -> dict[str, str]:
     for section in ("schedule", "operator", "runner", "versions", "logging"):
         if isinstance(manifest.get(section), dict):
             params.update(flatten(manifest[section], section))
-    cm = manifest.get("cost_model")
-    if isinstance(cm, dict):
-        for k in ("name", "version"):
-            if k in cm:
-                params[f"cost_model.{k}"] = param_value(cm[k])
+    params.update(_cost_model_fields(manifest, "cost_model."))
     return params
+
+
+def _cost_model_fields(manifest: dict, prefix: str) -> dict[str, str]:
+    """The champion model that ranked the run (name, version), keys under ``prefix``."""
+    cm = manifest.get("cost_model")
+    if not isinstance(cm, dict):
+        return {}
+    return {f"{prefix}{k}": param_value(cm[k]) for k in ("name", "version") if k in cm}
 
 
 # Per-layer metrics of a network run logged to MLflow (docs/networks.md).
@@ -126,11 +130,7 @@ def run_tags(manifest: dict, run_dir: Path, parent_run_id: str, verdict: Any) ->
     for k in ("cycle_model", "runtime", "plugin"):
         if k in versions:
             tags[f"{TAG}{k}"] = str(versions[k])
-    cm = manifest.get("cost_model")
-    if isinstance(cm, dict):
-        for k in ("name", "version"):
-            if k in cm:
-                tags[f"{TAG}cost_model.{k}"] = str(cm[k])
+    tags.update(_cost_model_fields(manifest, f"{TAG}cost_model."))
     return tags
 
 

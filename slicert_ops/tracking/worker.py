@@ -41,6 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from slicert_ops.procs import protocol_emitter
+
 log = logging.getLogger("slicert_ops.tracking")
 
 DEFER_S = 30.0  # after a service failure, runs are kept for `slicert sync` without retrying
@@ -188,16 +190,7 @@ class Worker:
 
 
 def main() -> int:
-    # The protocol owns the original stdout; anything else printed goes to stderr.
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    lock = threading.Lock()
-
-    def emit(ev: str, **kw: Any) -> None:
-        line = json.dumps({"ev": ev, **kw}, default=str)
-        with lock:
-            proto.write(line + "\n")
-            proto.flush()
+    emit = protocol_emitter()
 
     # Ctrl-C reaches the whole process group: stop quietly (what is not logged yet stays on
     # disk, unmarked, for `slicert sync`).

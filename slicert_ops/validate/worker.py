@@ -22,7 +22,8 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+
+from slicert_ops.procs import protocol_emitter
 
 NICE = 5
 
@@ -61,15 +62,7 @@ class _Queue:
 
 
 def main() -> int:
-    proto = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol owns the original stdout
-    os.dup2(2, 1)
-    lock = threading.Lock()
-
-    def emit(ev: str, **kw: Any) -> None:
-        line = json.dumps({"ev": ev, **kw}, default=str)
-        with lock:
-            proto.write(line + "\n")
-            proto.flush()
+    emit = protocol_emitter()
 
     try:
         os.nice(max(0, int(os.environ.get("SLICERT_VALIDATION_NICE", NICE))))
