@@ -5,5 +5,6 @@
 - ``airflow_cfg`` the 127.0.0.1-only Airflow configuration of the embedded stack
 - ``stack``      ``slicert up`` / ``down`` / ``env``: the embedded stack (Airflow + services)
 - ``client``     Airflow REST API client (JWT login) behind ``slicert submit``
-- ``xcom_wrapper`` runs a stage and writes its JSON result where KubernetesPodOperator reads it
+- ``runners``    Local / Docker / Kubernetes stage runners: ``run(argv, networked)``
+- ``taskgroup``  the plan -> batch -> aggregate (-> train) wiring the DAG files share
 """

@@ -23,7 +23,7 @@ Stage runner (see plugins/slicert_stage.py):
                            other stage runs with network "none"
   SLICERT_DOCKER_USER      uid:gid in the container (default: the caller's uid:gid when that is
                            not root, else the image's unprivileged user `slicert`, uid 1000)
-  SLICERT_K8S_NAMESPACE    KubernetesPodOperator namespace (default slicert)
+  SLICERT_K8S_NAMESPACE    Kubernetes namespace of the stage pods (default slicert)
   SLICERT_K8S_RESULTS_PVC  PersistentVolumeClaim mounted at the results path (required there)
   SLICERT_K8S_SERVICE_ACCOUNT, SLICERT_K8S_MEMORY (4Gi), SLICERT_K8S_CPU (1)
   SLICERT_MLFLOW_UI_URL    MLflow address for the browser (default $MLFLOW_TRACKING_URI)
