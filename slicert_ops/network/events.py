@@ -69,7 +69,10 @@ def layer_metrics(net: Any, events: list[Any], *, deadline_cycles: int | None = 
             continue
         s, e = wins[op.index]
         synth = []
-        for j, x in enumerate(evs):
+        # From the layer's start on: the kernel thread runs there (it emits layer_start),
+        # so the events before it change nothing of the window's figures.
+        for j in range(s, len(evs)):
+            x = evs[j]
             if x.id in (ev.KERNEL_START, ev.KERNEL_END):
                 continue
             if j == s:
