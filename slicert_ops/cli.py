@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slicert_ops.tracking.http_settings import configure_mlflow_http
+
+    configure_mlflow_http()  # before any command imports mlflow: no telemetry, short retries
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -275,6 +275,3 @@ def _print_where(outcome: dict[str, Any]) -> None:
         if outcome.get(key):
             print(f"{label + ':':9s}{outcome[key]}")
 
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
