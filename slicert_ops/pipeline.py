@@ -120,9 +120,11 @@ class OperatorFirmware:
         board = board_of(cand)
         sizes = {"text_bytes": self.build.text_bytes, "data_bytes": self.build.data_bytes,
                  "bss_bytes": self.build.bss_bytes}
+        t = time.perf_counter()
         sim = run_firmware(self.build.elf, seed=repeat, out_dir=sim_dir,
                            timeout_s=cand.runner["timeout_s"], plugin=PLUGIN_SO,
                            ws=cand.runner["flash_wait_states"], board=board)
+        qemu_s = time.perf_counter() - t
         sim.raise_for_status()  # the sim package's one description of a failed run
         correct, mismatch = check_output(sim.output, self.reference)
         cpu_mhz = cand.runner["cpu_mhz"]
@@ -132,7 +134,8 @@ class OperatorFirmware:
         trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=repeat,
                             seed=repeat, exit_code=sim.exit_code, sizes=sizes,
                             metrics=metrics, cpu_mhz=cpu_mhz, board=board)
-        return Measurement(sim, trace, metrics, correct, mismatch)
+        return Measurement(sim, trace, metrics, correct, mismatch,
+                           seconds={"qemu": qemu_s, "parse": time.perf_counter() - t - qemu_s})
 
 
 def build(cand: Candidate, work: Path, timings: dict[str, float] | None = None
@@ -195,6 +198,7 @@ def run(built: CandidateBuild, repeat: int, ctx: SweepContext,
         t = time.perf_counter()
         try:
             m = built.firmware.measure(cand, repeat, sim_dir)
+            timings.update(m.seconds)  # the firmware's own split (QEMU, parsing)
         finally:
             timings["run"] = time.perf_counter() - t
             _keep_raw(writer, sim_dir, ctx.logging)

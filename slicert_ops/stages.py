@@ -7,7 +7,7 @@ RunOutcome``; each candidate kind (an operator: ``pipeline.OperatorFirmware``; a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +50,7 @@ class Measurement:
     metrics: dict[str, Any]     # the contract's metrics (cycles.txt)
     correct: bool
     mismatch: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # host time split, e.g. qemu
 
 
 class Firmware(Protocol):
