@@ -265,6 +265,15 @@ def describe_plan(exp: Experiment, cands: list[Candidate]) -> list[str]:
              f"{len(ctx.tasks)} tuning tasks; {n_task} task candidates, "
              f"{len(cands) - n_task} network candidates (default schedules; the best "
              "schedule per task adds one per slice after the tasks ran)"]
+    from .memory import BOARDS, FLASH_RESERVE, KERNEL_CODE_ESTIMATE, RAM_RESERVE, plan_memory
+
+    plan = plan_memory(net)
+    mem = BOARDS[exp.runner["board"]]
+    ram = plan.ram_bytes + RAM_RESERVE
+    flash = plan.flash_data_bytes + FLASH_RESERVE + len(ctx.tasks) * KERNEL_CODE_ESTIMATE
+    lines.append(f"memory: arena {plan.arena_bytes:,} B (every intermediate in its own buffer: "
+                 f"{plan.naive_bytes:,} B), RAM {ram:,} of {mem['ram']:,} B, flash about "
+                 f"{flash:,} of {mem['flash']:,} B (weights {plan.weight_bytes:,} B)")
     for t in ctx.tasks:
         lines.append(f"  task {ctx.first_layer(t):<16} {t.type:<17} x{t.weight} "
                      f"{len(ctx.spaces[t.key])} schedule(s): {', '.join(t.layer_names)}")
