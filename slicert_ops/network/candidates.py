@@ -5,11 +5,13 @@ Two kinds of candidate (``Candidate.operator["type"]``):
 - ``network_task``: one tuning task (a kernel shared by identical layers) with one schedule
   of its space and one slice budget, measured alone (its first layer in its own firmware,
   on the input it sees in the network). Only tasks whose space holds more than one schedule
-  get them: a single schedule is not a choice, and the network run measures every layer.
+  get them (a single schedule is not a choice; the network run measures every layer), and
+  their default schedule is measured too, as the baseline the best must beat.
 - ``network``: the whole network with one schedule per task (``schedule`` maps
   ``<first layer of the task>.<parameter>`` and ``slice``), measured end to end. The plan
-  has one per slice value with the default schedules; :func:`tuned_candidates` adds the
-  network of the best measured schedule per task once the task candidates have run.
+  has one per slice value with the base schedules (a task's only schedule, else its
+  default); :func:`tuned_candidates` adds the network of the best measured schedule per
+  task once the task candidates have run.
 
 The candidate id covers the network's fingerprint (architecture, quantisation and weights),
 the task and the schedule; ``Candidate.network`` carries what a worker needs to rebuild the
@@ -53,6 +55,20 @@ class NetworkContext:
     def first_layer(self, task: Task) -> str:
         return self.net.ops[task.ops[0]].name
 
+    def base(self, task: Task) -> LayerSchedule:
+        """The schedule a task has before tuning: its space's only one, else its default."""
+        space = self.spaces[task.key]
+        return space[0] if len(space) == 1 else resolve(task, default_schedule(task))
+
+    def choices(self, task: Task) -> list[LayerSchedule]:
+        """What a task's candidates measure: its space plus the default as the baseline
+        (nothing when the space holds one schedule: no choice to make)."""
+        space = list(self.spaces[task.key])
+        if len(space) < 2:
+            return []
+        base = self.base(task)
+        return space if base in space else [*space, base]
+
 
 def load_context(network: Mapping[str, Any], board: str) -> NetworkContext:
     """The network of ``Candidate.network`` (cached per process: a sweep builds many)."""
@@ -81,7 +97,7 @@ def network_schedule(ctx: NetworkContext, schedules: Mapping[str, LayerSchedule]
     """The flat schedule of a network candidate: ``<first layer>.<parameter>`` per task."""
     out: dict[str, int] = {}
     for task in ctx.tasks:
-        sched = resolve(task, schedules.get(task.key) or default_schedule(task))
+        sched = resolve(task, schedules.get(task.key) or ctx.base(task))
         for k, v in sched.to_dict().items():
             if v is not None:
                 out[f"{ctx.first_layer(task)}.{k}"] = int(v)
@@ -95,7 +111,7 @@ def schedules_of(ctx: NetworkContext, schedule: Mapping[str, int]) -> dict[str, 
     for task in ctx.tasks:
         prefix = ctx.first_layer(task) + "."
         own = {k[len(prefix):]: v for k, v in schedule.items() if k.startswith(prefix)}
-        out[task.key] = LayerSchedule(**own) if own else default_schedule(task)
+        out[task.key] = LayerSchedule(**own) if own else ctx.base(task)
     return out
 
 
@@ -109,7 +125,8 @@ def _operator(ctx: NetworkContext, kind: str, task: Task | None = None) -> dict[
 
 
 def expand_network(exp: Experiment, versions: dict[str, str]) -> list[Candidate]:
-    """Task candidates (tasks with a choice), then one default network per slice value."""
+    """Task candidates (tasks with a choice, and their default), then one network per slice
+    value with the base schedules."""
     from slicert_ops.manifest.candidate import Candidate, candidate_id
 
     network = network_spec(exp)
@@ -124,10 +141,7 @@ def expand_network(exp: Experiment, versions: dict[str, str]) -> list[Candidate]
                                network={**network, **extra}))
 
     for task in ctx.tasks:
-        space = ctx.spaces[task.key]
-        if len(space) < 2:
-            continue
-        for sched in space:
+        for sched in ctx.choices(task):
             for s in slices:
                 sd = {k: int(v) for k, v in sched.to_dict().items() if v is not None}
                 add(_operator(ctx, NETWORK_TASK, task), {**sd, "slice": int(s)})
