@@ -111,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from slicert_ops.session import Session, print_summary
+    from slicert_ops.session import Session
 
     exp = _load(args)
     jobs = _jobs(args.jobs)
@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            track=args.track)
     measured = session.measure(cands)
     _, outcome = session.aggregate(measured.exit_code)
-    print_summary(exp, measured)
+    session.print_summary(measured)
     _print_where(outcome)
     return measured.exit_code
 
@@ -146,7 +146,7 @@ def _cmd_stage_plan(args: argparse.Namespace) -> int:
 
 def _cmd_stage_batch(args: argparse.Namespace) -> int:
     from slicert_ops.plan import check_toolchain, plan_exp_dir, read_plan
-    from slicert_ops.session import Session, print_summary
+    from slicert_ops.session import Session
 
     exp, cands, plan = read_plan(args.plan)
     if not 0 <= args.batch < len(plan["batches"]):
@@ -159,7 +159,7 @@ def _cmd_stage_batch(args: argparse.Namespace) -> int:
     # a network's tuned networks need every task's runs: the aggregate stage measures them
     measured = session.measure(chosen, tuned=False)
     session.finish()  # the runs are logged in the background: wait for them
-    print_summary(exp, measured)
+    session.print_summary(measured)
     return measured.exit_code
 
 

@@ -51,6 +51,8 @@ class Session:
     jobs: int = 1
     progress: bool = True
     tracking: Any = None
+    # what aggregate() built (index, per-layer rows): the end-of-run summary reuses them
+    aggregated: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def open(cls, exp: Experiment, out_root: Path, cands: list[Candidate], *, jobs: int = 1,
@@ -168,11 +170,13 @@ class Session:
             index = build_index(exp_dir.parent, experiment=self.exp.name)
             if len(index):
                 write_index(exp_dir, exp_dir / "index.parquet", df=index)
-                write_report(index, exp_dir / "report", self.exp.name, exp_dir=exp_dir)
-                if self.exp.is_network:
+                layers = None
+                if self.exp.is_network:  # the traces are read once, for both
                     from slicert_ops.network.report import write_layers_parquet
 
-                    write_layers_parquet(exp_dir)
+                    layers = write_layers_parquet(exp_dir)
+                write_report(index, exp_dir / "report", self.exp.name, layers=layers)
+                self.aggregated = {"index": index, "layers": layers}
                 if "status" in index:
                     failed = int((index["status"] != "ok").sum())
         finally:
@@ -186,6 +190,26 @@ class Session:
         if self.tracking is not None and hasattr(self.tracking, "finish"):
             self.tracking.finish()
 
+
+    def print_summary(self, measured: Measured) -> None:
+        """The end-of-run table(s): sweep best candidates, search summaries, networks and
+        the best network's layers."""
+        from slicert_ops.sweep import SweepResult, summarize
+
+        if self.exp.is_network:
+            from slicert_ops.network.report import network_summary
+
+            print(network_summary(measured.exp_dir, measured.outcomes, measured.notes,
+                                  **self.aggregated))
+        elif measured.searches:
+            from slicert_ops.search.report import format_summary
+
+            for result in measured.searches:
+                print(format_summary(result))
+                print(f"\n  curve: {result.search_dir / 'curve.png'}; trials: "
+                      f"{result.search_dir / 'trials.jsonl'}")
+        else:
+            print(summarize(SweepResult(self.exp.name, measured.exp_dir, measured.outcomes)))
 
 def preflight() -> None:
     """Fail before any work when the toolchain is missing (not once per candidate)."""
@@ -211,22 +235,3 @@ def _retention(exp_dir: Path) -> None:
     r = prune_superseded(exp_dir, keep)
     if r.removed:
         print(f"slicert: retention ({KEEP_ENV}={keep}): {r.line()}", file=sys.stderr)
-
-
-def print_summary(exp: Experiment, measured: Measured) -> None:
-    """The end-of-run table(s): sweep best candidates, search summaries, network layers."""
-    from slicert_ops.sweep import SweepResult, summarize
-
-    if exp.is_network:
-        from slicert_ops.network.report import network_summary
-
-        print(network_summary(measured.exp_dir, measured.outcomes, measured.notes))
-    elif measured.searches:
-        from slicert_ops.search.report import format_summary
-
-        for result in measured.searches:
-            print(format_summary(result))
-            print(f"\n  curve: {result.search_dir / 'curve.png'}; trials: "
-                  f"{result.search_dir / 'trials.jsonl'}")
-    else:
-        print(summarize(SweepResult(exp.name, measured.exp_dir, measured.outcomes)))

@@ -224,7 +224,7 @@ def validate(raw: dict[str, Any], file: str) -> Experiment:
                      "is searched task by task over its schedule spaces: use random or "
                      "cost_model (budget = candidates per task)")
         _raise(problems)
-    model = _check_network(raw, file, runner) if network else None
+    model = _check_network(raw, file, runner, sections["parameters"]) if network else None
     irq_bounds = _irq_bounds(search)
     if irq_bounds and not runner["simulate_irq_load"]:
         problems.add("experiment.search.objective",
@@ -255,19 +255,19 @@ def _network_parameters(value: Any, problems: Problems) -> dict[str, Any]:
     return params
 
 
-def _check_network(raw: dict[str, Any], file: str, runner: dict[str, Any]) -> dict[str, Any]:
+def _check_network(raw: dict[str, Any], file: str, runner: dict[str, Any],
+                   parameters: dict[str, Any]) -> dict[str, Any]:
     """experiment.model: layers, schedule spaces and the memory plan on runner.board, all
     checked before any work (a NetworkError, an InputError, lists every problem). Returns
-    the model with an ONNX path made absolute (workers may run elsewhere)."""
-    from slicert_ops.network import load_network
+    the model with an ONNX path made absolute (workers may run elsewhere). The checked
+    network stays cached for the expansion (network.candidates.load_context)."""
+    from slicert_ops.network.candidates import load_context, spec_of
 
-    exp = copy.deepcopy(raw["experiment"])
-    exp["runner"] = runner
-    load_network({"experiment": exp}, file, board=runner["board"])
-    model = exp["model"]
-    if isinstance(model, dict) and "onnx" in model:
-        onnx = Path(str(model["onnx"]))
+    model = copy.deepcopy(raw["experiment"]["model"])
+    if isinstance(model, dict) and isinstance(model.get("onnx"), str):
+        onnx = Path(model["onnx"])
         model["onnx"] = str(onnx if onnx.is_absolute() else (Path(file).parent / onnx).resolve())
+    load_context(spec_of(model, parameters, file), runner["board"])
     return model
 
 

@@ -24,7 +24,6 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .network import Network
@@ -54,6 +53,11 @@ class NetworkContext:
 
     def first_layer(self, task: Task) -> str:
         return self.net.ops[task.ops[0]].name
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The network's fingerprint, hashed once (every candidate's operator carries it)."""
+        return self.net.fingerprint()
 
     def base(self, task: Task) -> LayerSchedule:
         """The schedule a task has before tuning: its space's only one, else its default."""
@@ -117,7 +121,7 @@ def schedules_of(ctx: NetworkContext, schedule: Mapping[str, int]) -> dict[str, 
 
 def _operator(ctx: NetworkContext, kind: str, task: Task | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"type": kind, "network": ctx.net.name,
-                          "fingerprint": ctx.net.fingerprint(), "dtype": ctx.net.dtype}
+                          "fingerprint": ctx.fingerprint, "dtype": ctx.net.dtype}
     if task is not None:
         op.update(task=task.key, op_type=task.type, layers=list(task.layer_names),
                   weight=task.weight)
@@ -150,21 +154,36 @@ def expand_network(exp: Experiment, versions: dict[str, str]) -> list[Candidate]
     return cands
 
 
-def task_features(cand: Candidate) -> dict[str, float]:
-    """The layer features (nf1) of a task candidate, as its tvm_config.json will hold them."""
+def task_schedule(schedule: Mapping[str, int]) -> LayerSchedule:
+    """The LayerSchedule of a task candidate's schedule (``slice`` is the runtime's)."""
+    return LayerSchedule(**{k: v for k, v in schedule.items() if k != "slice"})
+
+
+def task_feature_row(task: Task, sched: LayerSchedule) -> dict[str, float]:
+    """A task candidate's features: the layer features (nf1) and its yield checks
+    (``micro_tiles``, which validation compares with the trace)."""
     from .features import layer_features
 
+    return {**layer_features(task, sched),
+            "micro_tiles": float(micro_tiles(task, sched))}
+
+
+def task_features(cand: Candidate) -> dict[str, float]:
+    """The features of a task candidate before it is built, as its tvm_config.json will
+    hold them."""
     ctx = load_context(cand.network or {}, str(cand.runner.get("board") or "lm3s6965evb"))
-    task = ctx.task(cand.operator["task"])
-    sched = LayerSchedule(**{k: v for k, v in cand.schedule.items() if k != "slice"})
-    feats = layer_features(task, sched)
-    return {**feats, "micro_tiles": float(micro_tiles(task, resolve(task, sched)))}
+    return task_feature_row(ctx.task(cand.operator["task"]), task_schedule(cand.schedule))
 
 
 def network_spec(exp: Experiment) -> dict[str, Any]:
     """What a worker needs to rebuild the network (``Candidate.network``)."""
-    return {"model": exp.model, "parameters": _task_parameters(exp.parameters),
-            "source": exp.source}
+    return spec_of(exp.model, exp.parameters, exp.source)
+
+
+def spec_of(model: Any, parameters: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``Candidate.network`` of a manifest's model and parameters (``slice`` is not the
+    network's: it is each candidate's)."""
+    return {"model": model, "parameters": _task_parameters(parameters), "source": source}
 
 
 def task_trials(cands: list[Candidate], metrics_of: Callable[[Candidate], dict | None]
@@ -185,8 +204,8 @@ def tuned_candidates(exp: Experiment, cands: list[Candidate],
                      objective: Any) -> tuple[list[Candidate], list[str]]:
     """Per slice value, the network of the best measured schedule per task (under the
     search objective: feasible first, then the lowest objective value; correct runs only).
-    Tasks without measured candidates keep their default. Returns (new candidates, notes);
-    a network equal to the default one is not repeated."""
+    Tasks without measured candidates keep their base schedule. Returns (new candidates,
+    notes); a network equal to one already planned is not repeated."""
     from slicert_ops.manifest.candidate import Candidate, candidate_id
 
     nets = [c for c in cands if c.operator.get("type") == NETWORK]
@@ -206,8 +225,7 @@ def tuned_candidates(exp: Experiment, cands: list[Candidate],
             if not rows:
                 continue
             best, feasible = _best(rows, objective)
-            picks[task.key] = LayerSchedule(**{k: v for k, v in best.schedule.items()
-                                               if k != "slice"})
+            picks[task.key] = task_schedule(best.schedule)
             if not feasible:
                 notes.append(f"{ctx.first_layer(task)}: no schedule meets "
                              f"{objective.describe()}; took the closest")
@@ -233,21 +251,9 @@ def _best(rows: list[tuple[Candidate, dict[str, Any]]], objective: Any
     for c, m in rows:
         ev = objective.evaluate(m)
         value = ev.value if ev.value is not None else float("inf")
-        # infeasible: closest first (fewest violated bounds, then by the first bound metric)
+        # infeasible ones last, the closest first: the smallest relative overrun of the bounds
         over = sum(max(0.0, float(m.get(b.metric) or 0) - b.limit) / max(b.limit, 1.0)
                    for b in objective.bounds)
         scored.append(((not ev.feasible, over, value, c.index), c, ev.feasible))
     scored.sort(key=lambda t: t[0])
     return scored[0][1], scored[0][2]
-
-
-def is_network_experiment(manifest_file: str | Path) -> bool:
-    """Cheap test on a manifest file (YAML read only): does it describe a network?"""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(Path(manifest_file).read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(raw, dict) and isinstance(raw.get("experiment"), dict) \
-        and "model" in raw["experiment"]

@@ -15,8 +15,6 @@ from typing import Any
 
 from slicert_ops.sim.events import LAYER_END, LAYER_START
 
-EVENT_NAMES = {LAYER_START: "layer_start", LAYER_END: "layer_end"}
-
 #: Metrics kept per layer (names as docs/contracts.md, computed on the layer's window).
 LAYER_METRICS = ("kernel_cycles", "wall_cycles", "instructions", "yield_checks", "slices",
                  "pendsv_count", "irq_count", "rt_releases", "max_preemption_latency_cycles",

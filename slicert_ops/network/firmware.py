@@ -437,15 +437,10 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
     """
     from slicert_ops.sim.trace import build_trace
 
-    from .events import EVENT_NAMES
-
     trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
                         repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
                         sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz,
                         board=nb.board)
-    for e in trace["events"]:
-        if e["type"].startswith("event_") and int(e["type"][6:]) in EVENT_NAMES:
-            e["type"] = EVENT_NAMES[int(e["type"][6:])]
     schedules = {}
     for task in nb.tasks:
         for i in task.ops:

@@ -56,17 +56,27 @@ def layer_rows(exp_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_layers_parquet(exp_dir: Path) -> Path | None:
+LAYERS_FILE = "layers.parquet"
+
+
+def write_layers_parquet(exp_dir: Path) -> pd.DataFrame:
+    """``layers.parquet`` from the network runs' traces (read once per aggregation: the
+    report and the end-of-run summary use what this returns or wrote)."""
     import pandas as pd
 
-    rows = layer_rows(exp_dir)
-    if not rows:
-        return None
-    path = Path(exp_dir) / "layers.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    layers = pd.DataFrame(layer_rows(exp_dir))
+    if not layers.empty:
+        path = Path(exp_dir) / LAYERS_FILE
+        tmp = path.with_suffix(".parquet.tmp")
+        layers.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return layers
+
+
+def best_layers(table: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The layers of the first repeat of the table's best network, in execution order."""
+    own = layers[layers["candidate_id"] == table.iloc[0]["candidate_id"]]
+    return own[own["repeat"] == own["repeat"].min()].sort_values("op")
 
 
 def network_table(exp_runs: pd.DataFrame, default_ids: set[str],
@@ -180,8 +190,10 @@ def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experiment: str,
+                   layers: pd.DataFrame | None = None,
                    ) -> tuple[list[tuple[str, Path]], list[tuple[str, pd.DataFrame]]]:
-    """Figures and tables of the network candidates (empty when there are none)."""
+    """Figures and tables of the network candidates (empty when there are none);
+    ``layers``: the per-layer rows when the caller has them (else read from the traces)."""
     import pandas as pd
 
     table = network_table(exp_runs, default_network_ids(exp_dir), experiment_objective(exp_dir))
@@ -190,10 +202,10 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
     figures: list[tuple[str, Path]] = []
     sections: list[tuple[str, pd.DataFrame]] = [("Network candidates (end to end)", table)]
     best = table.iloc[0]
-    layers = pd.DataFrame(layer_rows(exp_dir))
+    if layers is None:
+        layers = pd.DataFrame(layer_rows(exp_dir))
     if not layers.empty:
-        own = layers[layers["candidate_id"] == best["candidate_id"]]
-        own = own[own["repeat"] == own["repeat"].min()]
+        own = best_layers(table, layers)
         figures.append(("Per-layer cycles and worst preemption latency (best network)",
                         plot_layers(own, out_dir / "layers.png",
                                     f"{experiment}: per layer, best network "
@@ -202,7 +214,7 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
                             "yield_checks", "max_granule_cycles",
                             "max_preemption_latency_cycles") if c in own]
         sections.append((f"Layers of the best network ({own['run'].iloc[0]})",
-                         own[cols].sort_values("op").reset_index(drop=True)))
+                         own[cols].reset_index(drop=True)))
     figures.append(("End-to-end latency vs worst preemption latency (network candidates)",
                     plot_e2e_vs_preemption(table, out_dir / "network_e2e_vs_preemption.png",
                                            f"{experiment}: end to end vs preemption")))
@@ -215,8 +227,11 @@ def default_network_ids(exp_dir: Path) -> set[str]:
             if (man.get("network") or {}).get("schedules") == "default"}
 
 
-def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str:
-    """The end-of-run text of a network experiment: networks, then the best one's layers."""
+def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str],
+                    index: pd.DataFrame | None = None, layers: pd.DataFrame | None = None
+                    ) -> str:
+    """The end-of-run text of a network experiment: networks, then the best one's layers
+    (``index``, ``layers``: what the aggregation built, when it ran; else read afresh)."""
     import pandas as pd
 
     from slicert_ops.report.index import build_index
@@ -225,10 +240,11 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
     lines = [f"{Path(exp_dir).name}: {len(outcomes)} runs, {ok} ok, {len(outcomes) - ok} "
              f"failed; results in {exp_dir}"]
     lines += [f"  note: {n}" for n in notes]
-    try:
-        index = build_index(Path(exp_dir).parent, experiment=Path(exp_dir).name)
-    except Exception:  # noqa: BLE001 - the summary never fails a run
-        index = pd.DataFrame()
+    if index is None:
+        try:
+            index = build_index(Path(exp_dir).parent, experiment=Path(exp_dir).name)
+        except Exception:  # noqa: BLE001 - the summary never fails a run
+            index = pd.DataFrame()
     table = network_table(index, default_network_ids(exp_dir), experiment_objective(exp_dir)) \
         if len(index) else pd.DataFrame()
     if table.empty:
@@ -236,11 +252,11 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str]) -> str
         return "\n".join(lines)
     lines += ["", "networks (end to end, under the manifest's IRQ load):",
               table.to_string(index=False, float_format=_fmt)]
-    layers = pd.DataFrame(layer_rows(exp_dir))
+    if layers is None:
+        layers = pd.DataFrame(layer_rows(exp_dir))
     if not layers.empty:
         best = table.iloc[0]["candidate_id"]
-        own = layers[layers["candidate_id"] == best]
-        own = own[own["repeat"] == own["repeat"].min()].sort_values("op")
+        own = best_layers(table, layers)
         cols = [c for c in ("layer", "type", "kernel_cycles", "macs_per_cycle",
                             "max_granule_cycles", "max_preemption_latency_cycles")
                 if c in own]

@@ -19,8 +19,14 @@ from slicert_ops.errors import StageError
 from slicert_ops.rundir import dumps
 from slicert_ops.stages import CandidateBuild, Measurement, board_of, runtime_options
 
-from .candidates import NETWORK_TASK, load_context, schedules_of
-from .features import LAYER_FEATURES_VERSION, layer_features
+from .candidates import (
+    NETWORK_TASK,
+    load_context,
+    schedules_of,
+    task_feature_row,
+    task_schedule,
+)
+from .features import LAYER_FEATURES_VERSION
 from .firmware import (
     NetworkBuild,
     build_network_firmware,
@@ -29,7 +35,7 @@ from .firmware import (
     run_network,
     task_firmware,
 )
-from .tasks import LayerSchedule, micro_tiles, resolve
+from .tasks import micro_tiles
 
 if TYPE_CHECKING:
     from slicert_ops.manifest.candidate import Candidate
@@ -60,10 +66,10 @@ def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, floa
     try:
         if cand.operator["type"] == NETWORK_TASK:
             task = ctx.task(cand.operator["task"])
-            sched = LayerSchedule(**{k: v for k, v in cand.schedule.items() if k != "slice"})
+            sched = task_schedule(cand.schedule)
             nb = task_firmware(ctx.net, task, out, schedule=sched,
                                runtime_options=runtime_options(cand), board=board)
-            features = layer_features(task, sched)
+            features = task_feature_row(task, sched)
         else:
             nb = build_network_firmware(ctx.net, out, tasks=ctx.tasks,
                                         schedules=schedules_of(ctx, cand.schedule),
@@ -81,15 +87,15 @@ def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, floa
 
 
 def _tvm_config(nb: NetworkBuild, features: dict[str, float] | None) -> dict[str, Any]:
-    """Per task: signature, schedule, prototype, schedule trace; ``features``: for a task
-    candidate the layer features (nf1) the cost model learns from; for both kinds
-    ``micro_tiles``, the yield checks the schedules make (validation compares the trace)."""
+    """Per task: signature, schedule, prototype, schedule trace; ``features``: a task
+    candidate's (``task_feature_row``: nf1 + micro_tiles, what the cost model learns from);
+    for a whole network the yield checks its schedules make (validation compares the
+    trace)."""
     out = network_tvm_config(nb)
-    checks = sum(micro_tiles(t, resolve(t, nb.kernels[t.key].schedule)) * t.weight
-                 for t in nb.tasks)
     if features is not None:
         out["features_version"] = LAYER_FEATURES_VERSION
-        out["features"] = {**features, "micro_tiles": float(checks)}
+        out["features"] = features
     else:
-        out["features"] = {"micro_tiles": checks}
+        out["features"] = {"micro_tiles": sum(micro_tiles(t, nb.kernels[t.key].schedule)
+                                              * t.weight for t in nb.tasks)}
     return out

@@ -119,10 +119,11 @@ def data_uri(path: Path) -> str:
 
 
 def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
-                 exp_dir: Path | None = None) -> list[Path]:
+                 layers: pd.DataFrame | None = None) -> list[Path]:
     """Plots and summaries of one experiment (sweep) into out_dir; returns the files written.
-    A network experiment (``exp_dir`` given) adds its network candidates and per-layer
-    figures; the candidate tables and parameter plots are then its task candidates'."""
+    A network experiment adds its network candidates and per-layer figures (``layers``: its
+    per-layer rows when the caller has them); the candidate tables and parameter plots are
+    then its task candidates'."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_runs = index_df[index_df["experiment"] == experiment]
@@ -132,8 +133,9 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
     if "operator.type" in all_runs and (all_runs["operator.type"] == "network").any():
         from slicert_ops.network.report import network_report
 
-        net_figures, net_sections = network_report(all_runs, Path(exp_dir or out_dir.parent),
-                                                   out_dir, experiment)
+        exp_dir = Path(all_runs["run_dir"].iloc[0]).parent  # the run folders' experiment
+        net_figures, net_sections = network_report(all_runs, exp_dir, out_dir, experiment,
+                                                   layers)
         exp_runs = all_runs[all_runs["operator.type"] != "network"]
     runs = exp_runs[exp_runs["valid"].astype(bool)]
     params = [p for p in schedule_columns(runs) if runs[p].notna().any()]
