@@ -24,6 +24,7 @@ from slicert_ops.rundir import (
     finished_run,
     run_name,
     run_number,
+    trace_metrics,
 )
 from slicert_ops.stages import (  # noqa: F401 - the stage types, re-exported
     CAL_CHECKS,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
     from slicert_ops.codegen.lower_c import KernelSource
     from slicert_ops.firmware import BuildResult as FirmwareBuild
+
 
 @dataclass
 class SweepContext:
@@ -78,7 +80,7 @@ def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
         man = finished_run(ctx.exp_dir / run_name(n), cand.id, r)
         if man is not None:
             outcomes[r] = RunOutcome(n, cand.id, cand.index, r, "ok", reused=True,
-                                     metrics=_read_metrics(ctx.exp_dir / run_name(n)),
+                                     metrics=trace_metrics(ctx.exp_dir / run_name(n)),
                                      schedule=cand.schedule)
         else:
             todo.append(r)
@@ -92,9 +94,11 @@ def run_candidate(cand: Candidate, ctx: SweepContext) -> list[RunOutcome]:
             built = build(cand, work, timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a failed run
             err = describe_error(exc)
+            log = work / "build" / "zephyr_build.log"
+            texts = {"zephyr_build.log": log.read_text()} if log.is_file() else {}
             for r in todo:
-                outcomes[r] = _write_failed(cand, ctx, r, numbers[r], err, timings,
-                                            build_log=work / "build" / "zephyr_build.log")
+                outcomes[r] = _publish_failed(RunWriter(ctx.exp_dir, numbers[r]), cand, ctx,
+                                              r, err, timings, texts)
             return [outcomes[r] for r in range(ctx.repeat)]
         for r in todo:
             outcomes[r] = run(built, r, ctx, dict(timings))
@@ -203,12 +207,9 @@ def run(built: CandidateBuild, repeat: int, ctx: SweepContext,
             timings["run"] = time.perf_counter() - t
             _keep_raw(writer, sim_dir, ctx.logging)
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
-        writer.write_text("zephyr_build.log", built.build_log_text)
-        writer.write_text("tvm_config.json", built.tvm_config_text)
-        err = describe_error(exc)
-        writer.publish(_manifest(cand, ctx, repeat, number, "failed", err, timings))
-        return RunOutcome(number, cand.id, cand.index, repeat, "failed", error=err,
-                          schedule=cand.schedule, timings=timings)
+        return _publish_failed(writer, cand, ctx, repeat, describe_error(exc), timings,
+                               {"zephyr_build.log": built.build_log_text,
+                                "tvm_config.json": built.tvm_config_text})
     from slicert_ops.sim.cycles_txt import format_cycles_txt
 
     writer.write_text("tvm_config.json", built.tvm_config_text)
@@ -293,23 +294,16 @@ def _prediction(ctx: SweepContext, cand: Candidate) -> dict[str, Any] | None:
     return {"name": cm.get("name"), "version": cm.get("version"), **pred}
 
 
-def _write_failed(cand: Candidate, ctx: SweepContext, r: int, number: int, err: str,
-                  timings: dict[str, float], build_log: Path) -> RunOutcome:
-    writer = RunWriter(ctx.exp_dir, number)
-    if build_log.is_file():
-        writer.write_text("zephyr_build.log", build_log.read_text())
+def _publish_failed(writer: RunWriter, cand: Candidate, ctx: SweepContext, r: int, err: str,
+                    timings: dict[str, float], texts: dict[str, str]) -> RunOutcome:
+    """A failed run's folder: what was built (``texts``: file name -> content) and a
+    manifest that says why."""
+    for name, text in texts.items():
+        writer.write_text(name, text)
+    number = run_number(cand.index, r, ctx.repeat)
     writer.publish(_manifest(cand, ctx, r, number, "failed", err, timings))
     return RunOutcome(number, cand.id, cand.index, r, "failed", error=err,
                       schedule=cand.schedule, timings=timings)
-
-
-def _read_metrics(run_dir: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads((run_dir / "qemu_trace.json").read_text()).get("metrics", {})
-    except (OSError, ValueError):
-        return {}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -319,7 +313,6 @@ def describe_error(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
     return f"internal error {type(exc).__name__}: {exc}{where}"
-
 
 
 __all__ = ["CandidateBuild", "Firmware", "Measurement", "OperatorFirmware", "RunOutcome",

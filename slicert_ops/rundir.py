@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from slicert_ops.errors import InputError
+
 RUN_SCHEMA = "slicert-run/1"
 RUN_FILES = ("manifest.json", "tvm_config.json", "zephyr_build.log", "qemu_trace.json",
              "cycles.txt")
@@ -23,6 +25,13 @@ def run_name(number: int) -> str:
 def run_number(candidate_index: int, repeat: int, repeats: int) -> int:
     """Runs are numbered in expansion order: candidate-major, repeat-minor, from 1."""
     return candidate_index * repeats + repeat + 1
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace one file whole (temp file + rename): a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def dumps(data: Any) -> str:
@@ -44,6 +53,46 @@ def _event_json(e: dict[str, Any]) -> str:
         return (f'{{"cycles": {int(e["cycles"])}, "insns": {int(e["insns"])}, '
                 f'"payload": {int(e["payload"])}{pend}, "type": "{e["type"]}"}}')
     return json.dumps(e, sort_keys=True, ensure_ascii=True)
+
+
+# dumps_trace writes every key but "events" first (sorted), then the events, one per line:
+# the index and the metrics of reused runs need only the head, so reading stops there (a
+# trace holds thousands of events; parsing them all was most of the index's cost).
+_EVENTS_MARK = b',\n"events": ['
+
+
+def read_trace_head(path: Path) -> dict[str, Any]:
+    """A trace's keys except ``events`` (schema, metrics, exit code ...), read from its head;
+    falls back to parsing the whole file when it is laid out differently."""
+    with open(path, "rb") as f:
+        buf = b""
+        while len(buf) < 1 << 20:
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            i = buf.find(_EVENTS_MARK)
+            if i >= 0:
+                try:
+                    head = json.loads(buf[:i] + b"\n}")
+                except ValueError:
+                    break
+                if isinstance(head, dict):
+                    return head
+                break
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc})", file=str(path),
+                         fix="the run folder is damaged: re-run the candidate") from exc
+
+
+def trace_metrics(run_dir: Path) -> dict[str, Any]:
+    """The metrics of a published run (``{}`` when its trace is missing or damaged)."""
+    try:
+        return read_trace_head(Path(run_dir) / "qemu_trace.json").get("metrics") or {}
+    except (OSError, ValueError, InputError):
+        return {}
 
 
 def dumps_trace(trace: dict[str, Any]) -> str:

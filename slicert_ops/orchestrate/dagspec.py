@@ -109,17 +109,9 @@ class ExperimentDag:
             "description": f"SliceRT sweep of {self.manifest_path}",
             "doc_md": self.doc_md(),
             "schedule": None,
-            "catchup": False,
-            # Runs of one sweep queue up: they write the same run folders
-            # (results/<experiment>/). Each run has its own plan file (plans/<run id>.json),
-            # so a queued run, or the nightly DAG planning the same manifest, never changes
-            # what a running one measures.
-            "max_active_runs": 1,
             "params": self.params(),
             "tags": self.tags,
-            "default_args": DEFAULT_ARGS,
-            "user_defined_filters": user_defined_filters(),
-            "auto_register": False,
+            **_dag_common(),
         }
 
     # --- stage command lines --------------------------------------------------------------
@@ -426,9 +418,19 @@ def nightly_dag_kwargs(doc_md: str | None = None) -> dict[str, Any]:
                        "retraining",
         "doc_md": doc_md,
         "schedule": nightly_timetable(),  # no start_date: see its docstring
-        "catchup": False,
-        "max_active_runs": 1,
         "tags": [*TAGS, "nightly"],
+        **_dag_common(),
+    }
+
+
+def _dag_common() -> dict[str, Any]:
+    """What every SliceRT ``@dag`` shares."""
+    return {
+        "catchup": False,
+        # Runs of one DAG queue up: they write the same run folders (results/<experiment>/).
+        # Each run has its own plan file (plans/<run id>.json), so a queued run, or the
+        # nightly DAG planning the same manifest, never changes what a running one measures.
+        "max_active_runs": 1,
         "default_args": DEFAULT_ARGS,
         "user_defined_filters": user_defined_filters(),
         "auto_register": False,

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from slicert_ops.errors import InputError
+from slicert_ops.rundir import read_trace_head  # noqa: F401 - re-exported
 from slicert_ops.sim.trace import METRIC_NAMES
 
 RUN_SCHEMA = "slicert-run/1"
@@ -66,34 +67,6 @@ def _read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON ({exc})", file=str(path),
                          fix="the run folder is damaged: re-run the candidate") from exc
-
-
-# rundir.dumps_trace writes every key but "events" first (sorted), then the events, one per
-# line: the index needs only the head, so it stops reading there (a trace holds thousands of
-# events; parsing them all was most of the index's cost on real sweeps).
-_EVENTS_MARK = b',\n"events": ['
-
-
-def read_trace_head(path: Path) -> dict[str, Any]:
-    """A trace's keys except ``events`` (schema, metrics, exit code ...), read from its head;
-    falls back to parsing the whole file when it is laid out differently."""
-    with open(path, "rb") as f:
-        buf = b""
-        while len(buf) < 1 << 20:
-            chunk = f.read(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-            i = buf.find(_EVENTS_MARK)
-            if i >= 0:
-                try:
-                    head = json.loads(buf[:i] + b"\n}")
-                except ValueError:
-                    break
-                if isinstance(head, dict):
-                    return head
-                break
-    return _read_json(path)
 
 
 def manifest_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:

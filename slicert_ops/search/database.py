@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slicert_ops.errors import InputError
 from slicert_ops.manifest import Candidate
-from slicert_ops.rundir import finished_run, run_name, run_number
+from slicert_ops.rundir import finished_run, read_trace_head, run_name, run_number
 from slicert_ops.search.base import Database, MeasureResult, Trial
 from slicert_ops.search.objective import aggregate_repeats
 
@@ -88,10 +89,10 @@ def read_candidate_runs(exp_dir: Path, cand: Candidate, repeat: int
         if finished_run(run_dir, cand.id, r) is None:
             return None
         try:
-            trace = json.loads((run_dir / "qemu_trace.json").read_text())
-        except (OSError, ValueError):
+            head = read_trace_head(run_dir / "qemu_trace.json")
+        except (OSError, ValueError, InputError):
             return None
-        runs.append(trace.get("metrics") or {})
+        runs.append(head.get("metrics") or {})
         numbers.append(n)
     return runs, numbers
 

@@ -50,12 +50,6 @@ def dir_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_tracked(run_dir: Path | str) -> str | None:
     """The MLflow run id a folder was logged as, or None."""
     try:

@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from slicert_ops.errors import InputError
+from slicert_ops.rundir import read_trace_head
+
 TAG = "slicert."
 KIND_SWEEP, KIND_RUN = "sweep", "measurement"
 PARAM_MAX = 6000
@@ -86,8 +89,8 @@ def run_metrics(run_dir: Path, manifest: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     trace_path = run_dir / "qemu_trace.json"
     if trace_path.exists():
-        with contextlib.suppress(OSError, ValueError):
-            trace = json.loads(trace_path.read_text())
+        with contextlib.suppress(OSError, ValueError, InputError):
+            trace = read_trace_head(trace_path)  # metrics and layers, not the events
             _numbers(trace.get("metrics") or {}, "", out)
             # a network run: per-layer figures as layer.<name>.<metric>
             for row in trace.get("layers") or []:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from slicert_ops.errors import InputError
+from slicert_ops.rundir import write_text_atomic
 from slicert_ops.tracking.artifacts import PROBE_ARTIFACT, ArtifactRouter, report_files, run_files
 from slicert_ops.tracking.folders import (  # noqa: F401 - re-exported
     SWEEP_FILE,
@@ -51,7 +52,6 @@ from slicert_ops.tracking.folders import (  # noqa: F401 - re-exported
     dir_lock,
     read_run_manifest,
     read_tracked,
-    write_text_atomic,
 )
 from slicert_ops.tracking.health import ServiceHealth
 from slicert_ops.tracking.http_settings import configure_mlflow_http

@@ -26,22 +26,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-EVENT_NAMES = [
-    "kernel_start", "kernel_end", "tile_end", "slice_expire", "pendsv_enter", "pendsv_exit",
-    "irq_enter", "irq_exit", "rt_release", "rt_start", "rt_end", "yield", "cal_start",
-    "cal_end", "boot", "output_ready", "tick_enter", "tick_exit",
-]
-
-METRIC_NAMES = [
-    "kernel_cycles", "wall_cycles", "instructions", "kernel_instructions", "yield_checks",
-    "yield_check_cycles", "yield_overhead_cycles", "slices", "pendsv_count",
-    "pendsv_overhead_mean_cycles", "pendsv_overhead_max_cycles", "irq_count",
-    "irq_latency_min_cycles", "irq_latency_mean_cycles", "irq_latency_p99_cycles",
-    "irq_latency_max_cycles", "rt_releases", "rt_jobs", "max_preemption_latency_cycles",
-    "mean_preemption_latency_cycles", "deadline_misses", "text_bytes", "data_bytes",
-    "bss_bytes", "correct",
-]
-
+from slicert_ops.sim.trace import METRIC_NAMES  # the contract's metrics, defined once
 
 # (smaller, larger) metric pairs that must be ordered
 ORDERED_PAIRS = [

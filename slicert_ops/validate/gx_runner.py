@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from slicert_ops.rundir import write_text_atomic
 from slicert_ops.validate.frames import events_frame, parse_cycles_txt, summary_frame
 
 REPORT_JSON = "validation.json"
@@ -413,16 +414,10 @@ def _finish(ld: _Loaded, suites: dict[str, dict], seconds: float, batch: int,
     html_path = run_dir / REPORT_HTML
     if write:
         # compact JSON: the C encoder (indent= falls back to the pure-Python one, ~10x slower)
-        _atomic_write(json_path, json.dumps(report, default=str))
-        _atomic_write(html_path, render_html(report))
+        write_text_atomic(json_path, json.dumps(report, default=str))
+        write_text_atomic(html_path, render_html(report))
     return ValidationResult(success, failed, html_path if write else None,
                             json_path if write else None, stats)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,8 +442,8 @@ def validate_results_table(df: pd.DataFrame, out_dir: Path | str | None = None
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         jp, hp = out / "results_validation.json", out / "results_validation.html"
-        _atomic_write(jp, json.dumps(report, indent=1, default=str))
-        _atomic_write(hp, render_html(report))
+        write_text_atomic(jp, json.dumps(report, indent=1, default=str))
+        write_text_atomic(hp, render_html(report))
     return ValidationResult(not failed, failed, hp, jp, stats)
 
 
