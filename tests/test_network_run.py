@@ -133,6 +133,19 @@ def test_index_layers_and_report(run_once: tuple[Path, Path, str]) -> None:
     assert "Network candidates (end to end)" in html and "data:image/png;base64," in html
 
 
+def test_slicert_report_of_a_network_results_folder(run_once: tuple[Path, Path, str]) -> None:
+    """`slicert report RESULTS` (its own output folder) finds the network's run folders and
+    draws the same per-layer figures as the sweep's report."""
+    tmp, exp_dir, _ = run_once
+    res = _run("report", str(exp_dir.parent), "--out", str(tmp / "reports"), cwd=tmp)
+    assert res.returncode == 0, res.stderr
+    out = tmp / "reports" / "net_odd"
+    for png in ("layers.png", "network_e2e_vs_preemption.png"):
+        assert (out / png).stat().st_size > 5000
+    html = (out / "summary.html").read_text()
+    assert "default" in html and "Layers of the best network" in html
+
+
 def test_same_manifest_gives_identical_bytes(run_once: tuple[Path, Path, str]) -> None:
     tmp, exp_dir, _ = run_once
     res = _run("run", str(tmp / "net_odd.yaml"), "--out", str(tmp / "again"),
