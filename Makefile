@@ -22,6 +22,7 @@ test-fast: setup
 
 lint:
 	$(VENV)/ruff check slicert_ops dags plugins tests bench
+	scripts/lint-shell.sh
 
 images: setup
 	bash images/build.sh

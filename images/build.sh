@@ -58,7 +58,7 @@ done
 # --- engine -----------------------------------------------------------------------------------
 if [ -z "${DOCKER_HOST:-}" ]; then
     if h=$("$root/scripts/dockerd.sh" status 2>/dev/null); then
-        export "$h"
+        export DOCKER_HOST="${h#DOCKER_HOST=}"
     fi
 fi
 command -v docker >/dev/null 2>&1 || die "docker client not found (apt-get install docker.io)"
@@ -66,7 +66,7 @@ if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && [ -z "${DO
     && [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
     log "no Docker engine answers: starting the private one (scripts/dockerd.sh start)"
     h=$("$root/scripts/dockerd.sh" start) || die "scripts/dockerd.sh start failed"
-    export "$h"
+    export DOCKER_HOST="${h#DOCKER_HOST=}"
 fi
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
     || die "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}); start one: scripts/dockerd.sh start"
@@ -74,7 +74,8 @@ export DOCKER_BUILDKIT=0
 
 mkdir -p "$cache" "$out"
 git_commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-git_dirty=$(git -C "$root" status --porcelain 2>/dev/null | grep -q . && echo "-dirty" || true)
+git_dirty=""
+if git -C "$root" status --porcelain 2>/dev/null | grep -q .; then git_dirty="-dirty"; fi
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 lock_sha=$(sha256sum "$root/requirements.lock" | cut -c1-16)
 started=$(date +%s)
@@ -248,7 +249,9 @@ do_target() {
         if [ -n "$ca_dir" ] && ls "$ca_dir"/*.crt >/dev/null 2>&1; then
             cp "$ca_dir"/*.crt "$ctx/build-ca/"
         fi
-        build python "$ctx" --label "org.slicert.build-ca=$(cd "$ctx/build-ca" && ls | tr '\n' ' ')" ;;
+        cas=""
+        for f in "$ctx"/build-ca/*; do [ -e "$f" ] && cas="$cas${f##*/} "; done
+        build python "$ctx" --label "org.slicert.build-ca=$cas" ;;
     worker)
         do_target python
         want worker || return 0
@@ -287,6 +290,8 @@ fi
 for t in $targets; do do_target "$t"; done
 
 # --- versions file ------------------------------------------------------------------------------
+# $built: a space-separated list of image names, split into arguments on purpose
+# shellcheck disable=SC2086
 python3 - "$out/versions.json" $built <<'PYEOF'
 import json, subprocess, sys
 path, names = sys.argv[1], sys.argv[2:]

@@ -21,6 +21,8 @@ if [ -L "$root/build/qemu/qemu-system-arm" ] || [ ! -e "$root/build/qemu/qemu-sy
     "$here/build_qemu.sh"
 fi
 
+# `test -nt` is not in POSIX but every /bin/sh we run on has it (dash, bash, busybox ash)
+# shellcheck disable=SC3013
 if [ "${1:-}" != "--force" ] && [ -f "$lib" ] && [ "$lib" -nt "$here/slicert_cycles.c" ] \
         && [ "$lib" -nt "$here/thumb_decode.h" ] && [ "$lib" -nt "$hdr" ]; then
     exit 0

@@ -50,7 +50,8 @@ if [ -x "$dest/bin/qemu-system-arm" ] && [ -f "$dest/include/qemu-plugin.h" ]; t
 fi
 
 t0=$(date +%s)
-log "building QEMU $UPSTREAM with $(ls "$here"/patches/*.patch | wc -l) patch(es) into $dest"
+set -- "$here"/patches/*.patch
+log "building QEMU $UPSTREAM with $# patch(es) into $dest"
 
 # --- build dependencies (Debian) ------------------------------------------------------
 sudo=""

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi docker.io pkg-config libglib2.0-dev
-              debootstrap docker-compose dpkg-dev xz-utils libcapstone-dev)
+              debootstrap docker-compose dpkg-dev xz-utils libcapstone-dev shellcheck)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
