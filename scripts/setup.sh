@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(gcc-arm-none-eabi libnewlib-arm-none-eabi docker.io pkg-config libglib2.0-dev
               debootstrap docker-compose dpkg-dev xz-utils libcapstone-dev shellcheck)
+APT_PACKAGES+=(chromium)  # headless browser: tests/test_timeline.py (Playwright)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
