@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from slicert_ops.report import plots
+from slicert_ops.report.fmt import cell
 from slicert_ops.report.index import schedule_columns
 
 TOP_N = 5
@@ -59,18 +58,6 @@ def candidate_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["kernel_cycles", "candidate_id"]).reset_index(drop=True)
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (float, np.floating)):
-        return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    return str(v)
-
-
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     cols = {"candidate_id": "candidate"}
     for c in table.columns:
@@ -90,14 +77,14 @@ def markdown_table(df: pd.DataFrame) -> str:
         return "_none_\n"
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *rows]) + "\n"
 
 
 def html_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p><em>none</em></p>"
-    return df.map(_fmt).to_html(index=False, escape=True, border=0, classes="t")
+    return df.map(cell).to_html(index=False, escape=True, border=0, classes="t")
 
 
 def _counts(exp_runs: pd.DataFrame) -> dict[str, int]:
@@ -195,7 +182,7 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
              f"per candidate, kernel cycles are the mean over its valid repeats and the "
              f"preemption latency the worst over them.")
     if constant:
-        intro += " Fixed in this sweep: " + ", ".join(f"{k} = {_fmt(v)}"
+        intro += " Fixed in this sweep: " + ", ".join(f"{k} = {cell(v)}"
                                                       for k, v in constant.items()) + "."
 
     md = [f"# Sweep report: {experiment}\n", f"_Generated {stamp}._ {intro}\n"]
