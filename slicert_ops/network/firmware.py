@@ -148,7 +148,8 @@ def network_c_source(net: Network, plan: MemoryPlan, kernels: dict[str, LayerKer
         lines.append(k.c_source)
     lines.append("/* ---- constants (flash) ---- */")
     for op in net.ops:
-        for name, arr in op.arrays.items():
+        arrays = kernels[op_task[op.index]].pack(op.type, op.arrays, op.scalars)
+        for name, arr in arrays.items():
             n = int(arr.size)
             lines.append(f"/* {op.label}: {name} {list(arr.shape)} */")
             lines.append(f"static const {CT[str(arr.dtype)]} slicert_nn_{name}_{op.index}[{n}] "

@@ -38,12 +38,14 @@ from tvm import s_tir, te, tirx
 from slicert_ops.codegen import lower_c
 from slicert_ops.codegen.schedule import YIELD_ANNOTATION
 
+from . import blocked
 from .features import LAYER_FEATURES_VERSION, layer_features
 from .tasks import LayerSchedule, Task, micro_tiles, resolve
 
 REQUANT = "slicert_nn_requantize"
 NN_HEADER = "slicert/network.h"
 ADD_LEFT_SHIFT = 20
+VERIFY_SREF_TREE = 1  # s_tir ScheduleDebugMask kVerifySRefTree
 CTYPE = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
 
 
@@ -62,6 +64,16 @@ class LayerKernel:
     def prototype(self) -> str:
         ps = ", ".join(f"{c} {n}" for n, c in self.params)
         return f"void {self.entry}({ps});"
+
+    def pack(self, task_type: str, arrays: dict[str, Any], scalars: dict[str, Any]
+             ) -> dict[str, Any]:
+        """An op's constant arrays in the layout this kernel reads (the block form packs the
+        weights and folds the input zero point into the bias; other forms read them as
+        they are)."""
+        if not self.schedule.blocked:
+            return arrays
+        return blocked.pack_arrays(task_type, arrays, scalars, int(self.schedule.unroll),
+                                   quantised="in_zp" in scalars)
 
 
 # ------------------------------------------------------------------------------------------
@@ -236,6 +248,21 @@ def _define(task: Task) -> tuple[list[Any], str]:
     raise ValueError(f"no kernel for op type {t!r}")
 
 
+def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
+    """The block form's te (``network/blocked.py``): the same kernel arguments as the direct
+    form, with ``weight`` packed and ``bias`` folded by :meth:`LayerKernel.pack`."""
+    q = task.dtype == "int8"
+    acc_t = "int32" if q else "float32"
+    out_shape = tuple(task.signature["out_shape"])
+    chan_axis = 1 if task.type == "dense" else 3
+    in_zp = te.var("in_zp", "int32")
+    data, weight, acc = blocked.define_accumulate(task.type, task.signature, task.dtype, s,
+                                                  acc_t, in_zp if q else None)
+    bias = te.placeholder((out_shape[chan_axis],), acc_t, name="bias")
+    return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, task.dtype,
+                       lambda *idx: acc[idx] + bias[idx[chan_axis]], chan_axis)
+
+
 def _finish_mac(q: bool, tensors: list[Any], acc: Any, in_zp: Any, out_shape, dt: str,
                 with_bias, chan_axis: int) -> tuple[list[Any], str]:
     if q:
@@ -363,11 +390,16 @@ def generate_layer_kernel(task: Task, sched: LayerSchedule | None = None,
                          + "; ".join(errs))
     s = resolve(task, sched)
     entry = entry or task.entry
-    args, _ = _define(task)
+    args, _ = _define_blocked(task, s) if s.blocked else _define(task)
     func = te.create_prim_func(args)
     params = _c_params(args)
-    sch = s_tir.Schedule(func, debug_mask="all")
-    _schedule(sch, task, s)
+    # The block form's accumulation is guarded per register block, its epilogue per pixel:
+    # the cached region-cover flag disagrees with that by design, the sref tree is verified.
+    sch = s_tir.Schedule(func, debug_mask=VERIFY_SREF_TREE if s.blocked else "all")
+    if s.blocked:
+        blocked.schedule_blocked(sch, task.type, task.signature, s)
+    else:
+        _schedule(sch, task, s)
     mod = tvm.IRModule({entry: sch.mod["main"].with_attr("global_symbol", entry)})
     with tvm.transform.PassContext(opt_level=lower_c.OPT_LEVEL, config=lower_c.PASS_CONFIG):
         rt_mod = tirx.build(mod, target=tvm.target.Target(lower_c.TARGET),

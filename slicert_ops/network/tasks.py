@@ -31,6 +31,7 @@ Schedule parameters (:class:`LayerSchedule`) per op type:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -42,9 +43,10 @@ from .network import Network, Op
 from .spec import Problem
 
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
-    "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
-    "depthwise_conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll"),
-    "dense": ("tile_size", "micro_tile", "unroll"),
+    "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll", "form", "pixel_block"),
+    "depthwise_conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll", "form",
+                         "pixel_block"),
+    "dense": ("tile_size", "micro_tile", "unroll", "form"),
     "avg_pool": ("micro_tile", "channel_tile"),
     "max_pool": ("micro_tile", "channel_tile"),
     "add": ("micro_tile",),
@@ -62,7 +64,21 @@ DEFAULT_ELEMENTWISE_GRANULE = 256
 #: per 9 MACs), so its granule is half as many MACs.
 DEFAULT_POOL_TAPS = 4096
 DEPTHWISE_MAC_FACTOR = 2
+#: The default register block: pixels x channels (conv2d, depthwise), units (dense).
+DEFAULT_BLOCK_PIXELS = 2
+DEFAULT_BLOCK_CHANNELS = 4
+DEFAULT_BLOCK_UNITS = 4
 MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/spec.py)
+#: Kernel forms (``form``): 0 the direct loop nest (the previous generator: one pixel x
+#: ``unroll`` channels, zero point subtracted per MAC, requantisation per output), 1 the
+#: register-blocked form (``network/blocked.py``: ``pixel_block`` pixels x ``unroll``
+#: channels of accumulators, packed weights, zero point folded into the bias). Names are
+#: accepted in a manifest.
+FORM_DIRECT, FORM_BLOCK, FORM_IM2COL = 0, 1, 2
+FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL}
+BLOCKED_TYPES = ("conv2d", "depthwise_conv2d", "dense")
+#: The register file: r0-r12 and lr; a block of more accumulators than this spills.
+MAX_BLOCK_ACCUMULATORS = 16
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,18 @@ class LayerSchedule:
     micro_tile: int | None = None
     unroll: int | None = None
     channel_tile: int | None = None
+    form: int | None = None
+    pixel_block: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
         return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
-                "unroll": self.unroll, "channel_tile": self.channel_tile}
+                "unroll": self.unroll, "channel_tile": self.channel_tile, "form": self.form,
+                "pixel_block": self.pixel_block}
+
+    @property
+    def blocked(self) -> bool:
+        """The register-blocked forms (block, im2col): packed weights, folded zero point."""
+        return self.form in (FORM_BLOCK, FORM_IM2COL)
 
 
 @dataclass
@@ -161,21 +185,28 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
         per_pixel = ext["channels"] * ext["reduction"]
         micro = max([d for d in _divisors(tile) if d * d * per_pixel <= _mac_budget(t)]
                     or [1])
-        unroll = max(d for d in _divisors(ext["channels"]) if d <= 4)
-        return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll))
+        unroll = max(d for d in _divisors(ext["channels"]) if d <= DEFAULT_BLOCK_CHANNELS)
+        return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll),
+                             FORM_BLOCK, default_pixel_block(micro))
     if t == "dense":
         units = ext["units"]
         tile = tile_size or max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
         micro = max([d for d in _divisors(tile) if d * ext["reduction"] <= DEFAULT_MICRO_MACS]
                     or [1])
-        unroll = max(d for d in _divisors(ext["reduction"]) if d <= 4)
-        return LayerSchedule(tile, micro, unroll)
+        unroll = max(d for d in _divisors(math.gcd(units, micro)) if d <= DEFAULT_BLOCK_UNITS)
+        return LayerSchedule(tile, micro, unroll, form=FORM_BLOCK)
     if t in ("avg_pool", "max_pool"):
         c, per_channel_row = ext["channels"], ext["cols"] * ext["taps"]
         chan = max([d for d in _divisors(c) if d * per_channel_row <= DEFAULT_POOL_TAPS]
                    or [1])
         return LayerSchedule(micro_tile=1, channel_tile=chan)
     return LayerSchedule(micro_tile=min(DEFAULT_ELEMENTWISE_GRANULE, ext["elements"]))
+
+
+def default_pixel_block(micro_tile: int) -> int:
+    """Output pixels per register block: the largest divisor of the micro-tile edge up to
+    :data:`DEFAULT_BLOCK_PIXELS`."""
+    return max(d for d in _divisors(micro_tile) if d <= DEFAULT_BLOCK_PIXELS)
 
 
 def _mac_budget(op_type: str) -> int:
@@ -206,14 +237,29 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
             continue
         if k not in allowed:
             errs.append(f"{k}: not a parameter of {t} (valid: {', '.join(allowed)})")
+        elif k == "form":
+            if v not in FORMS.values():
+                errs.append(f"form: {v!r} is not a kernel form (valid: "
+                            + ", ".join(f"{n} ({i})" for n, i in FORMS.items()) + ")")
         elif not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             errs.append(f"{k}: {v!r} must be a positive integer")
     if errs:
+        return errs
+    form = sched.form if sched.form is not None else (FORM_BLOCK if t in BLOCKED_TYPES
+                                                      else None)
+    if sched.pixel_block is not None and form == FORM_DIRECT:
+        errs.append("pixel_block: only the blocked forms (form: block, im2col) have register "
+                    "blocks")
+        return errs
+    if form == FORM_IM2COL and t == "dense":
+        errs.append("form: im2col is a convolution form (dense: direct or block)")
         return errs
     d = default_schedule(task, sched.tile_size)
     tile = sched.tile_size or d.tile_size
     micro = sched.micro_tile or d.micro_tile
     unroll = sched.unroll or d.unroll
+    if t == "dense" and sched.unroll is None:
+        unroll = resolve(task, dataclasses.replace(sched, micro_tile=micro)).unroll
     if t in ("conv2d", "depthwise_conv2d") and not errs:
         chan = sched.channel_tile or default_channel_tile(task, unroll)
         k = ext["channels"]
@@ -230,8 +276,11 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
         elif tile % micro:
             errs.append(f"micro_tile: {micro} does not divide tile_size {tile} (valid: "
                         f"{', '.join(map(str, _divisors(tile)))})")
-        split = ext["channels"] if t != "dense" else ext["reduction"]
-        what = "output channels" if t != "dense" else "input features"
+        blocked_dense = t == "dense" and form in (FORM_BLOCK, FORM_IM2COL)
+        split = ext["channels"] if t != "dense" else (
+            ext["units"] if blocked_dense else ext["reduction"])
+        what = "output channels" if t != "dense" else (
+            "units (the block form's register block)" if blocked_dense else "input features")
         if split % unroll:
             divs = _divisors(split)
             shown = ", ".join(map(str, divs)) if len(divs) <= 16 else f"divisors of {split}"
@@ -240,6 +289,26 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
         elif t != "dense" and unroll * 4 >= MAX_UNROLL_BYTES:
             errs.append(f"unroll: {unroll} accumulators need {unroll * 4} bytes, they must "
                         f"stay below {MAX_UNROLL_BYTES}")
+        elif blocked_dense and micro % unroll:
+            errs.append(f"unroll: {unroll} units per register block do not divide micro_tile "
+                        f"{micro} (a block must not straddle two micro-tiles)")
+        elif form in (FORM_BLOCK, FORM_IM2COL) and t != "dense":
+            px = sched.pixel_block or default_pixel_block(micro)
+            kh, kw = task.signature["kernel"]
+            sw = task.signature["stride"][1]
+            patch = (px * kh * kw * task.signature["in_shapes"][0][3] if t == "conv2d"
+                     else kh * ((px - 1) * sw + kw) * unroll)
+            if micro % px:
+                errs.append(f"pixel_block: {px} does not divide micro_tile {micro} (valid: "
+                            f"{', '.join(map(str, _divisors(micro)))})")
+            elif px * unroll > MAX_BLOCK_ACCUMULATORS:
+                errs.append(f"pixel_block: {px} pixels x unroll {unroll} channels are "
+                            f"{px * unroll} accumulators; at most {MAX_BLOCK_ACCUMULATORS} "
+                            "fit the register file")
+            elif form == FORM_IM2COL and patch >= MAX_UNROLL_BYTES:
+                errs.append(f"form: im2col patch of {px} pixels is {patch} bytes; it must stay "
+                            f"below {MAX_UNROLL_BYTES} (a stack array): use form block or a "
+                            "smaller pixel_block")
     elif t in ("avg_pool", "max_pool"):
         if micro > ext["rows"]:
             errs.append(f"micro_tile: {micro} rows is more than the {ext['rows']} output rows")
@@ -262,6 +331,18 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
             for k in keys}
     if "channel_tile" in vals and sched.channel_tile is None and "unroll" in vals:
         vals["channel_tile"] = default_channel_tile(task, vals["unroll"])
+    if "form" in vals:
+        if vals["form"] == FORM_DIRECT:
+            vals.pop("pixel_block", None)
+            if sched.unroll is None and task.type == "dense":  # the direct form's default
+                vals["unroll"] = max(d for d in _divisors(_extent(task.signature)["reduction"])
+                                     if d <= 4)
+        elif "pixel_block" in vals and sched.pixel_block is None:
+            vals["pixel_block"] = default_pixel_block(vals["micro_tile"])
+        elif task.type == "dense" and sched.unroll is None:
+            units = _extent(task.signature)["units"]
+            vals["unroll"] = max(d for d in _divisors(math.gcd(units, vals["micro_tile"]))
+                                 if d <= DEFAULT_BLOCK_UNITS)
     return LayerSchedule(**vals)
 
 
@@ -303,7 +384,14 @@ def parse_parameters(net: Network, parameters: dict[str, Any] | None,
         out = {}
         for k, v in raw.items():
             vals = v if isinstance(v, list) else [v]
-            if k not in SCHEDULE_KEYS[op_type]:
+            if k == "form" and k in SCHEDULE_KEYS[op_type]:
+                bad = [x for x in vals if x not in FORMS and x not in FORMS.values()]
+                if bad or not vals:
+                    probs.append(Problem(f"{fld}.form", f"{v!r}: not a kernel form",
+                                         "valid: " + ", ".join(FORMS)))
+                else:
+                    out[k] = [FORMS.get(x, x) for x in vals]
+            elif k not in SCHEDULE_KEYS[op_type]:
                 probs.append(Problem(f"{fld}.{k}", f"not a schedule parameter of {op_type}",
                                      f"valid: {', '.join(SCHEDULE_KEYS[op_type])}"))
             elif not vals or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0

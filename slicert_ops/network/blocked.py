@@ -1,0 +1,278 @@
+"""The register-blocked kernel forms of the MAC layers (conv2d, depthwise, dense).
+
+What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-written C):
+
+- **register blocking**: ``pixel_block`` output pixels of a row x ``unroll`` output channels
+  (dense: ``unroll`` units) are computed together: their int32 accumulators are one small
+  stack array that the fully unrolled body indexes with constants, so gcc keeps it in
+  registers; one input load feeds ``unroll`` MACs and one weight load ``pixel_block`` MACs;
+- **packed weights**: the weights are constants, so they are stored at build time in the order
+  the inner loop reads them (:func:`pack_arrays`; conv2d ``(K/u, KH, KW, C, u)``, depthwise
+  ``(K/u, KH, KW, u)``, dense ``(U/u, IN, u)``): the inner loop walks one pointer;
+- **zero point folded into the bias**: ``sum((x - zp) * w) + b = sum(x * w) + (b - zp *
+  sum(w))``; padding reads the zero point, so its taps add ``zp * w - zp * w = 0``: the MAC
+  loop has no subtraction and the folded bias is a constant too;
+- **requantisation outside the MAC loop**: once per output, after the block's reduction (the
+  accumulation is ``compute_at`` the channel-group loop of the output block);
+- **im2col** (``form: im2col``): conv2d copies each pixel's padded input patch once per
+  register block, above the channel groups that read it; depthwise copies the block's padded
+  input window. The bounds checks of padding leave the MAC loop;
+- **reduction unrolling**: the innermost reduction loop by :data:`REDUCTION_UNROLL`, a small
+  depthwise window whole.
+
+Partial tiles: the accumulation spans whole register blocks (a pixel past the edge computes
+the edge pixel again), so its guard is per block and outside the reduction loop.
+
+The loop nest (conv2d / depthwise; dense has units in place of pixels)::
+
+    n, y_mac, x_mac, y_mic, x_mic, [k_mic]   macro-tiles, micro-tiles (yield after each)
+      y_in, x_blk, k_blk                      one block: pixel_block pixels x unroll channels
+        acc[pixel_block * unroll] = 0         (unrolled)
+        [col <- padded patch]                 (im2col)
+        rh, rw, rc                            reduction (rc absent for depthwise)
+          pixel_block x unroll MACs           (unrolled)
+        out <- requant(acc + bias')           (unrolled)
+
+The granule is unchanged by the form: one yield check per micro-tile, so the preemption
+latency stays bounded by one micro-tile whatever the register block.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tvm import s_tir, te, tirx
+
+from slicert_ops.codegen.schedule import YIELD_ANNOTATION
+
+MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
+FORM_BLOCK, FORM_IM2COL = 1, 2  # network.tasks.FORMS
+#: The innermost reduction loop is unrolled by this factor where it divides (measured on
+#: DS-CNN: conv 0.161 -> 0.183, pointwise 0.189 -> 0.217 MACs/cycle), a depthwise window of at
+#: most this many taps whole (0.062 -> 0.091).
+REDUCTION_UNROLL = 4
+MAX_UNROLLED_WINDOW = 25
+
+
+def _window(sig: dict[str, Any]) -> int:
+    kh, kw = sig["kernel"]
+    return kh * kw
+
+
+def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int) -> tuple[int, ...]:
+    out = sig["out_shape"]
+    ins = sig["in_shapes"][0]
+    if task_type == "conv2d":
+        kh, kw = sig["kernel"]
+        return (out[3] // unroll, kh, kw, ins[3], unroll)
+    if task_type == "depthwise_conv2d":
+        kh, kw = sig["kernel"]
+        return (out[3] // unroll, kh, kw, unroll)
+    return (out[1] // unroll, ins[1], unroll)
+
+
+def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str, Any],
+                unroll: int, quantised: bool) -> dict[str, np.ndarray]:
+    """An op's constant arrays in the block form's layout: packed weights and (int8) the bias
+    with the input zero point folded in. Pure numpy, at build time."""
+    w = np.asarray(arrays["weight"])
+    if task_type == "conv2d":          # (KH, KW, C, K) -> (K/u, KH, KW, C, u)
+        kh, kw, c, k = w.shape
+        wp = w.reshape(kh, kw, c, k // unroll, unroll).transpose(3, 0, 1, 2, 4)
+        wsum = w.astype(np.int64).sum(axis=(0, 1, 2))
+    elif task_type == "depthwise_conv2d":   # (KH, KW, K) -> (K/u, KH, KW, u)
+        kh, kw, k = w.shape
+        wp = w.reshape(kh, kw, k // unroll, unroll).transpose(2, 0, 1, 3)
+        wsum = w.astype(np.int64).sum(axis=(0, 1))
+    else:                              # (U, IN) -> (U/u, IN, u)
+        u, n_in = w.shape
+        wp = w.reshape(u // unroll, unroll, n_in).transpose(0, 2, 1)
+        wsum = w.astype(np.int64).sum(axis=1)
+    out = dict(arrays)
+    out["weight"] = np.ascontiguousarray(wp)
+    if quantised and "bias" in arrays:
+        folded = np.asarray(arrays["bias"]).astype(np.int64) - int(scalars["in_zp"]) * wsum
+        if folded.min() < -(2**31) or folded.max() >= 2**31:
+            raise ValueError("folded bias overflows int32")
+        out["bias"] = folded.astype(np.int32)
+    return out
+
+
+def tiled_extent(extent: int, tile: int) -> int:
+    """``extent`` rounded up to whole tiles of ``tile``."""
+    return -(-extent // tile) * tile
+
+
+def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, acc_t: str,
+                      in_zp: Any) -> tuple[te.Tensor, te.Tensor, te.Tensor]:
+    """(data, packed weight, acc): the block form's MAC stage, without bias (the epilogue adds
+    it). Padding reads ``in_zp`` (int8; 0 for float32).
+
+    ``acc`` spans whole register blocks: a pixel (unit) past the edge of a partial block
+    computes the edge pixel again (its coordinates are clamped, a loop-invariant ``min``), so
+    a block is computed whole or not at all: the guard of a partial tile is the same for
+    every accumulator of the block and sits outside its reduction loop (HoistIfThenElse).
+    Only the epilogue's stores are guarded per pixel."""
+    out_shape = tuple(sig["out_shape"])
+    ish = tuple(sig["in_shapes"][0])
+    unroll = int(s.unroll)
+    data = te.placeholder(ish, dtype, name="data")
+    weight = te.placeholder(packed_weight_shape(task_type, sig, unroll), dtype, name="weight")
+    if task_type == "dense":
+        units = out_shape[1]
+        r = te.reduce_axis((0, ish[1]), name="r")
+
+        def dense_acc(b, u):
+            uc = tirx.min(u, units - 1)
+            return te.sum(data[b, r].astype(acc_t)
+                          * weight[uc // unroll, r, uc % unroll].astype(acc_t), axis=[r])
+        acc = te.compute((out_shape[0], tiled_extent(units, unroll)), dense_acc,
+                         name="acc")
+        return data, weight, acc
+    _n, h, w, c = ish
+    _, oh, ow, k = out_shape
+    kh, kw = sig["kernel"]
+    sh, sw = sig["stride"]
+    pt, pb, pl, pr = sig["padding"]
+    padded = bool(pt or pb or pl or pr)
+    pad_value = in_zp.astype(dtype) if in_zp is not None else tirx.const(0, dtype)
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    shape = (out_shape[0], oh, tiled_extent(ow, s.pixel_block), k)
+
+    def pix_at(b, y, x, i, j, ch):
+        iy = y * sh + i - pt
+        ix = tirx.min(x, ow - 1) * sw + j - pl
+        v = data[b, iy, ix, ch]
+        if padded:
+            v = te.if_then_else(tirx.all(iy >= 0, iy < h, ix >= 0, ix < w), v, pad_value)
+        return v
+
+    def pix(b, y, x, ch):
+        return pix_at(b, y, x, rh, rw, ch).astype(acc_t)
+
+    if task_type == "conv2d" and s.form == FORM_IM2COL:
+        # the padded input patch of each pixel, once per register block (above the channel
+        # groups that read it): the bounds checks leave the MAC loop
+        col = te.compute((*shape[:3], kh, kw, c), lambda b, y, x, i, j, ch: pix_at(
+            b, y, x, i, j, ch), name="col")
+        rc = te.reduce_axis((0, c), name="rc")
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            col[b, y, x, rh, rw, rc].astype(acc_t)
+            * weight[f // unroll, rh, rw, rc, f % unroll].astype(acc_t), axis=[rh, rw, rc]),
+            name="acc")
+    elif task_type == "conv2d":
+        rc = te.reduce_axis((0, c), name="rc")
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            pix(b, y, x, rc) * weight[f // unroll, rh, rw, rc, f % unroll].astype(acc_t),
+            axis=[rh, rw, rc]), name="acc")
+    elif s.form == FORM_IM2COL:
+        # depthwise: the padded input window of each register block (KH rows x the block's
+        # columns x its channels), copied once; the taps then read it without bounds checks
+        mult = sig.get("depth_multiplier", 1)
+        ph, pw_ = h + pt + pb, w + pl + pr
+
+        def padded_at(b, iy, ix, ch):
+            v = data[b, iy - pt, ix - pl, ch]
+            if padded:
+                v = te.if_then_else(tirx.all(iy >= pt, iy < h + pt, ix >= pl, ix < w + pl),
+                                    v, pad_value)
+            return v
+        win = te.compute((ish[0], ph, pw_, c), padded_at, name="col")
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            win[b, y * sh + rh, tirx.min(x, ow - 1) * sw + rw,
+                f // mult if mult > 1 else f].astype(acc_t)
+            * weight[f // unroll, rh, rw, f % unroll].astype(acc_t), axis=[rh, rw]),
+            name="acc")
+    else:
+        mult = sig.get("depth_multiplier", 1)
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            pix(b, y, x, f // mult if mult > 1 else f)
+            * weight[f // unroll, rh, rw, f % unroll].astype(acc_t), axis=[rh, rw]),
+            name="acc")
+    return data, weight, acc
+
+
+def _unroll_below(sch: s_tir.Schedule, block: Any, depth: int, only: list[Any] | None = None
+                  ) -> None:
+    """Unroll the loops of ``block`` from ``depth`` on (``only``: just these), except unit
+    loops: marking a unit loop unrolled unrolls its parent."""
+    targets = [sch.get(lp) for lp in only] if only is not None else None
+    for lp in sch.get_loops(block)[depth:]:
+        loop = sch.get(lp)
+        if targets is not None and not any(loop.same_as(t) for t in targets):
+            continue
+        if int(loop.extent) > 1:
+            sch.unroll(lp)
+
+
+def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s: Any) -> None:
+    """Tile, block and unroll (``s``: a resolved LayerSchedule of the block form).
+
+    The output block is tiled; the accumulation is computed at the channel-group (dense:
+    unit-group) loop, so its spatial loops are the register block and the reduction loops
+    go outside them."""
+    out = sch.get_sblock("out")
+    if task_type == "dense":
+        n, u = sch.get_loops(out)
+        u_mac, u_t = sch.split(u, [None, s.tile_size])
+        u_mic, u_in = sch.split(u_t, [None, s.micro_tile])
+        u_blk, u_i = sch.split(u_in, [None, s.unroll])
+        anchor, yield_loop, block_extents = u_blk, u_mic, [s.unroll]
+        inner = [u_i]
+    else:
+        n, y, x, k = sch.get_loops(out)
+        y_mac, y_t = sch.split(y, [None, s.tile_size])
+        x_mac, x_t = sch.split(x, [None, s.tile_size])
+        y_mic, y_in = sch.split(y_t, [None, s.micro_tile])
+        x_mic, x_in = sch.split(x_t, [None, s.micro_tile])
+        x_blk, x_i = sch.split(x_in, [None, s.pixel_block])
+        if s.channel_tile < sig["out_shape"][3]:
+            k_mic, k_t = sch.split(k, [None, s.channel_tile])
+            k_blk, k_i = sch.split(k_t, [None, s.unroll])
+            sch.reorder(n, y_mac, x_mac, y_mic, x_mic, k_mic, y_in, x_blk, k_blk, x_i, k_i)
+            yield_loop = k_mic
+        else:
+            k_blk, k_i = sch.split(k, [None, s.unroll])
+            sch.reorder(n, y_mac, x_mac, y_mic, x_mic, y_in, x_blk, k_blk, x_i, k_i)
+            yield_loop = x_mic
+        anchor, block_extents = k_blk, [s.pixel_block, s.unroll]
+        inner = [x_i, k_i]
+    acc = sch.get_sblock("acc")
+    sch.compute_at(acc, anchor)
+    if s.form == FORM_IM2COL:
+        col = sch.get_sblock("col")
+        sch.compute_at(col, x_blk if task_type == "conv2d" else anchor)
+    depth = _depth_of(sch, acc, anchor) + 1
+    below = sch.get_loops(acc)[depth:]
+    # compute_at makes one spatial loop per block extent > 1, then the reduction loops
+    n_spatial = sum(1 for e in block_extents if e > 1)
+    spatial, red = below[:n_spatial], below[n_spatial:]
+    if spatial and red:
+        sch.reorder(*red, *spatial)
+    if task_type == "depthwise_conv2d" and _window(sig) <= MAX_UNROLLED_WINDOW:
+        for lp in red:  # the whole window: gcc folds the taps' offsets and bounds checks
+            sch.unroll(lp)
+    elif red and int(sch.get(red[-1]).extent) % REDUCTION_UNROLL == 0:
+        r_o, r_i = sch.split(red[-1], [None, REDUCTION_UNROLL])
+        red = [*red[:-1], r_o, r_i]
+        sch.reorder(*red, *spatial)
+        sch.unroll(r_i)
+    if red:
+        init = sch.decompose_reduction(acc, red[0])
+        _unroll_below(sch, init, depth)
+    for lp in spatial:
+        sch.unroll(lp)
+    for lp in inner:
+        if int(sch.get(lp).extent) > 1:
+            sch.unroll(lp)
+    sch.annotate(yield_loop, YIELD_ANNOTATION, 1)
+
+
+def _depth_of(sch: s_tir.Schedule, block: Any, loop: Any) -> int:
+    target = sch.get(loop)
+    for i, lp in enumerate(sch.get_loops(block)):
+        if sch.get(lp).same_as(target):
+            return i
+    raise RuntimeError("loop is not above the block")
