@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slicert_ops.errors import InputError, SliceRTError
-from slicert_ops.manifest import Experiment, expand, load_manifest, parse_conf
+from slicert_ops.manifest import Expansion, Experiment, expand, load_manifest, parse_conf
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("manifest", type=Path)
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--conf", help="JSON object merged into the experiment (as Airflow's conf)")
-    c.add_argument("--verbose", "-v", action="store_true", help="list the candidates")
+    c.add_argument("--verbose", "-v", action="store_true",
+                   help="list the candidates and every skipped (impossible) combination")
     c.add_argument("--out", type=Path, default=Path("results"),
                    help="results folder whose index.parquet gives measured per-run costs for "
                         "the time estimate (default: results)")
@@ -99,8 +100,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         s = exp.search_spec
         print(f"  search {s.strategy}: at most {s.budget} candidates measured"
               f"{' per task' if exp.is_network else ''}, objective {s.objective!r}")
-    for line in expansion.skipped:
-        print(f"  skipped (impossible together): {line}")
+    for line in skipped_lines(expansion, all_of_them=args.verbose):
+        print(line)
     _size_warning(n, exp, args.out, _jobs(args.jobs))
     if args.verbose:
         for c in expansion.candidates:
@@ -108,6 +109,33 @@ def cmd_check(args: argparse.Namespace) -> int:
                 if exp.is_network else ""
             print(f"  {c.index:4d} {c.id} {what}{json.dumps(c.schedule, sort_keys=True)}")
     return 0
+
+
+def skipped_lines(expansion: Expansion, all_of_them: bool, hint: str = "--verbose",
+                  examples: int = 2) -> list[str]:
+    """The impossible combinations left out: every one (``all_of_them``), else a count per
+    kind of reason with a few examples."""
+    if not expansion.skipped:
+        return []
+    if all_of_them:
+        return [f"  skipped (impossible together): {line}" for line in expansion.skipped]
+    groups = expansion.skipped_by_reason()
+    lines = [f"  skipped {len(expansion.skipped)} impossible combination(s), by reason"
+             f"{f' ({hint} lists them all)' if len(expansion.skipped) > examples else ''}:"]
+    for kind, items in groups.items():
+        lines.append(f"    {len(items):5d} x {kind}, e.g.")
+        lines += [f"            {line}" for line in _distinct(items, examples)]
+    return lines
+
+
+def _distinct(lines: list[str], n: int) -> list[str]:
+    """n examples, preferring ones whose reason text differs (not only in another slice)."""
+    picked: list[str] = []
+    for line in lines:
+        if len(picked) < n and all(line.split(": ", 1)[-1] != p.split(": ", 1)[-1]
+                                   for p in picked):
+            picked.append(line)
+    return picked + [x for x in lines if x not in picked][:n - len(picked)]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -121,8 +149,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not exp.searching:
         print(f"{exp.name}: {len(cands)} candidates x {exp.repeat} repeats, {jobs} job(s) -> "
               f"{args.out / exp.name}", file=sys.stderr)
-    for line in expansion.skipped:
-        print(f"  skipped (impossible together): {line}", file=sys.stderr)
+    for line in skipped_lines(expansion, all_of_them=False, hint="slicert check --verbose"):
+        print(line, file=sys.stderr)
     session = Session.open(exp, args.out, cands, jobs=jobs, progress=not args.no_progress,
                            track=args.track)
     measured = session.measure(cands)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,24 @@ RUNTIME_FLASH_RESERVE = 24 * 1024
 @dataclass(frozen=True)
 class Expansion:
     candidates: list[Candidate]
-    skipped: list[str]  # impossible combinations left out, with the reason
+    skipped: list[str]  # impossible combinations left out: "tile_size=8, ...: reason; ..."
+
+    def skipped_by_reason(self) -> dict[str, list[str]]:
+        """The skipped combinations grouped by the kind of their reasons (the reason text
+        without its values, e.g. "micro_tile: N does not divide tile_size N"), in order."""
+        groups: dict[str, list[str]] = {}
+        for line in self.skipped:
+            reasons = line.split(": ", 1)[1] if ": " in line else line
+            groups.setdefault(reason_kind(reasons), []).append(line)
+        return groups
+
+
+def reason_kind(reasons: str) -> str:
+    """What check_schedule messages say, without their numbers and valid-range details
+    ("micro_tile: N does not divide tile_size N"); each message starts with its field."""
+    kinds = [re.sub(r"\d+", "N", part.split(" (", 1)[0]).rstrip(" ,:")
+             for part in reasons.split("; ") if re.match(r"[a-z_]+: ", part)]
+    return " + ".join(dict.fromkeys(kinds)) or reasons
 
 
 def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion:
