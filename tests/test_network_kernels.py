@@ -83,11 +83,85 @@ def test_depthwise_conv2d(dtype, shape, layer, sched):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_in, layer, sched", [
     (37, {"type": "dense", "units": 13, "activation": "relu"}, LayerSchedule(8, 2, 1)),
-    (64, {"type": "dense", "units": 10}, LayerSchedule(5, 5, 16)),
+    (64, {"type": "dense", "units": 10}, LayerSchedule(5, 5, 16, form=0)),  # reduction unroll
     (16, {"type": "dense", "units": 3}, None),
 ])
 def test_dense(dtype, n_in, layer, sched):
     check(one_layer(layer, [1, n_in], dtype), sched)
+
+
+FORM_CASES = [  # unseen shapes: strides, asymmetric padding, partial tiles and blocks
+    ([1, 11, 7, 3], {"type": "conv2d", "filters": 8, "kernel": [3, 2], "stride": [2, 1],
+                     "padding": [1, 0, 1, 1], "activation": "relu"}),
+    ([1, 9, 5, 16], {"type": "conv2d", "filters": 12, "kernel": 1}),
+    ([1, 10, 7, 6], {"type": "depthwise_conv2d", "kernel": 3, "stride": 2, "padding": "same",
+                     "depth_multiplier": 2}),
+    ([1, 7, 5, 8], {"type": "depthwise_conv2d", "kernel": [3, 5], "padding": "same",
+                    "activation": "relu6"}),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, layer", FORM_CASES)
+@pytest.mark.parametrize("sched", [
+    LayerSchedule(form=0, tile_size=4, micro_tile=2, unroll=2),
+    LayerSchedule(form=1, tile_size=4, micro_tile=2, pixel_block=2, unroll=4),
+    LayerSchedule(form=1, tile_size=3, micro_tile=3, pixel_block=3, unroll=2,
+                  channel_tile=4),
+    LayerSchedule(form=2, tile_size=4, micro_tile=4, pixel_block=4, unroll=2),
+    LayerSchedule(form=2, tile_size=2, micro_tile=1, unroll=4),
+], ids=["direct", "block-2x4", "block-3x2-channel-tile", "im2col-4x2", "im2col-1x4"])
+def test_every_kernel_form_is_exact(dtype, shape, layer, sched):
+    """Each kernel form (direct, register-blocked, im2col) on shapes no example has, with
+    partial macro-tiles and register blocks: int8 bit-exact, the yield checks per micro-tile
+    unchanged by the form (the granule)."""
+    import dataclasses
+
+    net = one_layer(layer, shape, dtype)
+    k = check(net, sched)
+    plain = dataclasses.replace(sched, form=0, pixel_block=None)
+    assert k.micro_tiles == micro_tiles(extract_tasks(net)[0], plain)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_in, units, sched", [
+    (37, 13, LayerSchedule(form=1, tile_size=8, micro_tile=4, unroll=2)),
+    (64, 12, LayerSchedule(form=1, tile_size=12, micro_tile=12, unroll=6)),
+    (20, 7, LayerSchedule(form=1, tile_size=7, micro_tile=7, unroll=7)),
+])
+def test_dense_block_form_is_exact(dtype, n_in, units, sched):
+    check(one_layer({"type": "dense", "units": units}, [1, n_in], dtype), sched)
+
+
+def test_block_form_packs_weights_and_folds_the_zero_point():
+    """The packed layout is what the kernel reads and the folded bias is bias - zp*sum(w)."""
+    net = one_layer({"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same"},
+                    [1, 6, 6, 3], "int8")
+    op, task = net.ops[0], extract_tasks(net)[0]
+    k = generate_layer_kernel(task, LayerSchedule(form=1, tile_size=2, micro_tile=2,
+                                                  pixel_block=2, unroll=4))
+    packed = k.pack(op.type, op.arrays, op.scalars)
+    w = op.arrays["weight"]
+    assert packed["weight"].shape == (2, 3, 3, 3, 4)
+    assert np.array_equal(packed["weight"][1, 2, 0, 1, 3], w[2, 0, 1, 7])
+    want = op.arrays["bias"] - op.scalars["in_zp"] * w.astype(np.int64).sum(axis=(0, 1, 2))
+    assert np.array_equal(packed["bias"], want) and op.scalars["in_zp"] != 0
+    direct = generate_layer_kernel(task, LayerSchedule(form=0))
+    assert direct.pack(op.type, op.arrays, op.scalars) is op.arrays
+
+
+def test_impossible_form_schedules_are_refused():
+    net = one_layer({"type": "conv2d", "filters": 6, "kernel": 3}, [1, 8, 8, 2], "int8")
+    task = extract_tasks(net)[0]
+    from slicert_ops.network.tasks import check_schedule
+
+    assert "pixel_block: 3 does not divide micro_tile 4" in check_schedule(
+        task, LayerSchedule(form=1, tile_size=4, micro_tile=4, pixel_block=3))[0]
+    assert "at most 16 fit" in check_schedule(
+        task, LayerSchedule(form=1, tile_size=6, micro_tile=6, pixel_block=6, unroll=6))[0]
+    assert "only the blocked forms" in check_schedule(
+        task, LayerSchedule(form=0, pixel_block=2))[0]
+    assert "not a kernel form" in check_schedule(task, LayerSchedule(form=7))[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

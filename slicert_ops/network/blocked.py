@@ -69,7 +69,7 @@ def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int) -> tup
     if task_type == "depthwise_conv2d":
         kh, kw = sig["kernel"]
         return (out[3] // unroll, kh, kw, unroll)
-    return (out[1] // unroll, ins[1], unroll)
+    return (-(-out[1] // unroll), ins[1], unroll)  # units padded to whole blocks
 
 
 def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str, Any],
@@ -85,10 +85,12 @@ def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str
         kh, kw, k = w.shape
         wp = w.reshape(kh, kw, k // unroll, unroll).transpose(2, 0, 1, 3)
         wsum = w.astype(np.int64).sum(axis=(0, 1))
-    else:                              # (U, IN) -> (U/u, IN, u)
+    else:                              # (U, IN) -> (ceil(U/u), IN, u), zero units padding
         u, n_in = w.shape
-        wp = w.reshape(u // unroll, unroll, n_in).transpose(0, 2, 1)
         wsum = w.astype(np.int64).sum(axis=1)
+        blocks = -(-u // unroll)
+        w = np.concatenate([w, np.zeros((blocks * unroll - u, n_in), w.dtype)])
+        wp = w.reshape(blocks, unroll, n_in).transpose(0, 2, 1)
     out = dict(arrays)
     out["weight"] = np.ascontiguousarray(wp)
     if quantised and "bias" in arrays:

@@ -44,7 +44,13 @@ DEADLINE_OBJECTIVE = "kernel_cycles subject to deadline_misses <= 0"
 # The schedule spaces of the examples (per op type): the unrolling that matters most
 # (output channels computed together; dense: the reduction), a few candidates per task.
 SPACES: dict[str, dict[str, Any]] = {
-    "ds_cnn_kws": {"conv2d": {"unroll": [2, 4, 8]}, "depthwise_conv2d": {"unroll": [1, 4, 8]}},
+    # 25x5 feature maps: a row of 5 pixels is the register block (tile and micro-tile 5); the
+    # kernel forms against each other
+    "ds_cnn_kws": {"conv2d": {"tile_size": [5], "micro_tile": [1, 5], "pixel_block": [1, 5],
+                              "unroll": [2, 4, 8], "form": ["block", "im2col"]},
+                   "depthwise_conv2d": {"tile_size": [5], "micro_tile": [1, 5],
+                                        "pixel_block": [1, 5], "unroll": [1, 2, 4, 8]},
+                   "dense": {"tile_size": [12], "micro_tile": [12], "unroll": [3, 4, 6]}},
     "resnet8": {"conv2d": {"tile_size": [4, 8], "unroll": [2, 4, 8]}},
     "mobilenet_v1_vww": {"conv2d": {"unroll": [4, 8]}},
     "fc_autoencoder": {"dense": {"unroll": [1, 4]}},

@@ -13,7 +13,7 @@ import math
 
 from .tasks import LayerSchedule, Task, micro_tiles, resolve
 
-LAYER_FEATURES_VERSION = "nf1"
+LAYER_FEATURES_VERSION = "nf2"
 OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
 
 
@@ -56,6 +56,10 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     f["micro_tile"] = s.micro_tile or 0
     f["unroll"] = s.unroll or 1
     f["channel_tile"] = s.channel_tile or 0
+    # the kernel form (0 direct, 1 register-blocked, 2 im2col) and its register block
+    f["form"] = s.form or 0
+    f["pixel_block"] = s.pixel_block or 0
+    f["block_accumulators"] = (s.pixel_block or 1) * (s.unroll or 1) if s.form else 0
     isz = 1 if task.dtype == "int8" else 4
     if t in ("conv2d", "depthwise_conv2d"):
         m = s.micro_tile

@@ -90,7 +90,7 @@ def run_op_host(net: Any, op: Any, kernel: LayerKernel, inputs: list[np.ndarray]
     data_names = [n for n in names if n in ("data", "a", "b")]
     for n, x in zip(data_names, inputs, strict=True):
         bufs[n] = x
-    bufs.update(op.arrays)
+    bufs.update(kernel.pack(op.type, op.arrays, op.scalars))
     scalars = dict(op.scalars)
     if net.dtype == "float32":
         scalars["act_min"], scalars["act_max"] = act_bounds_f(op.activation)

@@ -187,7 +187,8 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
                     or [1])
         unroll = max(d for d in _divisors(ext["channels"]) if d <= DEFAULT_BLOCK_CHANNELS)
         return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll),
-                             FORM_BLOCK, default_pixel_block(micro))
+                             default_form(task, default_pixel_block(micro)),
+                             default_pixel_block(micro))
     if t == "dense":
         units = ext["units"]
         tile = tile_size or max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
@@ -201,6 +202,22 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
                    or [1])
         return LayerSchedule(micro_tile=1, channel_tile=chan)
     return LayerSchedule(micro_tile=min(DEFAULT_ELEMENTWISE_GRANULE, ext["elements"]))
+
+
+def default_form(task: Task, pixel_block: int) -> int:
+    """im2col for a padded conv2d whose patch fits a stack array (the bounds checks leave the
+    MAC loop), else the register-blocked form."""
+    sig = task.signature
+    if task.type == "conv2d" and any(sig["padding"]):
+        kh, kw = sig["kernel"]
+        if (pixel_block * kh * kw * sig["in_shapes"][0][3] * _itemsize(task)
+                < MAX_UNROLL_BYTES):
+            return FORM_IM2COL
+    return FORM_BLOCK
+
+
+def _itemsize(task: Task) -> int:
+    return 1 if task.dtype == "int8" else 4
 
 
 def default_pixel_block(micro_tile: int) -> int:
@@ -281,7 +298,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
             ext["units"] if blocked_dense else ext["reduction"])
         what = "output channels" if t != "dense" else (
             "units (the block form's register block)" if blocked_dense else "input features")
-        if split % unroll:
+        if split % unroll and not blocked_dense:
             divs = _divisors(split)
             shown = ", ".join(map(str, divs)) if len(divs) <= 16 else f"divisors of {split}"
             errs.append(f"unroll: {unroll} does not divide the {what} ({split}); valid: "
@@ -297,7 +314,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
             kh, kw = task.signature["kernel"]
             sw = task.signature["stride"][1]
             patch = (px * kh * kw * task.signature["in_shapes"][0][3] if t == "conv2d"
-                     else kh * ((px - 1) * sw + kw) * unroll)
+                     else kh * ((px - 1) * sw + kw) * unroll) * _itemsize(task)
             if micro % px:
                 errs.append(f"pixel_block: {px} does not divide micro_tile {micro} (valid: "
                             f"{', '.join(map(str, _divisors(micro)))})")
@@ -331,6 +348,9 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
             for k in keys}
     if "channel_tile" in vals and sched.channel_tile is None and "unroll" in vals:
         vals["channel_tile"] = default_channel_tile(task, vals["unroll"])
+    if "form" in vals and sched.form is None and vals.get("pixel_block") is not None:
+        vals["form"] = default_form(task, sched.pixel_block or default_pixel_block(
+            vals["micro_tile"]))
     if "form" in vals:
         if vals["form"] == FORM_DIRECT:
             vals.pop("pixel_block", None)
