@@ -4,6 +4,11 @@ The ELF runs under the patched QEMU and the cycle plugin until it exits by semih
 (SYS_EXIT / SYS_EXIT_EXTENDED), so a user can check their own code (e.g. CoreMark)
 against the model (qemu/cycle_model.md). Exit status: 0 when the guest exits 0; 1 on a
 guest fault, a non-zero guest exit or a timeout; 2 for bad arguments or a missing file.
+
+What the program prints (UART0, the semihosting console, ":tt" stdout/stderr) is kept
+(``guest_output``) and shown with ``--show-output``. Flash is reserved for the plugin's
+trace stubs (0x3E000-0x3E8FF) only when the ELF links them (symbol ``slicert_trace_base``,
+the SliceRT runtime's); any other program may use all 256 KiB.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from slicert_ops.errors import InputError, SliceRTError, StageError
+
+#: where the plugin looks for trace stubs when the ELF has none: the Cortex-M system region
+#: (execute-never), so no instruction of the program is ever taken for a stub
+NO_TRACE_BASE = 0xF0000000
+GUEST_FILE = "guest_output.txt"
+MAX_OUTPUT = 1 << 20  # bytes of guest output kept
+QEMU_MESSAGE = (b"qemu-system-", b"slicert_cycles:")  # stderr lines that are not the guest's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="core clock for the time in µs (default 50)")
     p.add_argument("--timeout", type=_pos_float, default=60.0, metavar="S",
                    help="wall-clock limit in seconds (default 60)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (the program's output in guest_output)")
+    p.add_argument("--show-output", action=argparse.BooleanOptionalAction, default=None,
+                   help="print what the program wrote (UART0, semihosting) to stderr "
+                        "(default: when stdout is a terminal)")
     p.set_defaults(func=_cmd)
 
 
@@ -58,23 +74,32 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
             timeout_s: float = 60.0) -> dict[str, Any]:
     """Run ``elf`` and return its figures; raises SliceRTError when the run failed."""
     from slicert_ops.sim import events as ev
-    from slicert_ops.sim.qemu import run_firmware
+    from slicert_ops.sim.qemu import elf_symbols, run_firmware
     from slicert_ops.sim.trace import read_plugin_output
 
     if not elf.is_file():
         raise InputError("no such file", file=str(elf), fix="give the path of an ELF")
     if elf.read_bytes()[:4] != b"\x7fELF":
         raise InputError("not an ELF file", file=str(elf))
+    try:
+        stubs = elf_symbols(elf).get("slicert_trace_base")
+    except StageError as exc:
+        raise InputError(str(exc).removeprefix("run: ")) from None
     with tempfile.TemporaryDirectory(prefix="slicert-cycles-") as tmp:
+        guest_file = Path(tmp) / GUEST_FILE
         sim = run_firmware(elf, seed=0, out_dir=tmp, timeout_s=timeout_s, ws=ws,
-                           classes=True)
+                           classes=True, guest_output=guest_file,
+                           trace_base=NO_TRACE_BASE if stubs is None else stubs & ~1)
+        guest = _guest_text(guest_file, sim.stdout, sim.stderr)
+        seen = f"; its output ends: {' | '.join(guest.splitlines()[-3:])}" if guest else ""
         if sim.timed_out:
             raise SliceRTError(f"{elf}: no semihosting exit within {timeout_s:g} s (the "
-                               "program hangs, faulted into a loop, or needs --timeout)")
+                               "program hangs, faulted into a loop, or needs --timeout)"
+                               f"{seen}")
         if sim.exit_code is None or sim.plugin_file is None or not sim.plugin_file.is_file():
             tail = sim.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
             raise SliceRTError(f"{elf}: QEMU stopped abnormally (a guest fault?): "
-                               + (" | ".join(tail) or "no message"))
+                               + (" | ".join(tail) or "no message") + seen)
         out = read_plugin_output(sim.plugin_file)
     classes: dict[str, int] = {}
     for comment in out.comments:
@@ -86,7 +111,9 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
         "elf": str(elf), "exit_code": sim.exit_code, "instructions": insns,
         "cycles": cycles, "cpi": round(cycles / insns, 4) if insns else 0.0,
         "cpu_mhz": cpu_mhz, "time_us": round(cycles / cpu_mhz, 3), "ws": ws,
-        "cycle_model": out.cycle_model, "classes": classes,
+        "cycle_model": out.cycle_model, "classes": classes, "guest_output": guest,
+        "trace_events": out.dropped_events + sum(1 for e in out.events
+                                                 if e.id != ev.EXC_ENTRY),
     }
     if out.cycle_model != ev.CYCLE_MODEL_VERSION:
         raise StageError("run", f"plugin cycle model {out.cycle_model}, expected "
@@ -94,8 +121,28 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
     return result
 
 
+def _guest_text(chardev: Path, stdout: bytes, stderr: bytes) -> str:
+    """UART0 + semihosting console (interleaved), then ":tt" stdout, then the guest's
+    ":tt" stderr (QEMU's own messages on stderr left out)."""
+    own = b"".join(ln for ln in stderr.splitlines(keepends=True)
+                   if not ln.startswith(QEMU_MESSAGE))
+    data = (chardev.read_bytes() if chardev.is_file() else b"") + stdout + own
+    text = data[:MAX_OUTPUT].decode("utf-8", "replace")
+    if len(data) > MAX_OUTPUT:
+        text += f"\n[slicert: guest output truncated: {len(data):,} bytes, first " \
+                f"{MAX_OUTPUT:,} kept]\n"
+    return text
+
+
 def _cmd(args: argparse.Namespace) -> int:
     res = measure(Path(args.elf), ws=args.ws, cpu_mhz=args.cpu_mhz, timeout_s=args.timeout)
+    show = sys.stdout.isatty() if args.show_output is None else args.show_output
+    if show and res["guest_output"]:
+        text = res["guest_output"]
+        end = "" if text.endswith("\n") else "\n"
+        sys.stderr.write(f"--- guest output of {res['elf']} (UART0, semihosting) ---\n"
+                         f"{text}{end}--- end of guest output ---\n")
+        sys.stderr.flush()
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
@@ -103,6 +150,8 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"  instructions  {res['instructions']}")
         print(f"  cycles        {res['cycles']}  (CPI {res['cpi']:.3f}; "
               f"{res['time_us']:.3f} us at {res['cpu_mhz']:g} MHz)")
+        if res["trace_events"]:
+            print(f"  trace events  {res['trace_events']}  (SliceRT trace stubs called)")
         width = max((len(k) for k in res["classes"]), default=0)
         for name, count in sorted(res["classes"].items(), key=lambda kv: -kv[1]):
             print(f"    {name:<{width}}  {count}")

@@ -92,10 +92,10 @@ PATTERNS: dict[str, tuple[str, int, str]] = {
 }
 
 
-def _assemble(tmp: Path, name: str, text: str) -> Path:
+def _assemble(tmp: Path, name: str, text: str, link: str = LINK) -> Path:
     """tmp/name.S assembled and linked (code from 0x0) into tmp/name.elf."""
-    ld = tmp / "link.ld"
-    ld.write_text(LINK)
+    ld = tmp / f"{name}.ld"
+    ld.write_text(link)
     src = tmp / f"{name}.S"
     src.write_text(text)
     elf = src.with_suffix(".elf")

@@ -144,8 +144,13 @@ def build_command(elf: str | os.PathLike[str], *, seed: int,
                   plugin_out: str | os.PathLike[str] | None = None, ws: int = 0,
                   trace_base: int | None = None, qemu: str = DEFAULT_QEMU,
                   classes: bool = False, extra_args: Sequence[str] = (),
-                  board: str = MACHINE) -> list[str]:
+                  board: str = MACHINE,
+                  guest_output: str | os.PathLike[str] | None = None) -> list[str]:
     """The QEMU argv. ``plugin=None`` gives the plain ``-icount`` baseline.
+
+    ``guest_output`` (``slicert cycles``): a file that receives UART0 and the semihosting
+    console (SYS_WRITEC / SYS_WRITE0), interleaved, instead of ``-serial null`` and QEMU's
+    stderr; without it the command line is the farm's, unchanged.
 
     ``board`` (``runner.board``) selects the machine (``-M``) and, unless ``trace_base``
     is given, the plugin's ``trace_base`` (lm3s6965evb 0x3e000, mps2-an385 0x3ff000).
@@ -156,11 +161,16 @@ def build_command(elf: str | os.PathLike[str], *, seed: int,
         raise ValueError(f"unknown board {board!r} (known: {', '.join(MACHINES)})")
     if trace_base is None:
         trace_base = ev.trace_base(board)
+    serial, semihosting = ["-serial", "null"], "enable=on,target=native"
+    if guest_output is not None:
+        serial = ["-chardev", f"file,id=guest,path={_opt(guest_output)},mux=on",
+                  "-serial", "chardev:guest"]
+        semihosting += ",chardev=guest"
     cmd = [
-        qemu, "-M", MACHINES[board], "-display", "none", "-serial", "null", "-monitor", "none",
+        qemu, "-M", MACHINES[board], "-display", "none", *serial, "-monitor", "none",
         "-no-reboot",
         *(["-icount", ICOUNT] if plugin is None else ["-accel", "tcg,thread=single"]),
-        "-semihosting-config", "enable=on,target=native",
+        "-semihosting-config", semihosting,
         "-append", f"seed={int(seed)}",
         "-kernel", os.fspath(elf),
     ]
@@ -188,7 +198,9 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int,
                  out_dir: str | os.PathLike[str], timeout_s: float,
                  plugin: str | os.PathLike[str] = DEFAULT_PLUGIN, raw: bool = False,
                  ws: int = 0, qemu: str | None = None, classes: bool = False,
-                 extra_args: Sequence[str] = (), board: str = MACHINE) -> SimResult:
+                 extra_args: Sequence[str] = (), board: str = MACHINE,
+                 trace_base: int | None = None,
+                 guest_output: str | os.PathLike[str] | None = None) -> SimResult:
     """Run ``elf`` once and collect events, totals and the output frame.
 
     ``out_dir`` receives the plugin
@@ -196,7 +208,8 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int,
     ``qemu_stderr.txt``), listed in ``SimResult.raw_files``. ``raw=True`` runs plain
     QEMU without the plugin (the overhead baseline): no events, ``totals=None``.
     ``qemu`` defaults to ``$SLICERT_QEMU`` or the patched ``build/qemu/qemu-system-arm``.
-    ``board`` (``runner.board``) selects the QEMU machine and the plugin's trace base.
+    ``board`` (``runner.board``) selects the QEMU machine and the plugin's trace base
+    (``trace_base`` overrides it); ``guest_output``: see :func:`build_command`.
     """
     elf_path = Path(elf)
     if not elf_path.is_file():
@@ -219,7 +232,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int,
     cmd = build_command(elf_path, seed=seed,
                         plugin=None if raw else plugin, plugin_out=plugin_file, ws=ws,
                         qemu=qemu_bin, classes=classes, extra_args=extra_args,
-                        board=board)
+                        board=board, trace_base=trace_base, guest_output=guest_output)
 
     t0 = time.monotonic()
     try:
