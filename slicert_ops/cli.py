@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "slicert_ops.commands_services",
     "slicert_ops.commands_airflow",
     "slicert_ops.commands_cycles",
+    "slicert_ops.commands_timeline",
 ]
 
 

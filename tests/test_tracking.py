@@ -283,7 +283,8 @@ def test_log_runs_batch_artifacts_listed_by_mlflow(slicert_services, tmp_path, m
     store = slicert_services.s3()
     for run_id in ids:
         keys = artifact_keys(store, exp_id, run_id)
-        assert {"manifest.json", "qemu_trace.json", "validation.html", "raw/plugin.txt"} <= keys
+        assert {"manifest.json", "qemu_trace.json", "validation.html", "raw/plugin.txt",
+                "timeline.json", "timeline.html"} <= keys  # the timeline, made for the upload
         resp = requests.get(f"{uri}/api/2.0/mlflow/artifacts/list", timeout=10,
                             params={"run_id": run_id})
         listed = {f["path"] for f in resp.json()["files"]}

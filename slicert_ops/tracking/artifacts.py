@@ -35,7 +35,11 @@ Files = list[tuple[Path, "str | None"]]  # (file, artifact folder or None for th
 
 def run_files(run_dir: Path, verdict: Any = None) -> Files:
     """A run folder's files (not .tracked, not half-written .part files), plus the verdict's
-    reports when they live outside the folder (under ``validation/``)."""
+    reports when they live outside the folder (under ``validation/``). The run's timeline
+    (``slicert timeline``: timeline.json + timeline.html) is written first when missing."""
+    from slicert_ops.report.timeline import ensure_timeline
+
+    ensure_timeline(run_dir)
     files: Files = [(p, p.parent.relative_to(run_dir).as_posix() if p.parent != run_dir
                      else None)
                     for p in sorted(run_dir.rglob("*"))
