@@ -298,6 +298,8 @@ def cmd_stage_aggregate(args: argparse.Namespace) -> int:
 
 def _print_where(outcome: dict[str, Any]) -> None:
     """Paths and MLflow links after `slicert run`'s summary table (counts are in it)."""
+    for answer in outcome.get("answers") or ():
+        print(f"answer:  {answer}")
     for key, label in (("results", "results"), ("index", "index"), ("report", "report"),
                        ("mlflow_url", "MLflow")):
         if outcome.get(key):

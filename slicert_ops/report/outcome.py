@@ -95,6 +95,10 @@ def sweep_outcome(exp_dir: str | Path, experiment: str, index: pd.DataFrame | No
         "report": str(report) if report.is_file() else None,
     }
     out.update(_mlflow(exp_dir))
+    if n:  # one-sentence answers: impossible deadlines / bounds, parameters without effect
+        from slicert_ops.report.answers import answers, experiment_objective
+
+        out["answers"] = answers(index, experiment_objective(exp_dir))
     if n and "operator.type" in index and (index["operator.type"] == "network").any():
         out["networks"] = _networks(index, exp_dir)
         index = index[index["operator.type"] != "network"]  # best: the task candidates
@@ -149,6 +153,7 @@ def outcome_lines(o: dict[str, Any]) -> list[str]:
                      f"{net.get('macs_per_cycle', 0):.3f} MACs/cycle, worst preemption "
                      f"{_fmt(net.get('max_preemption_latency_cycles'))} cycles, "
                      f"{_fmt(net.get('deadline_misses'))} deadline misses")
+    lines += [f"  answer: {a}" for a in o.get("answers") or ()]
     best = o.get("best") or {}
     what = " (task candidates)" if o.get("networks") else ""
     for key, title in (("by_kernel_cycles", f"best by kernel cycles{what}"),

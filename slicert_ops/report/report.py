@@ -22,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from slicert_ops.report import plots
+from slicert_ops.report.answers import answers, experiment_objective
 from slicert_ops.report.fmt import cell
 from slicert_ops.report.index import schedule_columns
+from slicert_ops.report.timeline import report_timelines
 
 TOP_N = 5
 
@@ -185,11 +187,22 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
         intro += " Fixed in this sweep: " + ", ".join(f"{k} = {cell(v)}"
                                                       for k, v in constant.items()) + "."
 
+    exp_dir = Path(all_runs["run_dir"].iloc[0]).parent if len(all_runs) else out_dir.parent
+    said = answers(all_runs, experiment_objective(exp_dir))  # one sentence each
+    timelines = report_timelines(all_runs, [by_kernel, by_preempt], out_dir)
+    written += [p for _, h, j in timelines for p in (h, j)]
+
     md = [f"# Sweep report: {experiment}\n", f"_Generated {stamp}._ {intro}\n"]
+    if said:
+        md += ["## Answers\n", *[f"- {a}" for a in said], ""]
     for title, table in sections:
         md += [f"## {title}\n", markdown_table(table)]
     if not fail_table.empty:
         md += [f"## Runs left out ({len(failures)})\n", markdown_table(fail_table)]
+    if timelines:
+        md += ["## Timelines of the best candidates\n",
+               *[f"- [{t}](timelines/{h.name}) ([Chrome trace JSON](timelines/{j.name}) for "
+                 "ui.perfetto.dev)" for t, h, j in timelines], ""]
     md.append("## Plots\n")
     md += [f"### {title}\n\n![{title}]({path.name})\n" for title, path in figures]
     md_path = out_dir / "summary.md"
@@ -199,10 +212,18 @@ def write_report(index_df: pd.DataFrame, out_dir: str | Path, experiment: str,
     e = html.escape
     body = [f"<h1>Sweep report: {e(experiment)}</h1>", f"<p><em>Generated {stamp}.</em> "
             f"{e(intro)}</p>"]
+    if said:
+        body += ["<h2>Answers</h2><ul class='answers'>",
+                 *[f"<li>{e(a)}</li>" for a in said], "</ul>"]
     for title, table in sections:
         body += [f"<h2>{e(title)}</h2>", html_table(table)]
     if not fail_table.empty:
         body += [f"<h2>Runs left out ({len(failures)})</h2>", html_table(fail_table)]
+    if timelines:
+        body += ["<h2>Timelines of the best candidates</h2><ul class='timelines'>",
+                 *[f"<li><a href='timelines/{e(h.name)}'>{e(t)}</a> (<a href='timelines/"
+                   f"{e(j.name)}'>Chrome trace JSON</a> for ui.perfetto.dev)</li>"
+                   for t, h, j in timelines], "</ul>"]
     body.append("<h2>Plots</h2>")
     body += [f'<figure><img src="{data_uri(p)}" alt="{e(t)}" title="{e(p.name)}">'
              f"<figcaption>{e(t)} ({e(p.name)})</figcaption></figure>" for t, p in figures]
