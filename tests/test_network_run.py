@@ -250,3 +250,74 @@ def test_tracked_network_run_carries_per_layer_metrics(run_once: tuple[Path, Pat
         for metric in ("kernel_cycles", "max_granule_cycles", "max_preemption_latency_cycles"):
             assert metrics[f"layer.{row['layer']}.{metric}"] == row[metric]
     assert metrics["network_cycles"] > 0
+
+
+def _html_table_after(html: str, title_start: str) -> tuple[str, list[dict[str, str]]]:
+    """(the full title, rows as {header: cell}) of the report table under a heading."""
+    import re
+
+    m = re.search(r"<h2>(" + re.escape(title_start) + r"[^<]*)</h2>(.*?)</table>", html, re.S)
+    assert m, f"no table {title_start!r} in the report"
+    heads = re.findall(r"<th>([^<]*)</th>", m.group(2))
+    rows = [re.findall(r"<td>([^<]*)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>",
+                                                                      m.group(2), re.S)]
+    return m.group(1), [dict(zip(heads, r, strict=True)) for r in rows if r]
+
+
+def test_report_layer_table_keeps_precision_with_roofline(run_once: tuple[Path, Path, str]
+                                                          ) -> None:
+    """The HTML per-layer table shows what `slicert run` prints: MACs per cycle with three
+    significant digits, whole cycles; the MACs per cycle, the roofline share and the granule
+    side by side; layers.parquet holds kind and roofline_share (MAC layers only)."""
+    from slicert_ops.network.roofline import M3_PEAK_MACS_PER_CYCLE
+
+    _, exp_dir, _ = run_once
+    layers = pd.read_parquet(exp_dir / "layers.parquet")
+    kinds = dict(zip(layers["layer"], layers["kind"], strict=False))
+    assert kinds["c1"] == "conv" and kinds["dw"] == "depthwise 3x3"
+    assert kinds["pw"] == "pointwise 1x1" and kinds["fc"] == "dense"
+    mac = layers["type"].isin(["conv2d", "depthwise_conv2d", "dense"])
+    want = layers["macs"] / layers["kernel_cycles"] / M3_PEAK_MACS_PER_CYCLE
+    assert (layers.loc[mac, "roofline_share"] - want[mac]).abs().max() < 1e-12
+    assert (layers.loc[mac, "roofline_share"] < 1).all()  # nothing beats the MLA limit
+    assert layers.loc[~mac, "roofline_share"].isna().all()  # pools, adds: no MACs
+
+    report = exp_dir / "report"
+    assert (report / "layers_roofline.png").stat().st_size > 5000
+    html = (report / "summary.html").read_text()
+    assert "roofline" in html
+    title, rows = _html_table_after(html, "Layers of the best network")
+    run = title.rsplit("(", 1)[1].rstrip(")")
+    own = layers[layers["run"] == run].set_index("layer")
+    assert [r["layer"] for r in rows] == list(own.index)
+    heads = list(rows[0])
+    assert heads.index("roofline_share") == heads.index("macs_per_cycle") + 1
+    assert heads.index("max_granule_cycles") - heads.index("macs_per_cycle") <= 3
+    for r in rows:
+        src = own.loc[r["layer"]]
+        assert r["macs_per_cycle"] == f"{src['macs_per_cycle']:.3g}", r
+        assert r["kernel_cycles"] == f"{int(src['kernel_cycles']):,}", r
+        assert r["max_granule_cycles"] == f"{int(src['max_granule_cycles']):,}", r
+        if src["type"] in ("conv2d", "depthwise_conv2d", "dense"):
+            assert r["roofline_share"] == f"{src['roofline_share']:.3g}", r
+        else:
+            assert r["roofline_share"] == "", r
+
+
+def test_summary_prints_layers_at_report_precision_and_roofline(
+        run_once: tuple[Path, Path, str]) -> None:
+    """`slicert run`'s end-of-run summary: the layer table with the report's precision and
+    one roofline line per MAC layer (MACs/cycle, share of 0.5), none for pools and adds."""
+    _, exp_dir, stdout = run_once
+    layers = pd.read_parquet(exp_dir / "layers.parquet")
+    roof = stdout.split("roofline (", 1)[1].splitlines()[1:]
+    roof = [line for line in roof if line.startswith("  ")]
+    named = {line.split()[0]: line for line in roof}
+    assert sorted(named) == ["c1", "dw", "fc", "pw"]
+    table = stdout.split("layers of the best network", 1)[1].split("roofline (", 1)[0]
+    for name, line in named.items():
+        mpc = layers[layers["layer"] == name]["macs_per_cycle"]
+        assert any(f" {v:.3g} MACs/cycle" in line for v in mpc), line
+        assert any(f"{v:.3g}" in table for v in mpc), (name, table)
+        assert " % of 0.5" in line, line
+    assert "CMSIS-NN dense: 0.142" in named["fc"]

@@ -1,9 +1,12 @@
 """What a network experiment shows: per-layer table and plots, network candidates, summary.
 
 - ``layers.parquet`` beside ``index.parquet``: one row per (network run, layer) with the
-  layer's cycles, granule, worst preemption latency and schedule;
+  layer's cycles, granule, worst preemption latency, schedule, ``kind`` (conv, pointwise
+  1x1, depthwise 3x3, dense, ...) and ``roofline_share`` (MAC layers: MACs per cycle over
+  the Cortex-M3 limit, ``network/roofline.py``);
 - report figures: per-layer bar chart (kernel cycles and worst preemption latency of the
-  best network run) and end-to-end latency against worst preemption latency over the
+  best network run), per-layer roofline (MACs per cycle against the limit and CMSIS-NN,
+  beside the granule) and end-to-end latency against worst preemption latency over the
   network candidates;
 - the end-of-run summary of ``slicert run`` and the plan lines of ``slicert check``.
 """
@@ -13,6 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from slicert_ops.report.fmt import text_table
+
+from .roofline import layer_kind, plot_roofline, roofline_share, summary_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,14 +53,31 @@ def layer_rows(exp_dir: Path) -> list[dict[str, Any]]:
             trace = json.loads((run_dir / "qemu_trace.json").read_text())
         except (OSError, ValueError):
             continue
+        kernels = _kernels(man)
         for layer in trace.get("layers") or []:
             row = {"run": run_dir.name, "candidate_id": man["candidate_id"],
                    "repeat": man.get("repeat", 0)}
             row.update({k: layer.get(k) for k in LAYER_COLUMNS if k in layer})
+            row["kind"] = layer_kind(str(layer.get("type")), kernels.get(layer.get("op")))
+            row["roofline_share"] = roofline_share(str(layer.get("type")), layer.get("macs"),
+                                                   layer.get("kernel_cycles"))
             for k, v in (layer.get("schedule") or {}).items():
                 row[f"schedule.{k}"] = v
             rows.append(row)
     return rows
+
+
+def _kernels(man: dict[str, Any]) -> dict[int, Any]:
+    """Kernel size per op index of a run's network (the trace does not carry it); empty
+    when the network cannot be rebuilt (the kind is then the op type)."""
+    from .candidates import load_context
+
+    try:
+        ctx = load_context(man.get("network") or {},
+                           str((man.get("runner") or {}).get("board") or "lm3s6965evb"))
+    except Exception:  # noqa: BLE001 - a report never fails on a layer's kind
+        return {}
+    return {op.index: op.layer.kernel for op in ctx.net.ops}
 
 
 LAYERS_FILE = "layers.parquet"
@@ -210,11 +234,13 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
                         plot_layers(own, out_dir / "layers.png",
                                     f"{experiment}: per layer, best network "
                                     f"({best['candidate_id']}, {own['run'].iloc[0]})")))
-        cols = [c for c in ("op", "layer", "type", "kernel_cycles", "macs_per_cycle",
-                            "yield_checks", "max_granule_cycles",
-                            "max_preemption_latency_cycles") if c in own]
+        figures.append(("Per-layer MACs per cycle against the Cortex-M3 limit (roofline), "
+                        "beside the granule (best network)",
+                        plot_roofline(own, out_dir / "layers_roofline.png",
+                                      f"{experiment}: roofline and granule per layer, best "
+                                      f"network ({best['candidate_id']})")))
         sections.append((f"Layers of the best network ({own['run'].iloc[0]})",
-                         own[cols].reset_index(drop=True)))
+                         layer_table(own)))
     figures.append(("End-to-end latency vs worst preemption latency (network candidates)",
                     plot_e2e_vs_preemption(table, out_dir / "network_e2e_vs_preemption.png",
                                            f"{experiment}: end to end vs preemption")))
@@ -250,23 +276,32 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str],
     if table.empty:
         lines.append("no correct network run")
         return "\n".join(lines)
-    lines += ["", "networks (end to end, under the manifest's IRQ load):",
-              table.to_string(index=False, float_format=_fmt)]
+    lines += ["", "networks (end to end, under the manifest's IRQ load):", text_table(table)]
     if layers is None:
         layers = pd.DataFrame(layer_rows(exp_dir))
     if not layers.empty:
         best = table.iloc[0]["candidate_id"]
         own = best_layers(table, layers)
-        cols = [c for c in ("layer", "type", "kernel_cycles", "macs_per_cycle",
-                            "max_granule_cycles", "max_preemption_latency_cycles")
-                if c in own]
         lines += ["", f"layers of the best network ({best}):",
-                  own[cols].to_string(index=False)]
+                  text_table(layer_table(own).drop(columns=["op"], errors="ignore"))]
+        lines += ["", *summary_lines(own)]
     return "\n".join(lines)
 
 
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3f}"
+#: The per-layer table's columns: the MACs per cycle and the granule side by side.
+LAYER_TABLE = ("op", "layer", "type", "kind", "kernel_cycles", "macs_per_cycle",
+               "roofline_share", "cmsis_nn_macs_per_cycle", "max_granule_cycles",
+               "max_preemption_latency_cycles", "yield_checks")
+
+
+def layer_table(own: pd.DataFrame) -> pd.DataFrame:
+    """The best network's layers as the report and the summary show them."""
+    from .roofline import cmsis_nn_reference
+
+    own = own.copy()
+    if "kind" in own:
+        own["cmsis_nn_macs_per_cycle"] = [cmsis_nn_reference(k) for k in own["kind"]]
+    return own[[c for c in LAYER_TABLE if c in own]].reset_index(drop=True)
 
 
 def describe_plan(exp: Experiment, cands: list[Candidate]) -> list[str]:

@@ -5,9 +5,12 @@ significant digits: 0.105 and 0.052 stay apart)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def number(v: float) -> str:
@@ -29,3 +32,10 @@ def cell(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return number(v)
     return str(v)
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """A plain-text table (the end-of-run summary) with every cell as cell() prints it."""
+    if df.empty:
+        return "(none)"
+    return df.map(cell).to_string(index=False)

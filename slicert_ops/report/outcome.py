@@ -133,6 +133,8 @@ def _sched(s: dict[str, Any]) -> str:
 
 def outcome_lines(o: dict[str, Any]) -> list[str]:
     """The human-readable face of sweep_outcome (task logs, `slicert submit --wait`)."""
+    from slicert_ops.report.fmt import number  # the report's precision
+
     r = o.get("runs") or {}
     lines = [f"sweep {o.get('experiment')}: {r.get('total', 0)} runs: {r.get('valid', 0)} ok, "
              f"{r.get('failed', 0)} failed, {r.get('invalid', 0)} invalid (wrong output or "
@@ -150,7 +152,7 @@ def outcome_lines(o: dict[str, Any]) -> list[str]:
             net.get("meets objective"), "")
         lines.append(f"{head} {net['candidate_id']} ({net.get('schedules')} schedules"
                      f"{meets}): {_fmt(net.get('network_cycles'))} cycles end to end, "
-                     f"{net.get('macs_per_cycle', 0):.3f} MACs/cycle, worst preemption "
+                     f"{number(net.get('macs_per_cycle') or 0)} MACs/cycle, worst preemption "
                      f"{_fmt(net.get('max_preemption_latency_cycles'))} cycles, "
                      f"{_fmt(net.get('deadline_misses'))} deadline misses")
     lines += [f"  answer: {a}" for a in o.get("answers") or ()]
