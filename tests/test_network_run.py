@@ -5,6 +5,7 @@ the tuned network, per-layer figures, report, validation, determinism, clear err
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_network_run_is_correct_with_per_layer_metrics(run_once: tuple[Path, Pat
         assert json.loads((run / "validation.json").read_text())["success"] is True
         if man["operator"]["type"] != "network":
             assert json.loads((run / "tvm_config.json").read_text())["features_version"] \
-                == "nf2"
+                == "nf3"
             continue
         assert int(cycles["network_cycles"]) == trace["metrics"]["network_cycles"] > 0
         layers = trace["layers"]
@@ -254,8 +255,6 @@ def test_tracked_network_run_carries_per_layer_metrics(run_once: tuple[Path, Pat
 
 def _html_table_after(html: str, title_start: str) -> tuple[str, list[dict[str, str]]]:
     """(the full title, rows as {header: cell}) of the report table under a heading."""
-    import re
-
     m = re.search(r"<h2>(" + re.escape(title_start) + r"[^<]*)</h2>(.*?)</table>", html, re.S)
     assert m, f"no table {title_start!r} in the report"
     heads = re.findall(r"<th>([^<]*)</th>", m.group(2))
@@ -321,3 +320,10 @@ def test_summary_prints_layers_at_report_precision_and_roofline(
         assert any(f"{v:.3g}" in table for v in mpc), (name, table)
         assert " % of 0.5" in line, line
     assert "CMSIS-NN dense: 0.142" in named["fc"]
+    # every ratio printed in the networks and layers tables: three significant digits at most
+    # (pandas would print 0.1210 or 0.069500); cycles are whole, with separators
+    tables = stdout.split("networks (end to end", 1)[1].split("roofline (", 1)[0]
+    decimals = re.findall(r"(?<![\w.,])\d+\.\d+(?![\w.])", tables)
+    assert decimals, tables
+    assert all(len(d.replace(".", "").lstrip("0")) <= 3 for d in decimals), decimals
+    assert not re.search(r"(?<![\w.,])\d{4,}\b", tables), tables  # 120073, not 120,073
