@@ -145,9 +145,93 @@ def test_block_form_packs_weights_and_folds_the_zero_point():
     assert packed["weight"].shape == (2, 3, 3, 3, 4)
     assert np.array_equal(packed["weight"][1, 2, 0, 1, 3], w[2, 0, 1, 7])
     want = op.arrays["bias"] - op.scalars["in_zp"] * w.astype(np.int64).sum(axis=(0, 1, 2))
-    assert np.array_equal(packed["bias"], want) and op.scalars["in_zp"] != 0
+    qp = packed["qparams"]   # per channel: folded bias, multiplier, left and right shift
+    assert qp.shape == (8, 4) and "bias" not in packed and "shift" not in packed
+    assert np.array_equal(qp[:, 0], want) and op.scalars["in_zp"] != 0
+    assert np.array_equal(qp[:, 1], op.arrays["mult"])
+    shift = op.arrays["shift"]
+    assert np.array_equal(qp[:, 2] - qp[:, 3], shift) and (qp[:, 2:] >= 0).all()
+    assert [n for n, _ in k.params] == ["data", "weight", "qparams", "in_zp", "out_zp",
+                                        "act_min", "act_max", "out"]
     direct = generate_layer_kernel(task, LayerSchedule(form=0))
     assert direct.pack(op.type, op.arrays, op.scalars) is op.arrays
+
+
+POINTWISE_CASES = [  # 1x1 stride-1 unpadded convs of shapes no example has
+    ([1, 9, 5, 16], 12, "relu"),
+    ([1, 7, 3, 8], 6, None),
+    ([1, 1, 11, 4], 20, "relu6"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, filters, act", POINTWISE_CASES)
+@pytest.mark.parametrize("sched", [
+    LayerSchedule(form=3, tile_size=4, micro_tile=2, pixel_block=2, unroll=2),
+    LayerSchedule(form=3, tile_size=3, micro_tile=3, pixel_block=3, unroll=2,
+                  reduction_unroll=2),
+    LayerSchedule(form=3, tile_size=2, micro_tile=2, pixel_block=4, unroll=2, channel_tile=2,
+                  reduction_unroll=1),
+    LayerSchedule(form=3, tile_size=1, micro_tile=1, pixel_block=1, unroll=1),
+    LayerSchedule(form=1, tile_size=1, micro_tile=1, pixel_block=1, unroll=2,
+                  reduction_unroll=4),
+], ids=["pw-2x2", "pw-3x2-r2", "pw-4x2-channel-tile", "pw-1x1", "block-r4"])
+def test_pointwise_form_is_exact(dtype, shape, filters, act, sched):
+    """The pointwise form (flat pixels: register blocks across row ends, the last block
+    partial) and the reduction unrolling: bit-exact, and as many yield checks as the kernel
+    says (micro_tile^2 flat pixels per micro-tile)."""
+    layer = {"type": "conv2d", "filters": filters, "kernel": 1, "activation": act}
+    check(one_layer(layer, shape, dtype), sched)
+
+
+def test_pointwise_is_the_default_form_of_a_1x1_conv():
+    net = one_layer({"type": "conv2d", "filters": 8, "kernel": 1}, [1, 6, 5, 8], "int8")
+    from slicert_ops.network.tasks import resolve
+
+    s = resolve(extract_tasks(net)[0], LayerSchedule())
+    assert s.form == 3 and s.reduction_unroll == 4
+
+
+def test_requantize_lr_equals_requantize(tmp_path):
+    """The blocked forms' branch-free requantisation (shift split at build time) gives
+    TFLite's MultiplyByQuantizedMultiplier bit for bit (slicert_nn_requantize, itself tested
+    against a transcription of TFLite), for every shift and edge values of x and m."""
+    import ctypes
+    import subprocess
+
+    from slicert_ops.network import quant
+    from slicert_ops.network.host import ZEPHYR_INCLUDE
+
+    src = tmp_path / "rq.c"
+    src.write_text("""#include <stdint.h>
+#include "slicert/network.h"
+int mismatches(const int32_t *x, int nx, const int32_t *m, int nm, int32_t *first) {
+  int bad = 0;
+  for (int s = -31; s <= 30; s++)
+    for (int j = 0; j < nm; j++)
+      for (int i = 0; i < nx; i++) {
+        int32_t a = slicert_nn_requantize(x[i], m[j], s);
+        int32_t b = slicert_nn_requantize_lr(x[i], m[j], s > 0 ? s : 0, s > 0 ? 0 : -s);
+        if (a != b && bad++ == 0) { first[0] = x[i]; first[1] = m[j]; first[2] = s; }
+      }
+  return bad;
+}
+""")
+    so = tmp_path / "rq.so"
+    subprocess.run(["gcc", "-O2", "-fwrapv", "-shared", "-fPIC", f"-I{ZEPHYR_INCLUDE}",
+                    str(src), "-o", str(so)], check=True)
+    rng = np.random.default_rng(7)
+    edges = [0, 1, -1, 2, -2, 2**30, -(2**30), 2**31 - 1, -(2**31), 12345, -12345]
+    x = np.array(edges + list(rng.integers(-(2**31), 2**31, 400)), np.int32)
+    reals = rng.uniform(1e-6, 4.0, 40)
+    m = np.array([2**30, 2**31 - 1, 0, 1] + [quant.quantize_multiplier(float(r))[0]
+                                              for r in reals], np.int32)
+    first = np.zeros(3, np.int32)
+    fn = ctypes.CDLL(str(so)).mismatches
+    fn.restype = ctypes.c_int
+    bad = fn(x.ctypes.data_as(ctypes.c_void_p), len(x), m.ctypes.data_as(ctypes.c_void_p),
+             len(m), first.ctypes.data_as(ctypes.c_void_p))
+    assert bad == 0, f"{bad} differ, first x={first[0]} m={first[1]} shift={first[2]}"
 
 
 def test_impossible_form_schedules_are_refused():
@@ -162,6 +246,15 @@ def test_impossible_form_schedules_are_refused():
     assert "only the blocked forms" in check_schedule(
         task, LayerSchedule(form=0, pixel_block=2))[0]
     assert "not a kernel form" in check_schedule(task, LayerSchedule(form=7))[0]
+    assert "pointwise needs a 1x1 conv2d" in check_schedule(task, LayerSchedule(form=3))[0]
+    assert "reduction_unroll: 4 does not divide the innermost reduction loop (2)" in \
+        check_schedule(task, LayerSchedule(form=1, reduction_unroll=4))[0]
+    assert "reduction_unroll: a parameter of the blocked forms" in check_schedule(
+        task, LayerSchedule(form=0, reduction_unroll=2))[0]
+    pw = extract_tasks(one_layer({"type": "conv2d", "filters": 4, "kernel": 1},
+                                 [1, 5, 5, 4], "int8"))[0]
+    assert "pixel_block: 3 does not divide the 4 pixels of micro_tile 2" in check_schedule(
+        pw, LayerSchedule(form=3, tile_size=4, micro_tile=2, pixel_block=3))[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -17,8 +17,11 @@ What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-writte
 - **im2col** (``form: im2col``): conv2d copies each pixel's padded input patch once per
   register block, above the channel groups that read it; depthwise copies the block's padded
   input window. The bounds checks of padding leave the MAC loop;
-- **reduction unrolling**: the innermost reduction loop by :data:`REDUCTION_UNROLL`, a small
-  depthwise window whole.
+- **reduction unrolling**: the innermost reduction loop by ``reduction_unroll`` (a schedule
+  parameter: the best factor differs per layer), a small depthwise window whole (0.062 ->
+  0.091 MACs/cycle on DS-CNN);
+- **pointwise** (``form: pointwise``): a 1x1 stride-1 unpadded conv2d is a GEMM over the
+  flat pixels, so register blocks run across row ends (2 or 4 pixels on an output 5 wide).
 
 Partial tiles: the accumulation spans whole register blocks (a pixel past the edge computes
 the edge pixel again), so its guard is per block and outside the reduction loop.
@@ -46,13 +49,12 @@ from tvm import s_tir, te, tirx
 
 from slicert_ops.codegen.schedule import YIELD_ANNOTATION
 
+from .tasks import FORM_IM2COL, FORM_POINTWISE, MAX_UNROLLED_WINDOW
+
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
-FORM_BLOCK, FORM_IM2COL = 1, 2  # network.tasks.FORMS
-#: The innermost reduction loop is unrolled by this factor where it divides (measured on
-#: DS-CNN: conv 0.161 -> 0.183, pointwise 0.189 -> 0.217 MACs/cycle), a depthwise window of at
-#: most this many taps whole (0.062 -> 0.091).
-REDUCTION_UNROLL = 4
-MAX_UNROLLED_WINDOW = 25
+#: Per-channel constants of an int8 blocked kernel (``qparams`` rows): folded bias,
+#: multiplier, left shift, right shift.
+QPARAMS = 4
 
 
 def _window(sig: dict[str, Any]) -> int:
@@ -93,17 +95,42 @@ def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str
         wp = w.reshape(blocks, unroll, n_in).transpose(0, 2, 1)
     out = dict(arrays)
     out["weight"] = np.ascontiguousarray(wp)
-    if quantised and "bias" in arrays:
+    if quantised:
         folded = np.asarray(arrays["bias"]).astype(np.int64) - int(scalars["in_zp"]) * wsum
         if folded.min() < -(2**31) or folded.max() >= 2**31:
             raise ValueError("folded bias overflows int32")
-        out["bias"] = folded.astype(np.int32)
+        mult = np.asarray(arrays["mult"]).astype(np.int64)
+        shift = np.asarray(arrays["shift"]).astype(np.int64)
+        if (mult == -(2**31)).any():   # slicert_nn_requantize_lr assumes it (network.h)
+            raise ValueError("a requantisation multiplier of INT32_MIN saturates")
+        for name in ("bias", "mult", "shift"):
+            del out[name]
+        out["qparams"] = np.ascontiguousarray(np.stack(
+            [folded, mult, np.maximum(shift, 0), np.maximum(-shift, 0)], axis=1
+        ).astype(np.int32))
+    return out
+
+
+def kernel_out_shape(task_type: str, sig: dict[str, Any], s: Any) -> tuple[int, ...]:
+    """The output buffer as the kernel indexes it: NHWC, or ``(N, OH*OW, K)`` in the
+    pointwise form (the same bytes: the C signature takes plain pointers)."""
+    out = tuple(sig["out_shape"])
+    if task_type == "conv2d" and s.form == FORM_POINTWISE:
+        return (out[0], out[1] * out[2], out[3])
     return out
 
 
 def tiled_extent(extent: int, tile: int) -> int:
     """``extent`` rounded up to whole tiles of ``tile``."""
     return -(-extent // tile) * tile
+
+
+def clamped(i: Any, extent: int, block: int) -> Any:
+    """``i`` clamped to the last index where a partial block can reach past it; as it is
+    where blocks tile the extent (blocks start at multiples of ``block``): the pixels of a
+    block then sit at constant offsets from one pointer, and gcc shares the loads of
+    neighbouring taps."""
+    return tirx.min(i, extent - 1) if extent % block else i
 
 
 def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, acc_t: str,
@@ -126,12 +153,14 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
         r = te.reduce_axis((0, ish[1]), name="r")
 
         def dense_acc(b, u):
-            uc = tirx.min(u, units - 1)
+            uc = clamped(u, units, unroll)
             return te.sum(data[b, r].astype(acc_t)
                           * weight[uc // unroll, r, uc % unroll].astype(acc_t), axis=[r])
         acc = te.compute((out_shape[0], tiled_extent(units, unroll)), dense_acc,
                          name="acc")
         return data, weight, acc
+    if task_type == "conv2d" and s.form == FORM_POINTWISE:
+        return _pointwise_accumulate(sig, dtype, s, acc_t, weight.shape)
     _n, h, w, c = ish
     _, oh, ow, k = out_shape
     kh, kw = sig["kernel"]
@@ -145,7 +174,7 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
 
     def pix_at(b, y, x, i, j, ch):
         iy = y * sh + i - pt
-        ix = tirx.min(x, ow - 1) * sw + j - pl
+        ix = clamped(x, ow, s.pixel_block) * sw + j - pl
         v = data[b, iy, ix, ch]
         if padded:
             v = te.if_then_else(tirx.all(iy >= 0, iy < h, ix >= 0, ix < w), v, pad_value)
@@ -183,7 +212,7 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
             return v
         win = te.compute((ish[0], ph, pw_, c), padded_at, name="col")
         acc = te.compute(shape, lambda b, y, x, f: te.sum(
-            win[b, y * sh + rh, tirx.min(x, ow - 1) * sw + rw,
+            win[b, y * sh + rh, clamped(x, ow, s.pixel_block) * sw + rw,
                 f // mult if mult > 1 else f].astype(acc_t)
             * weight[f // unroll, rh, rw, f % unroll].astype(acc_t), axis=[rh, rw]),
             name="acc")
@@ -193,6 +222,24 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
             pix(b, y, x, f // mult if mult > 1 else f)
             * weight[f // unroll, rh, rw, f % unroll].astype(acc_t), axis=[rh, rw]),
             name="acc")
+    return data, weight, acc
+
+
+def _pointwise_accumulate(sig: dict[str, Any], dtype: str, s: Any, acc_t: str,
+                         wshape: Any) -> tuple[te.Tensor, te.Tensor, te.Tensor]:
+    """A 1x1 stride-1 unpadded conv2d as a GEMM: (N, P, C) x packed (K/u, 1, 1, C, u) over
+    the P = OH*OW flat pixels; a register block is ``pixel_block`` consecutive pixels, across
+    row ends. No padding, so no zero-point reads: the folded bias does all of it."""
+    n, h, w, c = sig["in_shapes"][0]
+    pixels, unroll = h * w, int(s.unroll)
+    data = te.placeholder((n, pixels, c), dtype, name="data")
+    weight = te.placeholder(tuple(wshape), dtype, name="weight")
+    rc = te.reduce_axis((0, c), name="rc")
+    acc = te.compute((n, tiled_extent(pixels, s.pixel_block), sig["out_shape"][3]),
+                     lambda b, p, f: te.sum(
+                         data[b, clamped(p, pixels, s.pixel_block), rc].astype(acc_t)
+                         * weight[f // unroll, 0, 0, rc, f % unroll].astype(acc_t), axis=[rc]),
+                     name="acc")
     return data, weight, acc
 
 
@@ -223,6 +270,22 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
         u_blk, u_i = sch.split(u_in, [None, s.unroll])
         anchor, yield_loop, block_extents = u_blk, u_mic, [s.unroll]
         inner = [u_i]
+    elif s.form == FORM_POINTWISE:   # flat pixels: macro- and micro-tiles of tile^2, micro^2
+        n, p, k = sch.get_loops(out)
+        p_mac, p_t = sch.split(p, [None, s.tile_size ** 2])
+        p_mic, p_in = sch.split(p_t, [None, s.micro_tile ** 2])
+        x_blk, x_i = sch.split(p_in, [None, s.pixel_block])
+        if s.channel_tile < sig["out_shape"][3]:
+            k_mic, k_t = sch.split(k, [None, s.channel_tile])
+            k_blk, k_i = sch.split(k_t, [None, s.unroll])
+            sch.reorder(n, p_mac, p_mic, k_mic, x_blk, k_blk, x_i, k_i)
+            yield_loop = k_mic
+        else:
+            k_blk, k_i = sch.split(k, [None, s.unroll])
+            sch.reorder(n, p_mac, p_mic, x_blk, k_blk, x_i, k_i)
+            yield_loop = p_mic
+        anchor, block_extents = k_blk, [s.pixel_block, s.unroll]
+        inner = [x_i, k_i]
     else:
         n, y, x, k = sch.get_loops(out)
         y_mac, y_t = sch.split(y, [None, s.tile_size])
@@ -256,11 +319,17 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
     if task_type == "depthwise_conv2d" and _window(sig) <= MAX_UNROLLED_WINDOW:
         for lp in red:  # the whole window: gcc folds the taps' offsets and bounds checks
             sch.unroll(lp)
-    elif red and int(sch.get(red[-1]).extent) % REDUCTION_UNROLL == 0:
-        r_o, r_i = sch.split(red[-1], [None, REDUCTION_UNROLL])
-        red = [*red[:-1], r_o, r_i]
-        sch.reorder(*red, *spatial)
-        sch.unroll(r_i)
+    elif red and s.reduction_unroll and s.reduction_unroll > 1:
+        # the innermost loop above 1 (tasks.reduction_extent; check_schedule: it divides)
+        inner_red = [lp for lp in red if int(sch.get(lp).extent) > 1][-1]
+        if int(sch.get(inner_red).extent) == s.reduction_unroll:
+            sch.unroll(inner_red)
+        else:
+            r_o, r_i = sch.split(inner_red, [None, s.reduction_unroll])
+            red = [lp for lp in sch.get_loops(acc)[depth:] if not any(
+                sch.get(lp).same_as(sch.get(sp)) for sp in spatial)]
+            sch.reorder(*red, *spatial)
+            sch.unroll(r_i)
     if red:
         init = sch.decompose_reduction(acc, red[0])
         _unroll_below(sch, init, depth)

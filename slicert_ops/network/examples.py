@@ -41,19 +41,35 @@ DEADLINE_SPACE: dict[str, Any] = {
 }
 DEADLINE_OBJECTIVE = "kernel_cycles subject to deadline_misses <= 0"
 
-# The schedule spaces of the examples (per op type): the unrolling that matters most
-# (output channels computed together; dense: the reduction), a few candidates per task.
+# The schedule spaces of the examples (per op type, a layer's own where one layer differs):
+# the kernel forms against each other with the register blocks and reduction unrolling that
+# won on these shapes (bench/bench_kernels.py), and micro-tiles of two granule sizes.
 SPACES: dict[str, dict[str, Any]] = {
-    # 25x5 feature maps: a row of 5 pixels is the register block (tile and micro-tile 5); the
-    # kernel forms against each other
-    "ds_cnn_kws": {"conv2d": {"tile_size": [5], "micro_tile": [1, 5], "pixel_block": [1, 5],
-                              "unroll": [2, 4, 8], "form": ["block", "im2col"]},
+    # 25x5 feature maps: conv1 (10x4, one input channel) in im2col with a row of 5 pixels per
+    # register block; the 1x1 layers as flat-pixel GEMMs (pointwise) or im2col
+    "ds_cnn_kws": {"conv2d": {"tile_size": [4, 5], "micro_tile": [2, 4, 5],
+                              "pixel_block": [2, 5], "unroll": [2, 4],
+                              "form": ["im2col", "pointwise"], "reduction_unroll": [4, 16]},
                    "depthwise_conv2d": {"tile_size": [5], "micro_tile": [1, 5],
-                                        "pixel_block": [1, 5], "unroll": [1, 2, 4, 8]},
+                                        "pixel_block": [1, 5], "unroll": [1, 2, 4]},
                    "dense": {"tile_size": [12], "micro_tile": [12], "unroll": [3, 4, 6]}},
-    "resnet8": {"conv2d": {"tile_size": [4, 8], "unroll": [2, 4, 8]}},
-    "mobilenet_v1_vww": {"conv2d": {"unroll": [4, 8]}},
-    "fc_autoencoder": {"dense": {"unroll": [1, 4]}},
+    # 3x3 convs of 16-64 channels: block or im2col, the whole 16 input channels unrolled
+    "resnet8": {"conv2d": {"tile_size": [8], "micro_tile": [2, 4], "pixel_block": [2, 4],
+                           "unroll": [2, 4], "form": ["block", "im2col"],
+                           "reduction_unroll": [4, 16], "channel_tile": [16, 32]},
+                "layers": {"conv1": {"tile_size": [8], "micro_tile": [2, 4],
+                                     "pixel_block": [2, 4], "unroll": [2, 4],
+                                     "form": ["im2col"]}}},
+    # 13 pointwise layers (flat pixels, 8-256 channels) and depthwise maps from 48x48 to 3x3
+    "mobilenet_v1_vww": {"conv2d": {"tile_size": [2, 4], "micro_tile": [2],
+                                    "pixel_block": [2, 4], "unroll": [2, 4],
+                                    "form": ["pointwise"], "reduction_unroll": [8, 16]},
+                         "depthwise_conv2d": {"tile_size": [2, 4, 8], "micro_tile": [2, 4],
+                                              "pixel_block": [2, 4], "unroll": [1, 2]},
+                         "layers": {"conv1": {"tile_size": [8], "micro_tile": [2, 4],
+                                              "pixel_block": [2, 4], "unroll": [2, 4, 8],
+                                              "form": ["im2col"]}}},
+    "fc_autoencoder": {"dense": {"unroll": [4, 8], "reduction_unroll": [4, 8]}},
 }
 
 ALL_LAYERS: dict[str, Any] = {

@@ -13,7 +13,7 @@ import math
 
 from .tasks import LayerSchedule, Task, micro_tiles, resolve
 
-LAYER_FEATURES_VERSION = "nf2"
+LAYER_FEATURES_VERSION = "nf3"
 OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
 
 
@@ -56,10 +56,14 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     f["micro_tile"] = s.micro_tile or 0
     f["unroll"] = s.unroll or 1
     f["channel_tile"] = s.channel_tile or 0
-    # the kernel form (0 direct, 1 register-blocked, 2 im2col) and its register block
+    # the kernel form (0 direct, 1 register-blocked, 2 im2col, 3 pointwise; one-hot as well:
+    # the forms are categories), its register block and its reduction unrolling
     f["form"] = s.form or 0
+    for name, code in (("block", 1), ("im2col", 2), ("pointwise", 3)):
+        f[f"form_{name}"] = float(s.form == code)
     f["pixel_block"] = s.pixel_block or 0
     f["block_accumulators"] = (s.pixel_block or 1) * (s.unroll or 1) if s.form else 0
+    f["reduction_unroll"] = s.reduction_unroll or 0
     isz = 1 if task.dtype == "int8" else 4
     if t in ("conv2d", "depthwise_conv2d"):
         m = s.micro_tile

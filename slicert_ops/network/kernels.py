@@ -43,6 +43,7 @@ from .features import LAYER_FEATURES_VERSION, layer_features
 from .tasks import LayerSchedule, Task, micro_tiles, resolve
 
 REQUANT = "slicert_nn_requantize"
+REQUANT_LR = "slicert_nn_requantize_lr"  # the blocked forms' (shift split at build time)
 NN_HEADER = "slicert/network.h"
 ADD_LEFT_SHIFT = 20
 VERIFY_SREF_TREE = 1  # s_tir ScheduleDebugMask kVerifySRefTree
@@ -253,14 +254,28 @@ def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
     form, with ``weight`` packed and ``bias`` folded by :meth:`LayerKernel.pack`."""
     q = task.dtype == "int8"
     acc_t = "int32" if q else "float32"
-    out_shape = tuple(task.signature["out_shape"])
-    chan_axis = 1 if task.type == "dense" else 3
+    out_shape = blocked.kernel_out_shape(task.type, task.signature, s)
+    chan_axis = len(out_shape) - 1
     in_zp = te.var("in_zp", "int32")
     data, weight, acc = blocked.define_accumulate(task.type, task.signature, task.dtype, s,
                                                   acc_t, in_zp if q else None)
-    bias = te.placeholder((out_shape[chan_axis],), acc_t, name="bias")
-    return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, task.dtype,
-                       lambda *idx: acc[idx] + bias[idx[chan_axis]], chan_axis)
+    if not q:
+        bias = te.placeholder((out_shape[chan_axis],), acc_t, name="bias")
+        return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, task.dtype,
+                           lambda *idx: acc[idx] + bias[idx[chan_axis]], chan_axis)
+    # one row of constants per channel (blocked.pack_arrays): folded bias, multiplier, left
+    # and right shift: one pointer, and the requantisation needs no branch on the shift sign
+    qp = te.placeholder((out_shape[chan_axis], blocked.QPARAMS), "int32", name="qparams")
+    out_zp = te.var("out_zp", "int32")
+    lo, hi = te.var("act_min", "int32"), te.var("act_max", "int32")
+
+    def out_f(*idx):
+        ch = idx[chan_axis]
+        v = tirx.call_extern("int32", REQUANT_LR, acc[idx] + qp[ch, 0], qp[ch, 1], qp[ch, 2],
+                             qp[ch, 3])
+        return _clamp_i8(v + out_zp, lo, hi)
+    out = te.compute(out_shape, out_f, name="out")
+    return [data, weight, qp, in_zp, out_zp, lo, hi, out], "out"
 
 
 def _finish_mac(q: bool, tensors: list[Any], acc: Any, in_zp: Any, out_shape, dt: str,

@@ -43,10 +43,11 @@ from .network import Network, Op
 from .spec import Problem
 
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
-    "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll", "form", "pixel_block"),
+    "conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll", "form", "pixel_block",
+               "reduction_unroll"),
     "depthwise_conv2d": ("tile_size", "micro_tile", "channel_tile", "unroll", "form",
-                         "pixel_block"),
-    "dense": ("tile_size", "micro_tile", "unroll", "form"),
+                         "pixel_block", "reduction_unroll"),
+    "dense": ("tile_size", "micro_tile", "unroll", "form", "reduction_unroll"),
     "avg_pool": ("micro_tile", "channel_tile"),
     "max_pool": ("micro_tile", "channel_tile"),
     "add": ("micro_tile",),
@@ -72,13 +73,23 @@ MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/s
 #: Kernel forms (``form``): 0 the direct loop nest (the previous generator: one pixel x
 #: ``unroll`` channels, zero point subtracted per MAC, requantisation per output), 1 the
 #: register-blocked form (``network/blocked.py``: ``pixel_block`` pixels x ``unroll``
-#: channels of accumulators, packed weights, zero point folded into the bias). Names are
-#: accepted in a manifest.
-FORM_DIRECT, FORM_BLOCK, FORM_IM2COL = 0, 1, 2
-FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL}
+#: channels of accumulators, packed weights, zero point folded into the bias), 2 im2col (the
+#: block form reading a padded copy of each patch), 3 pointwise (a 1x1 stride-1 unpadded
+#: conv2d as a GEMM over the flattened pixels: register blocks run across rows, so a block of
+#: 2 or 4 pixels fits an output 5 pixels wide). Names are accepted in a manifest.
+FORM_DIRECT, FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE = 0, 1, 2, 3
+FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL,
+         "pointwise": FORM_POINTWISE}
 BLOCKED_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 #: The register file: r0-r12 and lr; a block of more accumulators than this spills.
 MAX_BLOCK_ACCUMULATORS = 16
+#: The blocked forms unroll their innermost reduction loop (``reduction_unroll``) by default
+#: by the largest divisor of its extent up to this (measured on DS-CNN: conv 0.161 -> 0.183,
+#: pointwise 0.189 -> 0.217 MACs/cycle at 4; the best factor differs per layer: a pointwise
+#: 64 -> 64 layer gains at 8 or 16, a 10x4 conv loses). A depthwise window of at most
+#: MAX_UNROLLED_WINDOW taps is unrolled whole instead.
+DEFAULT_REDUCTION_UNROLL = 4
+MAX_UNROLLED_WINDOW = 25
 
 
 @dataclass(frozen=True)
@@ -89,16 +100,21 @@ class LayerSchedule:
     channel_tile: int | None = None
     form: int | None = None
     pixel_block: int | None = None
+    reduction_unroll: int | None = None
 
     def to_dict(self) -> dict[str, int | None]:
-        return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
-                "unroll": self.unroll, "channel_tile": self.channel_tile, "form": self.form,
-                "pixel_block": self.pixel_block}
+        d = {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
+             "unroll": self.unroll, "channel_tile": self.channel_tile, "form": self.form,
+             "pixel_block": self.pixel_block}
+        if self.reduction_unroll is not None:  # a blocked form's (absent: ids of before)
+            d["reduction_unroll"] = self.reduction_unroll
+        return d
 
     @property
     def blocked(self) -> bool:
-        """The register-blocked forms (block, im2col): packed weights, folded zero point."""
-        return self.form in (FORM_BLOCK, FORM_IM2COL)
+        """The register-blocked forms (block, im2col, pointwise): packed weights, folded zero
+        point."""
+        return self.form in (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE)
 
 
 @dataclass
@@ -186,9 +202,9 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
         micro = max([d for d in _divisors(tile) if d * d * per_pixel <= _mac_budget(t)]
                     or [1])
         unroll = max(d for d in _divisors(ext["channels"]) if d <= DEFAULT_BLOCK_CHANNELS)
-        return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll),
-                             default_form(task, default_pixel_block(micro)),
-                             default_pixel_block(micro))
+        form = default_form(task, default_pixel_block(micro))
+        return LayerSchedule(tile, micro, unroll, default_channel_tile(task, unroll), form,
+                             default_pixel_block(micro, form))
     if t == "dense":
         units = ext["units"]
         tile = tile_size or max(d for d in (1, 2, 4, 8, 16, 32) if d <= units)
@@ -205,9 +221,14 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
 
 
 def default_form(task: Task, pixel_block: int) -> int:
-    """im2col for a padded conv2d whose patch fits a stack array (the bounds checks leave the
-    MAC loop), else the register-blocked form."""
+    """pointwise for a 1x1 stride-1 unpadded conv2d, im2col for a padded conv2d whose patch
+    fits a stack array (the bounds checks leave the MAC loop), else the register-blocked
+    form."""
     sig = task.signature
+    if task.type == "dense":
+        return FORM_BLOCK
+    if is_pointwise(sig):
+        return FORM_POINTWISE
     if task.type == "conv2d" and any(sig["padding"]):
         kh, kw = sig["kernel"]
         if (pixel_block * kh * kw * sig["in_shapes"][0][3] * _itemsize(task)
@@ -216,14 +237,45 @@ def default_form(task: Task, pixel_block: int) -> int:
     return FORM_BLOCK
 
 
+def reduction_extent(task: Task) -> int:
+    """Extent of the innermost reduction loop a blocked kernel of the task unrolls by
+    ``reduction_unroll``: input channels (dense: features), else the innermost window
+    dimension above 1; 1 where there is none (a depthwise window unrolled whole)."""
+    sig = task.signature
+    if task.type == "dense":
+        return int(sig["in_shapes"][0][1])
+    kh, kw = sig["kernel"]
+    if task.type == "depthwise_conv2d":
+        return 1 if kh * kw <= MAX_UNROLLED_WINDOW else (kw if kw > 1 else kh)
+    c = int(sig["in_shapes"][0][3])
+    return next((e for e in (c, kw, kh) if e > 1), 1)
+
+
+def default_reduction_unroll(task: Task) -> int:
+    return max(d for d in _divisors(reduction_extent(task)) if d <= DEFAULT_REDUCTION_UNROLL)
+
+
+def is_pointwise(sig: dict[str, Any]) -> bool:
+    """A 1x1 conv2d with stride 1 and no padding: its output pixels are its input pixels, so
+    the pixels can be one flat axis (the pointwise form)."""
+    return (sig["type"] == "conv2d" and tuple(sig["kernel"]) == (1, 1)
+            and tuple(sig["stride"]) == (1, 1) and not any(sig["padding"]))
+
+
+def block_span(form: int | None, micro_tile: int) -> int:
+    """Output pixels along the axis a register block runs on, per micro-tile: a row of the
+    micro-tile, or all of its micro_tile^2 pixels in the pointwise form (flat pixels)."""
+    return micro_tile * micro_tile if form == FORM_POINTWISE else micro_tile
+
+
 def _itemsize(task: Task) -> int:
     return 1 if task.dtype == "int8" else 4
 
 
-def default_pixel_block(micro_tile: int) -> int:
-    """Output pixels per register block: the largest divisor of the micro-tile edge up to
-    :data:`DEFAULT_BLOCK_PIXELS`."""
-    return max(d for d in _divisors(micro_tile) if d <= DEFAULT_BLOCK_PIXELS)
+def default_pixel_block(micro_tile: int, form: int | None = None) -> int:
+    """Output pixels per register block: the largest divisor of the micro-tile's block span
+    (:func:`block_span`) up to :data:`DEFAULT_BLOCK_PIXELS`."""
+    return max(d for d in _divisors(block_span(form, micro_tile)) if d <= DEFAULT_BLOCK_PIXELS)
 
 
 def _mac_budget(op_type: str) -> int:
@@ -262,14 +314,33 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
             errs.append(f"{k}: {v!r} must be a positive integer")
     if errs:
         return errs
-    form = sched.form if sched.form is not None else (FORM_BLOCK if t in BLOCKED_TYPES
-                                                      else None)
+    form = sched.form if sched.form is not None else (
+        default_form(task, sched.pixel_block or 1) if t in BLOCKED_TYPES else None)
     if sched.pixel_block is not None and form == FORM_DIRECT:
-        errs.append("pixel_block: only the blocked forms (form: block, im2col) have register "
-                    "blocks")
+        errs.append("pixel_block: only the blocked forms (form: block, im2col, pointwise) "
+                    "have register blocks")
         return errs
+    if sched.reduction_unroll is not None:
+        red = reduction_extent(task)
+        if form == FORM_DIRECT:
+            errs.append("reduction_unroll: a parameter of the blocked forms (form: block, "
+                        "im2col, pointwise); the direct form unrolls by unroll")
+        elif red % sched.reduction_unroll:
+            what = ("a depthwise window unrolled whole" if red == 1 and t ==
+                    "depthwise_conv2d" else f"the innermost reduction loop ({red})")
+            errs.append(f"reduction_unroll: {sched.reduction_unroll} does not divide {what} "
+                        f"(valid: {', '.join(map(str, _divisors(red)))})")
+        if errs:
+            return errs
     if form == FORM_IM2COL and t == "dense":
         errs.append("form: im2col is a convolution form (dense: direct or block)")
+        return errs
+    if form == FORM_POINTWISE and not is_pointwise(task.signature):
+        sig = task.signature
+        errs.append("form: pointwise needs a 1x1 conv2d with stride 1 and no padding (this "
+                    f"{t}: kernel {list(sig.get('kernel', []))}, stride "
+                    f"{list(sig.get('stride', []))}, padding {list(sig.get('padding', []))}); "
+                    "use block or im2col")
         return errs
     d = default_schedule(task, sched.tile_size)
     tile = sched.tile_size or d.tile_size
@@ -287,6 +358,8 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
                         "of one micro-tile)")
     if t in ("conv2d", "depthwise_conv2d", "dense"):
         edge = min(ext["rows"], ext["cols"]) if t != "dense" else ext["units"]
+        if form == FORM_POINTWISE:   # flat pixels: a macro-tile is tile_size^2 of them
+            edge = math.isqrt(ext["rows"] * ext["cols"] - 1) + 1
         if tile > edge:
             errs.append(f"tile_size: {tile} is larger than the output extent {edge} "
                         f"(valid 1..{edge})")
@@ -309,15 +382,18 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
         elif blocked_dense and micro % unroll:
             errs.append(f"unroll: {unroll} units per register block do not divide micro_tile "
                         f"{micro} (a block must not straddle two micro-tiles)")
-        elif form in (FORM_BLOCK, FORM_IM2COL) and t != "dense":
-            px = sched.pixel_block or default_pixel_block(micro)
+        elif form in (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE) and t != "dense":
+            px = sched.pixel_block or default_pixel_block(micro, form)
+            span = block_span(form, micro)
             kh, kw = task.signature["kernel"]
             sw = task.signature["stride"][1]
             patch = (px * kh * kw * task.signature["in_shapes"][0][3] if t == "conv2d"
                      else kh * ((px - 1) * sw + kw) * unroll) * _itemsize(task)
-            if micro % px:
-                errs.append(f"pixel_block: {px} does not divide micro_tile {micro} (valid: "
-                            f"{', '.join(map(str, _divisors(micro)))})")
+            if span % px:
+                of = (f"the {span} pixels of micro_tile {micro}" if form == FORM_POINTWISE
+                      else f"micro_tile {micro}")
+                errs.append(f"pixel_block: {px} does not divide {of} (valid: "
+                            f"{', '.join(map(str, _divisors(span)))})")
             elif px * unroll > MAX_BLOCK_ACCUMULATORS:
                 errs.append(f"pixel_block: {px} pixels x unroll {unroll} channels are "
                             f"{px * unroll} accumulators; at most {MAX_BLOCK_ACCUMULATORS} "
@@ -354,15 +430,19 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
     if "form" in vals:
         if vals["form"] == FORM_DIRECT:
             vals.pop("pixel_block", None)
+            vals.pop("reduction_unroll", None)
             if sched.unroll is None and task.type == "dense":  # the direct form's default
                 vals["unroll"] = max(d for d in _divisors(_extent(task.signature)["reduction"])
                                      if d <= 4)
         elif "pixel_block" in vals and sched.pixel_block is None:
-            vals["pixel_block"] = default_pixel_block(vals["micro_tile"])
+            vals["pixel_block"] = default_pixel_block(vals["micro_tile"], vals["form"])
         elif task.type == "dense" and sched.unroll is None:
             units = _extent(task.signature)["units"]
             vals["unroll"] = max(d for d in _divisors(math.gcd(units, vals["micro_tile"]))
                                  if d <= DEFAULT_BLOCK_UNITS)
+    if "reduction_unroll" in vals and vals.get("form") != FORM_DIRECT \
+            and vals["reduction_unroll"] is None:
+        vals["reduction_unroll"] = default_reduction_unroll(task)
     return LayerSchedule(**vals)
 
 
@@ -370,6 +450,10 @@ def micro_tiles(task: Task, sched: LayerSchedule) -> int:
     """Yield checks per call of the kernel (iterations of the yield loop)."""
     s = resolve(task, sched)
     ext = _extent(task.signature)
+    if s.form == FORM_POINTWISE:   # flat pixels: tile_size^2 per macro-tile
+        per = -(-s.tile_size ** 2 // s.micro_tile ** 2)
+        return (-(-ext["rows"] * ext["cols"] // s.tile_size ** 2) * per
+                * (ext["channels"] // s.channel_tile))
     if task.type in ("conv2d", "depthwise_conv2d"):
         per = -(-s.tile_size // s.micro_tile)
         return (-(-ext["rows"] // s.tile_size) * -(-ext["cols"] // s.tile_size) * per * per
