@@ -145,8 +145,9 @@ def test_block_form_packs_weights_and_folds_the_zero_point():
     assert packed["weight"].shape == (2, 3, 3, 3, 4)
     assert np.array_equal(packed["weight"][1, 2, 0, 1, 3], w[2, 0, 1, 7])
     want = op.arrays["bias"] - op.scalars["in_zp"] * w.astype(np.int64).sum(axis=(0, 1, 2))
-    qp = packed["qparams"]   # per channel: folded bias, multiplier, left and right shift
-    assert qp.shape == (8, 4) and "bias" not in packed and "shift" not in packed
+    qp = packed["qparams"]   # per channel: folded bias, multiplier, left/right shift, mask
+    assert qp.shape == (8, 5) and "bias" not in packed and "shift" not in packed
+    assert np.array_equal(qp[:, 4], (1 << qp[:, 3].astype(np.int64)) - 1)
     assert np.array_equal(qp[:, 0], want) and op.scalars["in_zp"] != 0
     assert np.array_equal(qp[:, 1], op.arrays["mult"])
     shift = op.arrays["shift"]
@@ -211,7 +212,9 @@ int mismatches(const int32_t *x, int nx, const int32_t *m, int nm, int32_t *firs
     for (int j = 0; j < nm; j++)
       for (int i = 0; i < nx; i++) {
         int32_t a = slicert_nn_requantize(x[i], m[j], s);
-        int32_t b = slicert_nn_requantize_lr(x[i], m[j], s > 0 ? s : 0, s > 0 ? 0 : -s);
+        int32_t r = s > 0 ? 0 : -s;
+        int32_t b = slicert_nn_requantize_lr(x[i], m[j], s > 0 ? s : 0, r,
+                                             (int32_t)((1u << r) - 1u));
         if (a != b && bad++ == 0) { first[0] = x[i]; first[1] = m[j]; first[2] = s; }
       }
   return bad;

@@ -53,8 +53,8 @@ from .tasks import FORM_IM2COL, FORM_POINTWISE, MAX_UNROLLED_WINDOW
 
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 #: Per-channel constants of an int8 blocked kernel (``qparams`` rows): folded bias,
-#: multiplier, left shift, right shift.
-QPARAMS = 4
+#: multiplier, left shift, right shift, rounding mask (2^right - 1).
+QPARAMS = 5
 
 
 def _window(sig: dict[str, Any]) -> int:
@@ -106,7 +106,8 @@ def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str
         for name in ("bias", "mult", "shift"):
             del out[name]
         out["qparams"] = np.ascontiguousarray(np.stack(
-            [folded, mult, np.maximum(shift, 0), np.maximum(-shift, 0)], axis=1
+            [folded, mult, np.maximum(shift, 0), np.maximum(-shift, 0),
+             (1 << np.maximum(-shift, 0)) - 1], axis=1
         ).astype(np.int32))
     return out
 

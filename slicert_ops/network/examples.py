@@ -63,12 +63,12 @@ SPACES: dict[str, dict[str, Any]] = {
     # 13 pointwise layers (flat pixels, 8-256 channels) and depthwise maps from 48x48 to 3x3
     "mobilenet_v1_vww": {"conv2d": {"tile_size": [2, 4], "micro_tile": [2],
                                     "pixel_block": [2, 4], "unroll": [2, 4],
-                                    "form": ["pointwise"], "reduction_unroll": [8, 16]},
+                                    "form": ["pointwise"], "reduction_unroll": [4, 16]},
                          "depthwise_conv2d": {"tile_size": [2, 4, 8], "micro_tile": [2, 4],
                                               "pixel_block": [2, 4], "unroll": [1, 2]},
-                         "layers": {"conv1": {"tile_size": [8], "micro_tile": [2, 4],
-                                              "pixel_block": [2, 4], "unroll": [2, 4, 8],
-                                              "form": ["im2col"]}}},
+                         "layers": {"conv1": {"tile_size": [8], "micro_tile": [4, 8],
+                                              "pixel_block": [2, 4], "unroll": [2, 4],
+                                              "form": ["block", "im2col"]}}},
     "fc_autoencoder": {"dense": {"unroll": [4, 8], "reduction_unroll": [4, 8]}},
 }
 

@@ -264,7 +264,8 @@ def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
         return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, task.dtype,
                            lambda *idx: acc[idx] + bias[idx[chan_axis]], chan_axis)
     # one row of constants per channel (blocked.pack_arrays): folded bias, multiplier, left
-    # and right shift: one pointer, and the requantisation needs no branch on the shift sign
+    # and right shift, rounding mask: one pointer, and the requantisation needs no branch on
+    # the shift sign
     qp = te.placeholder((out_shape[chan_axis], blocked.QPARAMS), "int32", name="qparams")
     out_zp = te.var("out_zp", "int32")
     lo, hi = te.var("act_min", "int32"), te.var("act_max", "int32")
@@ -272,7 +273,7 @@ def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
     def out_f(*idx):
         ch = idx[chan_axis]
         v = tirx.call_extern("int32", REQUANT_LR, acc[idx] + qp[ch, 0], qp[ch, 1], qp[ch, 2],
-                             qp[ch, 3])
+                             qp[ch, 3], qp[ch, 4])
         return _clamp_i8(v + out_zp, lo, hi)
     out = te.compute(out_shape, out_f, name="out")
     return [data, weight, qp, in_zp, out_zp, lo, hi, out], "out"

@@ -53,17 +53,16 @@ static inline __attribute__((always_inline)) int32_t slicert_nn_requantize(int32
 
 /*
  * slicert_nn_requantize with the shift split at build time (left = max(shift, 0), right =
- * max(-shift, 0)), for a multiplier other than INT32_MIN (the block form's packer checks
- * it: the only multiplier for which the doubling high multiply saturates). The same result,
- * without branches: the requantisation of the register-blocked kernels.
+ * max(-shift, 0), mask = 2^right - 1), for a multiplier other than INT32_MIN (the block
+ * form's packer checks it: the only multiplier for which the doubling high multiply
+ * saturates). The same result, without branches: the requantisation of the register-blocked
+ * kernels.
  */
-static inline __attribute__((always_inline)) int32_t slicert_nn_requantize_lr(int32_t x, int32_t m,
-									       int32_t left,
-									       int32_t right)
+static inline __attribute__((always_inline)) int32_t
+slicert_nn_requantize_lr(int32_t x, int32_t m, int32_t left, int32_t right, int32_t mask)
 {
 	const int64_t ab = (int64_t)(int32_t)((uint32_t)x << left) * (int64_t)m;
 	const int32_t hi = (int32_t)((ab + (int64_t)(1 << 30)) >> 31);
-	const int32_t mask = (int32_t)((1u << right) - 1u);
 	const int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)hi >> 31);
 
 	return (hi >> right) + ((hi & mask) > threshold ? 1 : 0);
