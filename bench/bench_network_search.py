@@ -164,11 +164,15 @@ def candidate_from_run(run_dir: Path) -> Candidate:
 
 
 # -- priors from the other networks ---------------------------------------------------------
-def transfer_prior(task: TaskSpace, others: Sequence[TaskSpace]) -> Any:
-    """``TransferPrior`` for ``task`` fitted on the other networks' task candidates."""
+def transfer_prior(task: TaskSpace, others: Sequence[TaskSpace], relative: bool = True
+                   ) -> Any:
+    """``TransferPrior`` for ``task`` fitted on the other networks' task candidates; by
+    default with the within-task ranking blended in (``relative``: a form seen only on
+    costly layers elsewhere is not taken for a costly form)."""
     from slicert_ops.search.model import TransferPrior
 
-    return TransferPrior.fit(task.cands, [(o.cands, o.table) for o in others], [METRIC])
+    return TransferPrior.fit(task.cands, [(o.cands, o.table) for o in others], [METRIC],
+                             relative=relative)
 
 
 class ChampionLike:
@@ -333,6 +337,8 @@ def main() -> int:
                     help="search each whole space: also the trials each strategy needs to "
                          "come within 3 %% (worst seed; slower)")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    ap.add_argument("--absolute-prior", action="store_true",
+                    help="the transfer prior on absolute costs only (no within-task ranking)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # "no champion" notices
     t_all = time.perf_counter()
@@ -367,7 +373,7 @@ def main() -> int:
             "cost_model": lambda: CostModelStrategy(use_champion=False),
         }
         if others:
-            prior = transfer_prior(t, others)
+            prior = transfer_prior(t, others, relative=not args.absolute_prior)
             strategies["cost_model+prior"] = lambda p=prior: CostModelStrategy(
                 use_champion=False, prior=p)
         if t.network in champions:

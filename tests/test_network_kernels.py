@@ -337,3 +337,21 @@ def test_random_networks_unseen_shapes_and_orders(seed, dtype):
             else:
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
             assert yields == kernel.micro_tiles
+
+
+def test_block_cost_features():
+    """nf4: what a blocked form computes beyond the MACs, from the schedule alone."""
+    from slicert_ops.network.features import layer_features
+
+    pw = extract_tasks(one_layer({"type": "conv2d", "filters": 8, "kernel": 1},
+                                 [1, 3, 3, 8], "int8"))[0]
+    four = layer_features(pw, LayerSchedule(form=3, tile_size=2, micro_tile=2, pixel_block=4))
+    two = layer_features(pw, LayerSchedule(form=3, tile_size=2, micro_tile=2, pixel_block=2))
+    assert four["block_waste"] == 12 / 9 and two["block_waste"] == 10 / 9
+    assert four["padded_share"] == 0.0 and four["copies_per_mac"] == 0.0
+    conv = extract_tasks(one_layer({"type": "conv2d", "filters": 8, "kernel": 3,
+                                    "padding": "same"}, [1, 6, 6, 2], "int8"))[0]
+    f = layer_features(conv, LayerSchedule(form=2, tile_size=2, micro_tile=2, pixel_block=2,
+                                           unroll=4, channel_tile=4))
+    assert f["copies_per_mac"] == 1 / 4 and f["block_waste"] == 1.0
+    assert f["padded_share"] == 1 - 16 / 36   # the 4x4 interior reads no padding

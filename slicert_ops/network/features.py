@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from .tasks import LayerSchedule, Task, micro_tiles, resolve
+from .tasks import FORM_IM2COL, FORM_POINTWISE, LayerSchedule, Task, micro_tiles, resolve
 
-LAYER_FEATURES_VERSION = "nf3"
+LAYER_FEATURES_VERSION = "nf4"
 OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
 
 
@@ -64,6 +64,7 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     f["pixel_block"] = s.pixel_block or 0
     f["block_accumulators"] = (s.pixel_block or 1) * (s.unroll or 1) if s.form else 0
     f["reduction_unroll"] = s.reduction_unroll or 0
+    f.update(_block_costs(task, s))
     isz = 1 if task.dtype == "int8" else 4
     if t in ("conv2d", "depthwise_conv2d"):
         m = s.micro_tile
@@ -77,6 +78,39 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     else:
         f["granule_bytes"] = f["work_per_check"] * isz
     return {k: float(v) for k, v in f.items()}
+
+
+def _block_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
+    """What a blocked form computes beyond the MACs: ``block_waste`` (computed / real output
+    pixels or units: a partial register block computes its edge pixel again, e.g. 4-pixel
+    blocks on a 3x3 output compute 12 for 9), ``copies_per_mac`` (im2col: padded input
+    bytes copied per MAC) and ``padded_share`` (output pixels whose window reads padding:
+    bounds checks where the form keeps them)."""
+    sig, t = task.signature, task.type
+    out = {"block_waste": 1.0, "copies_per_mac": 0.0, "padded_share": 0.0}
+    if t in ("conv2d", "depthwise_conv2d"):
+        _n, oh, ow, k = sig["out_shape"]
+        kh, kw = sig["kernel"]
+        sh, sw = sig["stride"]
+        pt, pb, pl, pr = sig["padding"]
+        h, w = sig["in_shapes"][0][1:3]
+        rows = sum(1 for y in range(oh) if y * sh - pt < 0 or y * sh - pt + kh > h)
+        cols = sum(1 for x in range(ow) if x * sw - pl < 0 or x * sw - pl + kw > w)
+        out["padded_share"] = 1.0 - (oh - rows) * (ow - cols) / (oh * ow)
+        if s.form:
+            px = s.pixel_block or 1
+            span = oh * ow if s.form == FORM_POINTWISE else ow
+            out["block_waste"] = -(-span // px) * px / span
+            if s.form == FORM_IM2COL:
+                if t == "conv2d":   # a pixel's patch, once per channel tile
+                    out["copies_per_mac"] = 1.0 / (s.channel_tile or k)
+                else:               # the block's window, per block of px x unroll x taps
+                    win = kh * ((px - 1) * sw + kw)
+                    out["copies_per_mac"] = win / (px * kh * kw)
+    elif t == "dense" and s.form:
+        units, u = sig["out_shape"][1], s.unroll or 1
+        out["block_waste"] = -(-units // u) * u / units
+    return out
 
 
 def layer_feature_names() -> list[str]:

@@ -112,17 +112,24 @@ class TransferPrior:
     @classmethod
     def fit(cls, cands: Sequence[Candidate],
             others: Sequence[tuple[Sequence[Candidate], Mapping[str, MeasureResult]]],
-            metrics: Sequence[str]) -> TransferPrior:
+            metrics: Sequence[str], relative: bool = False) -> TransferPrior:
+        """``relative``: also learn each other space's costs relative to its own mean (the
+        ranking within a space) and blend it half and half (in log cost) with the absolute
+        model, at the level the absolute model gives this space. A schedule choice that only
+        ever appears on costly layers (im2col on first layers) is then not mistaken for a
+        costly choice (network tasks, bench_network_search: tuned / best 1.055 -> 1.017)."""
         import pandas as pd
         import xgboost as xgb
 
         frames, targets = [], {m: [] for m in metrics}
+        groups: list[int] = []
         for o_cands, table in others:
             ok = [c for c in o_cands if c.id in table and table[c.id].ok
                   and all(_finite(table[c.id].metrics.get(m)) for m in metrics)]
             if not ok:
                 continue
             frames.append(feature_frame_of(ok))
+            groups += [len(frames)] * len(ok)
             for m in metrics:
                 targets[m] += [float(table[c.id].metrics[m]) for c in ok]
         target = feature_frame_of(cands)
@@ -146,7 +153,16 @@ class TransferPrior:
             y = np.log1p(np.clip(np.asarray(targets[m]) / scale_train, 0, None))
             booster = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y, nthread=1,
                                                     missing=np.nan), num_boost_round=300)
-            preds[m] = np.expm1(booster.predict(dtest)) * scale_test
+            level = booster.predict(dtest)
+            if relative:
+                g = np.asarray(groups)
+                sums = np.bincount(g, weights=y)
+                means = (sums / np.bincount(g))[g]
+                rel = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y - means,
+                                                    nthread=1, missing=np.nan),
+                                num_boost_round=300)
+                level = 0.5 * (rel.predict(dtest) + level.mean()) + 0.5 * level
+            preds[m] = np.expm1(level) * scale_test
         return cls(preds, len(train), [c.id for c in cands])
 
     def for_space(self, space: SearchSpace) -> TransferPrior:
