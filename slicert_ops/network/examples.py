@@ -57,6 +57,7 @@ SPACES: dict[str, dict[str, Any]] = {
     "resnet8": {"conv2d": {"tile_size": [8], "micro_tile": [2, 4], "pixel_block": [2, 4],
                            "unroll": [2, 4], "form": ["block", "im2col"],
                            "reduction_unroll": [4, 16], "channel_tile": [16, 32]},
+                "dense": {"tile_size": [10], "micro_tile": [5, 10], "unroll": [5, 10]},
                 "layers": {"conv1": {"tile_size": [8], "micro_tile": [2, 4],
                                      "pixel_block": [2, 4], "unroll": [2, 4],
                                      "form": ["im2col"]}}},
