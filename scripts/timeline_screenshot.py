@@ -24,6 +24,8 @@ def screenshot(html: Path, png: Path | None, *, zoom: float = 1.0, at: float = 0
                width: int = 1400, height: int = 0) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
+    from slicert_ops.report.timeline_view import offline_only
+
     blocked: list[str] = []
     errors: list[str] = []
     with sync_playwright() as p:
@@ -31,15 +33,7 @@ def screenshot(html: Path, png: Path | None, *, zoom: float = 1.0, at: float = 0
         try:
             page = browser.new_page(viewport={"width": width, "height": height or 400})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-            def route(r: Any) -> None:
-                if r.request.url.startswith("file://"):
-                    r.continue_()
-                else:
-                    blocked.append(r.request.url)
-                    r.abort()
-
-            page.route("**/*", route)
+            offline_only(page, blocked)
             page.goto(Path(html).resolve().as_uri())
             page.wait_for_function("window.slicertTimeline !== undefined")
             if zoom != 1.0:

@@ -114,6 +114,8 @@ def test_html_timeline_in_headless_chromium(timeline: tuple[dict, dict], run_dir
                                             tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    from slicert_ops.report.timeline_view import offline_only
+
     doc, trace = timeline
     tvm = json.loads((run_dir / "tvm_config.json").read_text())
     want = sum(expected_slices(trace, tvm).values())
@@ -123,15 +125,7 @@ def test_html_timeline_in_headless_chromium(timeline: tuple[dict, dict], run_dir
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 600})
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-        def route(r):
-            if r.request.url.startswith("file://"):
-                r.continue_()
-            else:
-                blocked.append(r.request.url)
-                r.abort()
-
-        page.route("**/*", route)
+        offline_only(page, blocked)
         page.goto((run_dir / "timeline.html").as_uri())
         page.wait_for_function("window.slicertTimeline !== undefined")
         api = "window.slicertTimeline"

@@ -378,3 +378,16 @@ def render_html(doc: Mapping[str, Any]) -> str:
         "<div id='wrap'><canvas id='tl'></canvas><div id='tip'></div></div>"
         f"<script type='application/json' id='trace-data'>{data}</script>"
         f"<script>{_JS}</script></body></html>\n")
+
+
+def offline_only(page: Any, blocked: list[str]) -> None:
+    """Route a (Playwright) page so that only file:// loads: every other request is aborted
+    and recorded in ``blocked`` (the page must work without a network)."""
+    def route(r: Any) -> None:
+        if r.request.url.startswith("file://"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
