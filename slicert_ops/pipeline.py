@@ -38,7 +38,7 @@ from slicert_ops.stages import (  # noqa: F401 - the stage types, re-exported
 if TYPE_CHECKING:
     import numpy as np
 
-    from slicert_ops.codegen.lower_c import KernelSource
+    from slicert_ops.codegen.spec import KernelSource
     from slicert_ops.firmware import BuildResult as FirmwareBuild
 
 

@@ -209,7 +209,11 @@ class Session:
                 print(f"\n  curve: {result.search_dir / 'curve.png'}; trials: "
                       f"{result.search_dir / 'trials.jsonl'}")
         else:
-            print(summarize(SweepResult(self.exp.name, measured.exp_dir, measured.outcomes)))
+            from slicert_ops.manifest.expand import operator_spec_from_dict
+
+            macs = operator_spec_from_dict(self.exp.operator).macs
+            print(summarize(SweepResult(self.exp.name, measured.exp_dir, measured.outcomes),
+                            macs=macs))
 
 def preflight() -> None:
     """Fail before any work when the toolchain is missing (not once per candidate)."""

@@ -51,8 +51,13 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
     return result
 
 
-def summarize(result: SweepResult, top: int = 5) -> str:
-    """The end-of-sweep table: best candidates by kernel cycles and by worst preemption."""
+FORM_NAMES = ("direct", "block", "im2col", "pointwise")
+
+
+def summarize(result: SweepResult, top: int = 5, macs: int | None = None) -> str:
+    """The end-of-sweep table: best candidates by kernel cycles and by worst preemption,
+    with each one's kernel form and (``macs``: the operator's) MACs per kernel cycle beside
+    its granule (``micro``)."""
     per_cand: dict[str, dict[str, Any]] = {}
     for o in result.outcomes:
         if o.status != "ok" or not o.metrics:
@@ -75,15 +80,24 @@ def summarize(result: SweepResult, top: int = 5) -> str:
         row["wall_mean"] = sum(row["wall"]) / len(row["wall"])
         row["preempt_max"] = max(row["preempt"])
     header = (f"{'run':<9} {'candidate':<16} {'tile':>4} {'micro':>5} {'unroll':>6} "
-              f"{'slice':>5} {'kernel_cycles':>13} {'wall_cycles':>12} {'max_preempt_lat':>15}")
+              f"{'slice':>5} {'form':<9} {'kernel_cycles':>13} {'MACs/cyc':>8} "
+              f"{'wall_cycles':>12} {'max_preempt_lat':>15}")
+
+    def form(row: dict[str, Any]) -> str:
+        f = row.get("form")
+        name = FORM_NAMES[f] if isinstance(f, int) and 0 <= f < len(FORM_NAMES) else "direct"
+        px = row.get("pixel_block")
+        return f"{name}/{px}" if px and name != "direct" else name
 
     def table(title: str, key: str) -> None:
         lines.extend(["", title, header])
         for row in sorted(rows, key=lambda r: (r[key], r["kernel_mean"], r["cand"]))[:top]:
             lines.append(
                 f"{row['first_run']:<9} {row['cand']:<16} {row['tile_size']:>4} "
-                f"{row['micro_tile']:>5} {row['unroll']:>6} {row['slice']:>5} "
-                f"{row['kernel_mean']:>13.0f} {row['wall_mean']:>12.0f} {row['preempt_max']:>15}")
+                f"{row['micro_tile']:>5} {row['unroll']:>6} {row['slice']:>5} {form(row):<9} "
+                f"{row['kernel_mean']:>13.0f} "
+                f"{(macs / row['kernel_mean'] if macs and row['kernel_mean'] else 0):>8.3f} "
+                f"{row['wall_mean']:>12.0f} {row['preempt_max']:>15}")
 
     table(f"best {min(top, len(rows))} by kernel cycles (mean over repeats)", "kernel_mean")
     if any(r["irq"] for r in rows):

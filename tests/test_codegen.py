@@ -60,6 +60,25 @@ CASES = [
     ("dense_t32_m8_u1", DENSE, ScheduleParams(32, 8, 1)),
     ("dense_f32_batch2_t4_nondiv", OperatorSpec("dense", "float32", (2, 50), units=10),
      ScheduleParams(4, 2, 5)),
+    # the blocked forms of the one generator (network/blocked.py): register blocks, packed
+    # weights, reduction unrolling; partial tiles and blocks, padding, stride, batch, float32
+    ("conv_block_t8_m4_u4_px2", DEFAULT_CONV, ScheduleParams(8, 4, 4, form=1, pixel_block=2)),
+    ("conv_block_t16_m4_u8_px2_ru3", DEFAULT_CONV,
+     ScheduleParams(16, 4, 8, form=1, pixel_block=2, reduction_unroll=3)),
+    ("conv_im2col_pad2_s2_t3_nondiv", OperatorSpec("conv2d", "int8", (1, 15, 13, 3), (5, 5), 4,
+                                                   stride=2, padding=2),
+     ScheduleParams(3, 3, 2, form=2, pixel_block=3)),
+    ("conv_block_pad1_batch2_t6_m3", OperatorSpec("conv2d", "int8", (2, 11, 9, 2), (3, 3), 6,
+                                                  padding=1),
+     ScheduleParams(6, 3, 3, form=1, pixel_block=3)),
+    ("conv_im2col_f32_pad1_s2", OperatorSpec("conv2d", "float32", (1, 17, 15, 3), (3, 3), 6,
+                                             stride=2, padding=1),
+     ScheduleParams(4, 2, 3, form=2, pixel_block=2)),
+    ("conv_pointwise_nondiv", OperatorSpec("conv2d", "int8", (1, 5, 7, 16), (1, 1), 8),
+     ScheduleParams(4, 2, 4, form=3, pixel_block=4, reduction_unroll=8)),
+    ("dense_block_t16_m8_u4", DENSE, ScheduleParams(16, 8, 4, form=1, reduction_unroll=8)),
+    ("dense_block_f32_batch2_nondiv", OperatorSpec("dense", "float32", (2, 50), units=10),
+     ScheduleParams(4, 2, 2, form=1)),
 ]
 
 
@@ -119,7 +138,7 @@ def _run_on_host(ks: KernelSource, op: OperatorSpec, tmp: Path, seed: int = 0):
                     str(tmp / "driver.c"), "-o", str(exe)], check=True, capture_output=True,
                    text=True)
     inputs = make_inputs(op, seed)
-    for name, arr in zip(("data.bin", "weight.bin"), inputs, strict=True):
+    for name, arr in zip(("data.bin", "weight.bin"), ks.kernel_inputs(inputs), strict=True):
         (tmp / name).write_bytes(np.ascontiguousarray(arr).tobytes())
     res = subprocess.run([str(exe), str(tmp / "data.bin"), str(tmp / "weight.bin"),
                           str(tmp / "out.bin")], check=True, capture_output=True, text=True)
@@ -166,7 +185,7 @@ def test_check_schedule_accumulator_limit_and_workspace_guard():
     errs = check_schedule(wide, ScheduleParams(4, 2, 256))
     assert len(errs) == 1 and errs[0].startswith("unroll:") and "1024 bytes" in errs[0]
     assert check_schedule(wide, ScheduleParams(4, 2, 128)) == []
-    from slicert_ops.codegen.lower_c import to_plain_c
+    from slicert_ops.codegen.lowering import to_plain_c
 
     tvm_like = ('#include "tvm/runtime/c_backend_api.h"\n#ifdef __cplusplus\nextern "C"\n'
                 "#endif\nTVM_DLL void k(int32_t* out) {\n  int32_t* w = (int32_t*)"

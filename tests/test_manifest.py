@@ -170,3 +170,37 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
     assert "experiment.foo: unknown field" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([*cli, "run", str(bad)], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_kernel_form_axes(tmp_path: Path) -> None:
+    """form (names or numbers), pixel_block and reduction_unroll are schedule axes; without
+    form each schedule gets the generator's default form, resolved into the candidate."""
+    base = ("experiment:\n  name: f\n  operator: {type: conv2d, input: [1, 12, 12, 4], "
+            "kernel: [3, 3], out_channels: 8, padding: 1}\n  parameters:\n"
+            "    tile_size: [4]\n    unroll: [2]\n")
+    cands = expand(load_manifest(write(tmp_path, base)), VERSIONS).candidates
+    # a padded conv2d whose patch fits a stack array: im2col, 2 pixels per register block
+    assert [c.schedule for c in cands] == [{"tile_size": 4, "micro_tile": 4, "unroll": 2,
+                                            "slice": 64, "form": 2, "pixel_block": 2,
+                                            "reduction_unroll": 4}]
+    exp = load_manifest(write(tmp_path, base + "    form: [block, 2]\n"
+                                               "    pixel_block: [1, 4]\n"))
+    assert exp.parameters["form"] == [1, 2]
+    scheds = [c.schedule for c in expand(exp, VERSIONS).candidates]
+    assert {(s["form"], s.get("pixel_block")) for s in scheds} == {(1, 1), (1, 4), (2, 1), (2, 4)}
+    direct = expand(load_manifest(write(tmp_path, base + "    form: [direct]\n")), VERSIONS)
+    assert [c.schedule["form"] for c in direct.candidates] == [0]
+    assert "pixel_block" not in direct.candidates[0].schedule
+    # the direct form has no register block: a value no schedule can use is an error
+    with pytest.raises(InputError, match="parameters.form: value 0 fits no schedule: "
+                                         "pixel_block: a parameter of the blocked forms"):
+        expand(load_manifest(write(tmp_path, base + "    form: [0]\n    pixel_block: [2]\n")),
+               VERSIONS)
+    for bad, needle in (("[gemm]", "'gemm' is not a kernel form; valid: direct (0), block (1)"),
+                        ("[5]", "5 is not a kernel form"), ("[block, 1]", "duplicate")):
+        with pytest.raises(InputError) as err:
+            load_manifest(write(tmp_path, base + f"    form: {bad}\n"))
+        assert "experiment.parameters.form" in str(err.value) and needle in str(err.value)
+    # a form the operator cannot have is an error naming the field
+    with pytest.raises(InputError, match="parameters.form: value 3 fits no schedule"):
+        expand(load_manifest(write(tmp_path, base + "    form: [pointwise]\n")), VERSIONS)

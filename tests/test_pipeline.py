@@ -93,12 +93,14 @@ def test_schedules_change_the_figures_sensibly(conv_sweep: tuple[Path, Path]) ->
     # micro-tiles (yield checks) follow the tiling: 32x32 output, 4x4 micro-tiles
     assert by_sched[(8, 1)]["yield_checks"] == 64
     # repeats differ only by the IRQ seed: the kernel thread's work is the same, up to the
-    # few ISR prologue instructions before each handler's first marker (see sim/trace.py)
+    # few ISR prologue instructions before each handler's first marker (see sim/trace.py),
+    # counted as kernel time only for an IRQ taken while the kernel runs (where each IRQ
+    # lands, kernel or RT task, depends on the seed)
     folders = runs(exp_dir)
     a, b = read_cycles(folders[0]), read_cycles(folders[1])
     assert abs(a["kernel_instructions"] - b["kernel_instructions"]) <= \
         40 * (1 + abs(a["irq_count"] - b["irq_count"]) + abs(a["pendsv_count"] - b["pendsv_count"])
-              + abs(a["slices"] - b["slices"]))
+              + abs(a["slices"] - b["slices"])) + 4 * max(a["irq_count"], b["irq_count"])
     assert a["max_preemption_latency_cycles"] != b["max_preemption_latency_cycles"]
 
 

@@ -33,9 +33,12 @@ LATENCY_US = 10
 
 
 def raw_manifest(search: dict | None = None, irq: bool = True, **params) -> dict:
+    # the direct form: the synthetic cycle model (tests/support/synthetic_runs.py) knows the
+    # tiling and unrolling, not the kernel forms
     exp = {"name": "search_unit",
            "parameters": {"tile_size": [2, 4, 8, 16, 32], "micro_tile": [1, 2, 4, 8, 16],
-                          "unroll": [1, 2, 4, 8], "slice": [16, 32, 64, 128], **params},
+                          "unroll": [1, 2, 4, 8], "slice": [16, 32, 64, 128],
+                          "form": ["direct"], **params},
            "runner": {"simulate_irq_load": irq}}
     if search is not None:
         exp["search"] = search

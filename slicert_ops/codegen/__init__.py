@@ -1,10 +1,12 @@
-"""TVM code generation: operator definitions, hierarchical tiling, plain-C lowering, features.
+"""TVM code generation of single operators: value types and checks, ``generate_kernel`` (an
+operator is a task of the one kernel generator, ``network/kernels.py``), plain-C lowering
+(``lowering.py``), features.
 
 Public API (docs/contracts.md "Kernel"):
 
 - value types: :class:`OperatorSpec`, :class:`ScheduleParams`, :class:`KernelSource`
 - checks: :func:`check_operator`, :func:`check_schedule`, :func:`default_micro_tile`,
-  :func:`tile_counts`, :func:`footprint`
+  :func:`default_form`, :func:`tile_counts`, :func:`footprint`
 - :func:`generate_kernel` (imports TVM), :func:`features`, :func:`make_inputs`,
   :func:`reference`
 
@@ -24,13 +26,15 @@ from .spec import (
     ScheduleParams,
     check_operator,
     check_schedule,
+    default_form,
     default_micro_tile,
     footprint,
     tile_counts,
 )
 
 if TYPE_CHECKING:
-    from .lower_c import generate_kernel, lowering_options, schedule_operator
+    from .lower_c import generate_kernel, schedule_operator
+    from .lowering import lowering_options
 
 _LAZY = {"generate_kernel", "schedule_operator", "lowering_options"}
 
@@ -41,6 +45,7 @@ __all__ = [
     "ScheduleParams",
     "check_operator",
     "check_schedule",
+    "default_form",
     "default_micro_tile",
     "feature_names",
     "features",
@@ -55,6 +60,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "lowering_options":
+        from . import lowering
+
+        return lowering.lowering_options
     if name in _LAZY:
         from . import lower_c
 

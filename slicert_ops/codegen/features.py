@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 
-from .spec import ITEMSIZE, OperatorSpec, ScheduleParams, tile_counts
+from .spec import FORM_DIRECT, ITEMSIZE, OperatorSpec, ScheduleParams, tile_counts
 
-FEATURES_VERSION = "f1"
+# f2: the kernel form (one-hot), its register block and reduction unrolling
+FEATURES_VERSION = "f2"
+FORM_NAMES = ("direct", "block", "im2col", "pointwise")
 
 
 def _conv_loops(op: OperatorSpec, s: ScheduleParams, c: dict[str, int]) -> dict[str, int]:
@@ -72,8 +74,9 @@ def features(op: OperatorSpec, sched: ScheduleParams) -> dict[str, float]:
         macro_outputs = s.tile_size * s.tile_size * per_pixel
         macro_b = _tile_bytes(op, s.tile_size, s.tile_size)
         micro_b = _tile_bytes(op, s.micro_tile, s.micro_tile)
-        accumulators = s.unroll
-        body_stmts = 3 * s.unroll  # init + MAC + write-back per unrolled channel
+        block = s.pixel_block if s.blocked else 1
+        accumulators = s.unroll * block
+        body_stmts = 3 * accumulators  # init + MAC + write-back per accumulator
     else:
         extents = [op.output_shape[1]]
         loops = _dense_loops(op, s, c)
@@ -81,8 +84,9 @@ def features(op: OperatorSpec, sched: ScheduleParams) -> dict[str, float]:
         macro_outputs = s.tile_size
         macro_b = _tile_bytes(op, 1, s.tile_size)
         micro_b = _tile_bytes(op, 1, s.micro_tile)
-        accumulators = 1
-        body_stmts = s.unroll
+        block = s.unroll if s.blocked else 1   # the block form: unroll units per block
+        accumulators = block
+        body_stmts = s.reduction_unroll * block if s.blocked else s.unroll
     guarded = int(any(e % s.tile_size for e in extents) or s.tile_size % s.micro_tile)
     isz, osz = ITEMSIZE[op.dtype], ITEMSIZE[op.output_dtype]
     data_bytes = math.prod(op.input_shapes[0]) * isz
@@ -140,6 +144,15 @@ def features(op: OperatorSpec, sched: ScheduleParams) -> dict[str, float]:
         "flash_data_bytes": data_bytes + weight_bytes,
         "ram_data_bytes": out_elems * osz,
     }
+    form = s.form if s.form is not None else FORM_DIRECT
+    for i, name in enumerate(FORM_NAMES):
+        f[f"form_{name}"] = int(form == i)
+    f["pixel_block"] = s.pixel_block or 1
+    f["reduction_unroll"] = s.reduction_unroll or 1
+    # MACs per load in the unrolled body: an input load feeds the block's channels, a
+    # weight load its pixels (the direct form: unroll channels per input load)
+    f["macs_per_load"] = round(accumulators / max(1, (block if conv else 1)
+                                                   + (s.unroll if conv else block)), 6)
     return f
 
 

@@ -10,8 +10,8 @@ Layouts
 - dense: data ``(N, IN)``, weights ``(IN, OUT)``, output ``(N, OUT)``.
 - int8 inputs accumulate (and output) in int32; float32 stays float32.
 
-Tiling (see ``schedule.py``)
-----------------------------
+Tiling (the one kernel generator, ``network/kernels.py`` and ``network/blocked.py``)
+-----------------------------------------------------------------------------------
 - conv2d: output rows and columns are split by ``tile_size`` (a macro-tile is
   ``tile_size x tile_size`` output pixels, all output channels), each macro-tile by
   ``micro_tile`` (a micro-tile is ``micro_tile x micro_tile`` output pixels x all output
@@ -26,13 +26,40 @@ Tiling (see ``schedule.py``)
   Every iteration of the micro-tile loop calls the yield check once, even a guarded
   micro-tile that holds no output, so ``micro_tiles`` counts loop iterations
   (``tile_counts(...)["nonempty_micro_tiles"]`` counts the ones holding output).
+
+Kernel forms (``form``; the network layers' forms, ``network/tasks.py``)
+------------------------------------------------------------------------
+A single operator is a task of the network kernel generator whose output is its accumulators
+(:func:`operator_task`). ``form`` None or 0 is the direct loop nest above; 1 (block), 2
+(im2col, conv2d) and 3 (pointwise: a 1x1 stride-1 unpadded conv2d over the flat pixels) are
+the register-blocked forms: ``pixel_block`` output pixels x ``unroll`` output channels
+(dense: ``unroll`` units) of accumulators per register block, weights packed at build time
+(:meth:`KernelSource.kernel_inputs`), the innermost reduction loop unrolled by
+``reduction_unroll``. The granule is the same in every form: ``micro_tile`` x ``micro_tile``
+output pixels x all channels (dense: ``micro_tile`` units) per yield check; the pointwise
+form's tiles are ``tile_size``^2 and ``micro_tile``^2 consecutive flat pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from slicert_ops.network.tasks import (
+    ACCUMULATOR,
+    FORM_DIRECT,
+    FORM_POINTWISE,
+    FORMS,
+    LayerSchedule,
+    Task,
+    default_pixel_block,
+)
+from slicert_ops.network.tasks import check_schedule as check_task_schedule
+from slicert_ops.network.tasks import default_form as default_task_form
+from slicert_ops.network.tasks import resolve as resolve_task
 
 OP_TYPES = ("conv2d", "dense")
 DTYPES = ("int8", "float32")
@@ -125,27 +152,46 @@ class OperatorSpec:
 class ScheduleParams:
     """Schedule parameters of one candidate. ``micro_tile=None`` means
     :func:`default_micro_tile`; ``slice`` (slice budget, µs of virtual time) is recorded but
-    does not change the code."""
+    does not change the code. ``form`` (None: direct), ``pixel_block`` and
+    ``reduction_unroll`` choose the kernel form (module docstring); None is left out of
+    :meth:`to_dict`, so the ids of direct-form candidates keep their four keys."""
 
     tile_size: int
     micro_tile: int | None = None
     unroll: int = 1
     slice: float | None = None
+    form: int | None = None
+    pixel_block: int | None = None
+    reduction_unroll: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
-                "unroll": self.unroll, "slice": self.slice}
+        d: dict[str, Any] = {"tile_size": self.tile_size, "micro_tile": self.micro_tile,
+                             "unroll": self.unroll, "slice": self.slice}
+        for k in ("form", "pixel_block", "reduction_unroll"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScheduleParams:
         return cls(**d)
 
+    @property
+    def blocked(self) -> bool:
+        """A register-blocked form (block, im2col, pointwise)."""
+        return self.form not in (None, FORM_DIRECT)
+
     def resolved(self, op: OperatorSpec) -> ScheduleParams:
-        """A copy with ``micro_tile`` filled in by the default rule when it is None."""
-        if self.micro_tile is not None:
-            return self
-        return ScheduleParams(self.tile_size, default_micro_tile(op, self.tile_size),
-                              self.unroll, self.slice)
+        """A copy with ``micro_tile`` filled in by the default rule when it is None, and a
+        blocked form's ``pixel_block`` / ``reduction_unroll`` by the generator's defaults."""
+        s = self
+        if s.micro_tile is None:
+            s = replace(s, micro_tile=default_micro_tile(op, s.tile_size))
+        if s.blocked and (s.pixel_block is None and op.type == "conv2d"
+                          or s.reduction_unroll is None):
+            r = resolve_task(operator_task(op), layer_schedule(op, s))
+            s = replace(s, pixel_block=r.pixel_block, reduction_unroll=r.reduction_unroll)
+        return s
 
 
 @dataclass(frozen=True)
@@ -158,11 +204,27 @@ class KernelSource:
     micro_tiles: int
     macro_tiles: int
     tvm_config: dict[str, Any] = field(default_factory=dict)
+    # a blocked form reads its weights packed: {"type", "unroll"} of network.packing, or None
+    pack: dict[str, Any] | None = None
 
     @property
     def prototype(self) -> str:
         params = ", ".join(f"{ctype}* {name}" for name, ctype, _ in self.args)
         return f"void {self.entry}({params});"
+
+    def kernel_inputs(self, inputs: Any) -> list[Any]:
+        """The operator's inputs ``[data, weight]`` in the layout the kernel reads (a
+        blocked form: the weights packed at build time; they are constants)."""
+        if self.pack is None:
+            return list(inputs)
+        from slicert_ops.network.packing import pack_arrays
+
+        data, weight = inputs
+        if self.pack["type"] == "dense":   # an operator's (IN, OUT) -> a layer's (OUT, IN)
+            weight = weight.T
+        packed = pack_arrays(self.pack["type"], {"weight": weight}, {}, int(self.pack["unroll"]),
+                             quantised=False)
+        return [data, packed["weight"]]
 
 
 def default_micro_tile(op: OperatorSpec, tile_size: int) -> int:
@@ -274,6 +336,17 @@ def check_schedule(op: OperatorSpec, sched: ScheduleParams) -> list[str]:
         elif t_ok and t % m:
             errs.append(f"micro_tile: {m} does not divide tile_size {t}; a micro-tile must not "
                         f"straddle two macro-tiles (valid: {', '.join(map(str, _divisors(t)))})")
+    f = sched.form
+    if f is not None and (isinstance(f, bool) or f not in FORMS.values()):
+        errs.append(f"form: {f!r} is not a kernel form (valid: "
+                    + ", ".join(f"{n} ({i})" for n, i in FORMS.items()) + ")")
+        return errs
+    if sched.blocked:
+        return errs + _check_blocked(op, sched, t_ok and not errs)
+    for name in ("pixel_block", "reduction_unroll"):
+        if getattr(sched, name) is not None:
+            errs.append(f"{name}: a parameter of the blocked forms (form: block, im2col, "
+                        "pointwise); the direct form has none")
     u = sched.unroll
     uname, uext = unroll_extent(op)
     divs = _divisors(uext)
@@ -298,6 +371,20 @@ def check_schedule(op: OperatorSpec, sched: ScheduleParams) -> list[str]:
     return errs
 
 
+def _check_blocked(op: OperatorSpec, sched: ScheduleParams, tiles_ok: bool) -> list[str]:
+    """A blocked form's checks: the generator's (``network.tasks.check_schedule``) on the
+    operator's task, once the tiling itself is valid."""
+    errs = []
+    if not _is_pos_int(sched.unroll):
+        errs.append(f"unroll: {sched.unroll!r} must be a positive integer")
+    s = sched.slice
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int | float) or s <= 0):
+        errs.append(f"slice: {s!r} must be a positive number of microseconds")
+    if errs or not tiles_ok:
+        return errs
+    return check_task_schedule(operator_task(op), layer_schedule(op, sched))
+
+
 def tile_counts(op: OperatorSpec, sched: ScheduleParams) -> dict[str, int]:
     """Loop extents of the tiled schedule and the tile counts, computed from the shapes.
 
@@ -306,6 +393,16 @@ def tile_counts(op: OperatorSpec, sched: ScheduleParams) -> dict[str, int]:
     sched = sched.resolved(op)
     t, m = sched.tile_size, sched.micro_tile
     n = op.input[0]
+    if op.type == "conv2d" and sched.form == FORM_POINTWISE:
+        # flat pixels: macro-tiles of tile_size^2, micro-tiles of micro_tile^2 pixels
+        _, oh, ow, _k = op.output_shape
+        pixels, tp, mp = oh * ow, t * t, m * m
+        mac = -(-pixels // tp)
+        mic = -(-tp // mp)
+        return {"macro_tiles": n * mac, "micro_tiles": n * mac * mic,
+                "macro_tiles_y": n, "macro_tiles_x": mac,
+                "micro_per_macro_side": mic, "micro_per_macro": mic,
+                "nonempty_micro_tiles": n * _nonempty(pixels, tp, mp)}
     if op.type == "conv2d":
         _, oh, ow, _k = op.output_shape
         mac_y, mac_x = -(-oh // t), -(-ow // t)
@@ -338,3 +435,50 @@ def footprint(op: OperatorSpec) -> dict[str, int]:
     isz = ITEMSIZE[op.dtype]
     return {"flash_data_bytes": (math.prod(data_shape) + math.prod(w_shape)) * isz,
             "ram_data_bytes": math.prod(op.output_shape) * ITEMSIZE[op.output_dtype]}
+
+
+# --------------------------------------------------------------------------------------------
+# A single operator as a task of the one kernel generator (network/kernels.py)
+# --------------------------------------------------------------------------------------------
+def operator_signature(op: OperatorSpec) -> dict[str, Any]:
+    """The generator's task signature of an operator (``network.tasks.op_signature``'s
+    keys), writing its accumulators (:data:`ACCUMULATOR`)."""
+    sig: dict[str, Any] = {"type": op.type, "dtype": op.dtype, "in_shapes": [list(op.input)],
+                           "out_shape": list(op.output_shape)}
+    if op.type == "conv2d":
+        st, p = int(op.stride), int(op.padding)
+        sig.update(kernel=list(op.kernel), stride=[st, st], padding=[p, p, p, p])
+    sig["output"] = ACCUMULATOR
+    return sig
+
+
+def operator_task(op: OperatorSpec) -> Task:
+    sig = operator_signature(op)
+    key = hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
+    return Task(key, op.type, op.dtype, sig, ops=[0], layer_names=[op.type], macs=op.macs)
+
+
+def layer_schedule(op: OperatorSpec, sched: ScheduleParams) -> LayerSchedule:
+    """The generator's schedule of an operator's: a conv2d granule holds all output
+    channels (``channel_tile``); the direct form is form 0."""
+    micro = sched.micro_tile or default_micro_tile(op, sched.tile_size)
+    conv = op.type == "conv2d"
+    return LayerSchedule(tile_size=sched.tile_size, micro_tile=micro, unroll=sched.unroll,
+                         channel_tile=int(op.out_channels) if conv else None,
+                         form=sched.form if sched.blocked else FORM_DIRECT,
+                         pixel_block=sched.pixel_block if conv and sched.blocked else None,
+                         reduction_unroll=sched.reduction_unroll if sched.blocked else None)
+
+
+def default_form(op: OperatorSpec, sched: ScheduleParams) -> int:
+    """The form a schedule gets when the manifest names none: the generator's default for
+    the operator (pointwise for a 1x1 stride-1 unpadded conv2d, im2col for a padded conv2d
+    whose patch fits a stack array, else block), or direct where that form cannot take the
+    schedule's other parameters (e.g. a dense ``unroll`` that is no register block; not when
+    the schedule names a blocked form's ``pixel_block`` or ``reduction_unroll``)."""
+    micro = sched.micro_tile or default_micro_tile(op, sched.tile_size)
+    form = default_task_form(operator_task(op), sched.pixel_block or default_pixel_block(micro))
+    given = sched.pixel_block is not None or sched.reduction_unroll is not None
+    if not given and check_schedule(op, replace(sched, form=form)):
+        return FORM_DIRECT
+    return form

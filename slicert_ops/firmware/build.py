@@ -130,7 +130,12 @@ def _format_values(arr: np.ndarray) -> str:
 
 def write_data_sources(kernel: Any, inputs: Sequence[np.ndarray], build_dir: Path) -> int:
     """Write slicert_data.h / slicert_data.c (inputs and weights as const arrays in
-    flash, the output buffer in .bss). Returns the output size in bytes."""
+    flash, the output buffer in .bss). Returns the output size in bytes. ``inputs`` are the
+    operator's; a kernel that reads them in another layout (a blocked form's packed weights)
+    converts them (``kernel.kernel_inputs``)."""
+    convert = getattr(kernel, "kernel_inputs", None)
+    if convert is not None and len(inputs) == len(kernel.args) - 1:
+        inputs = convert([np.asarray(a) for a in inputs])
     args = list(kernel.args)
     if len(args) < 1:
         raise StageError("build", "kernel.args is empty: the last argument must be the output")

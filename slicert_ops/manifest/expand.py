@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slicert_ops.errors import InputError
@@ -55,6 +55,7 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
     from slicert_ops.codegen.spec import (  # TVM-free value types and rules
         ScheduleParams,
         check_schedule,
+        default_form,
         default_micro_tile,
     )
 
@@ -69,29 +70,44 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
     check_memory(exp, op)
     params = exp.parameters
     micro_values: list[int | None] = list(params["micro_tile"] or [None])
+    # the kernel-form axes: None = the generator's default form for each schedule
+    forms: list[int | None] = list(params.get("form") or [None])
+    blocks: list[int | None] = list(params.get("pixel_block") or [None])
+    red_unrolls: list[int | None] = list(params.get("reduction_unroll") or [None])
     combos = itertools.product(params["tile_size"], micro_values, params["unroll"],
-                               params["slice"])
+                               params["slice"], forms, blocks, red_unrolls)
     candidates: list[Candidate] = []
     skipped: list[str] = []
     reasons_by_value: dict[tuple[str, int], list[str]] = {}
     used_values: set[tuple[str, int]] = set()
-    for tile, micro, unroll, slice_us in combos:
+    seen: set[str] = set()
+    for tile, micro, unroll, slice_us, form, block, red_unroll in combos:
         micro_eff = micro if micro is not None else default_micro_tile(op, tile)
         sched = ScheduleParams(tile_size=tile, micro_tile=micro_eff, unroll=unroll,
-                               slice=slice_us)
+                               slice=slice_us, form=form, pixel_block=block,
+                               reduction_unroll=red_unroll)
+        given = sched   # the skipped list names what the manifest gave
+        if form is None:
+            sched = replace(sched, form=default_form(op, sched))
         reasons = check_schedule(op, sched)
-        named = {"tile_size": tile, "unroll": unroll, "slice": slice_us}
-        if micro is not None:
-            named["micro_tile"] = micro
+        named: dict[str, Any] = {"tile_size": tile, "unroll": unroll, "slice": slice_us}
+        for key, value in (("micro_tile", micro), ("form", form), ("pixel_block", block),
+                           ("reduction_unroll", red_unroll)):
+            if value is not None:
+                named[key] = value
         if reasons:
-            label = ", ".join(f"{k}={v}" for k, v in sched.to_dict().items())
+            label = ", ".join(f"{k}={v}" for k, v in given.to_dict().items())
             skipped.append(f"{label}: {'; '.join(reasons)}")
             for key, value in named.items():
                 reasons_by_value.setdefault((key, value), []).extend(reasons)
             continue
         used_values.update(named.items())
-        schedule = sched.to_dict()
+        # the resolved form, register block and reduction unroll are part of the candidate
+        schedule = sched.resolved(op).to_dict()
         cid = candidate_id(op.to_dict(), schedule, exp.runner, versions)
+        if cid in seen:   # e.g. a direct-form fallback reached from two form values
+            continue
+        seen.add(cid)
         candidates.append(Candidate(index=len(candidates), id=cid, operator=op.to_dict(),
                                     schedule=schedule, runner=dict(exp.runner),
                                     versions=dict(versions)))

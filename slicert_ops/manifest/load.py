@@ -366,7 +366,31 @@ def check_field(path: str, value: Any, spec: Field, problems: Problems) -> Any:
         return _check_number(path, value, spec, problems)
     if kind in ("int_list", "shape"):
         return _check_int_list(path, value, spec, problems)
+    if kind == "form_list":
+        return _check_form_list(path, value, spec, problems)
     raise AssertionError(kind)
+
+
+def _check_form_list(path: str, value: Any, spec: Field, problems: Problems) -> Any:
+    """Kernel forms by name or number -> numbers (the candidate's schedule holds numbers)."""
+    values = value if isinstance(value, list) else [value]
+    valid = ", ".join(f"{n} ({i})" for i, n in enumerate(spec.choices))
+    out = []
+    for v in values:
+        if isinstance(v, str) and v in spec.choices:
+            out.append(spec.choices.index(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(spec.choices):
+            out.append(v)
+        else:
+            problems.add(path, f"{v!r} is not a kernel form; valid: {valid}")
+            return copy.deepcopy(spec.default)
+    if not out:
+        problems.add(path, "must not be empty (give at least one form)")
+        return copy.deepcopy(spec.default)
+    if len(set(out)) != len(out):
+        problems.add(path, f"has duplicate forms {values}")
+        return copy.deepcopy(spec.default)
+    return out
 
 
 def _check_number(path: str, value: Any, spec: Field, problems: Problems) -> Any:

@@ -23,6 +23,8 @@ DEFAULT_OPERATOR: dict[str, Any] = {
 }
 
 DTYPES = ("int8", "float32")
+# The kernel forms of codegen.spec / network.tasks.FORMS, in number order.
+FORM_NAMES = ("direct", "block", "im2col", "pointwise")
 BOARDS = ("lm3s6965evb", "mps2-an385")
 
 
@@ -30,7 +32,7 @@ BOARDS = ("lm3s6965evb", "mps2-an385")
 class Field:
     """One manifest field: its type, default and help text."""
 
-    kind: str  # "int", "bool", "str", "float", "int_list", "int_pair", "enum", "shape"
+    kind: str  # "int", "bool", "str", "float", "int_list", "form_list", "enum", "shape"
     default: Any = None
     required: bool = False
     help: str = ""
@@ -63,6 +65,14 @@ PARAMETER_FIELDS: dict[str, Field] = {
     "slice": Field("int_list", default=[64], minimum=1,
                    help="slice budget in microseconds of the modelled core clock "
                         "(runner.cpu_mhz cycles per µs)"),
+    "form": Field("form_list", default=None, choices=FORM_NAMES,
+                  help="kernel forms (names or numbers): direct (0), block (1), im2col (2, "
+                       "conv2d), pointwise (3, 1x1 stride-1 unpadded conv2d); default: the "
+                       "generator's form for the operator, direct where it does not fit"),
+    "pixel_block": Field("int_list", default=None, minimum=1,
+                         help="output pixels per register block (conv2d, blocked forms)"),
+    "reduction_unroll": Field("int_list", default=None, minimum=1,
+                              help="unroll of the innermost reduction loop (blocked forms)"),
 }
 
 RUNNER_FIELDS: dict[str, Field] = {

@@ -7,7 +7,7 @@ What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-writte
   stack array that the fully unrolled body indexes with constants, so gcc keeps it in
   registers; one input load feeds ``unroll`` MACs and one weight load ``pixel_block`` MACs;
 - **packed weights**: the weights are constants, so they are stored at build time in the order
-  the inner loop reads them (:func:`pack_arrays`; conv2d ``(K/u, KH, KW, C, u)``, depthwise
+  the inner loop reads them (``packing.pack_arrays``; conv2d ``(K/u, KH, KW, C, u)``, depthwise
   ``(K/u, KH, KW, u)``, dense ``(U/u, IN, u)``): the inner loop walks one pointer;
 - **zero point folded into the bias**: ``sum((x - zp) * w) + b = sum(x * w) + (b - zp *
   sum(w))``; padding reads the zero point, so its taps add ``zp * w - zp * w = 0``: the MAC
@@ -44,72 +44,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from tvm import s_tir, te, tirx
 
-from slicert_ops.codegen.schedule import YIELD_ANNOTATION
+from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
+from .packing import packed_weight_shape
 from .tasks import FORM_IM2COL, FORM_POINTWISE, MAX_UNROLLED_WINDOW
 
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
-#: Per-channel constants of an int8 blocked kernel (``qparams`` rows): folded bias,
-#: multiplier, left shift, right shift, rounding mask (2^right - 1).
-QPARAMS = 5
-
-
 def _window(sig: dict[str, Any]) -> int:
     kh, kw = sig["kernel"]
     return kh * kw
-
-
-def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int) -> tuple[int, ...]:
-    out = sig["out_shape"]
-    ins = sig["in_shapes"][0]
-    if task_type == "conv2d":
-        kh, kw = sig["kernel"]
-        return (out[3] // unroll, kh, kw, ins[3], unroll)
-    if task_type == "depthwise_conv2d":
-        kh, kw = sig["kernel"]
-        return (out[3] // unroll, kh, kw, unroll)
-    return (-(-out[1] // unroll), ins[1], unroll)  # units padded to whole blocks
-
-
-def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str, Any],
-                unroll: int, quantised: bool) -> dict[str, np.ndarray]:
-    """An op's constant arrays in the block form's layout: packed weights and (int8) the bias
-    with the input zero point folded in. Pure numpy, at build time."""
-    w = np.asarray(arrays["weight"])
-    if task_type == "conv2d":          # (KH, KW, C, K) -> (K/u, KH, KW, C, u)
-        kh, kw, c, k = w.shape
-        wp = w.reshape(kh, kw, c, k // unroll, unroll).transpose(3, 0, 1, 2, 4)
-        wsum = w.astype(np.int64).sum(axis=(0, 1, 2))
-    elif task_type == "depthwise_conv2d":   # (KH, KW, K) -> (K/u, KH, KW, u)
-        kh, kw, k = w.shape
-        wp = w.reshape(kh, kw, k // unroll, unroll).transpose(2, 0, 1, 3)
-        wsum = w.astype(np.int64).sum(axis=(0, 1))
-    else:                              # (U, IN) -> (ceil(U/u), IN, u), zero units padding
-        u, n_in = w.shape
-        wsum = w.astype(np.int64).sum(axis=1)
-        blocks = -(-u // unroll)
-        w = np.concatenate([w, np.zeros((blocks * unroll - u, n_in), w.dtype)])
-        wp = w.reshape(blocks, unroll, n_in).transpose(0, 2, 1)
-    out = dict(arrays)
-    out["weight"] = np.ascontiguousarray(wp)
-    if quantised:
-        folded = np.asarray(arrays["bias"]).astype(np.int64) - int(scalars["in_zp"]) * wsum
-        if folded.min() < -(2**31) or folded.max() >= 2**31:
-            raise ValueError("folded bias overflows int32")
-        mult = np.asarray(arrays["mult"]).astype(np.int64)
-        shift = np.asarray(arrays["shift"]).astype(np.int64)
-        if (mult == -(2**31)).any():   # slicert_nn_requantize_lr assumes it (network.h)
-            raise ValueError("a requantisation multiplier of INT32_MIN saturates")
-        for name in ("bias", "mult", "shift"):
-            del out[name]
-        out["qparams"] = np.ascontiguousarray(np.stack(
-            [folded, mult, np.maximum(shift, 0), np.maximum(-shift, 0),
-             (1 << np.maximum(-shift, 0)) - 1], axis=1
-        ).astype(np.int32))
-    return out
 
 
 def kernel_out_shape(task_type: str, sig: dict[str, Any], s: Any) -> tuple[int, ...]:

@@ -35,12 +35,12 @@ from typing import Any
 import tvm
 from tvm import s_tir, te, tirx
 
-from slicert_ops.codegen import lower_c
-from slicert_ops.codegen.schedule import YIELD_ANNOTATION
+from slicert_ops.codegen import lowering
+from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
-from . import blocked
+from . import blocked, packing
 from .features import LAYER_FEATURES_VERSION, layer_features
-from .tasks import LayerSchedule, Task, micro_tiles, resolve
+from .tasks import LayerSchedule, Task, accumulator_output, micro_tiles, resolve
 
 REQUANT = "slicert_nn_requantize"
 REQUANT_LR = "slicert_nn_requantize_lr"  # the blocked forms' (shift split at build time)
@@ -48,6 +48,8 @@ NN_HEADER = "slicert/network.h"
 ADD_LEFT_SHIFT = 20
 VERIFY_SREF_TREE = 1  # s_tir ScheduleDebugMask kVerifySRefTree
 CTYPE = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
+POOL_TYPES = ("avg_pool", "max_pool")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class LayerKernel:
         they are)."""
         if not self.schedule.blocked:
             return arrays
-        return blocked.pack_arrays(task_type, arrays, scalars, int(self.schedule.unroll),
+        return packing.pack_arrays(task_type, arrays, scalars, int(self.schedule.unroll),
                                    quantised="in_zp" in scalars)
 
 
@@ -97,6 +99,8 @@ def _define(task: Task) -> tuple[list[Any], str]:
     sig, dt = task.signature, task.dtype
     t = task.type
     q = dt == "int8"
+    acc_only = accumulator_output(sig)
+    zp = q and not acc_only   # subtract the input zero point per MAC
     acc_t = "int32" if q else "float32"
     out_shape = tuple(sig["out_shape"])
     ish = [tuple(s) for s in sig["in_shapes"]]
@@ -118,7 +122,7 @@ def _define(task: Task) -> tuple[list[Any], str]:
 
         def pix(b, iy, ix, ch):
             v = data[b, iy, ix, ch].astype(acc_t)
-            if q:
+            if zp:
                 v = v - in_zp
             if pt or pl or _pb or _pr:
                 inside = tirx.all(iy >= 0, iy < h, ix >= 0, ix < w)
@@ -136,6 +140,8 @@ def _define(task: Task) -> tuple[list[Any], str]:
                 ch = f // mult_d if mult_d > 1 else f
                 return te.sum(pix(b, iy, ix, ch) * weight[rh, rw, f].astype(acc_t),
                               axis=[rh, rw])
+        if acc_only:
+            return [data, weight, te.compute(out_shape, acc_f, name="out")], "out"
         acc = te.compute(out_shape, acc_f, name="acc")
         return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, dt,
                            lambda b, y, x, f: acc[b, y, x, f] + bias[f], 3)
@@ -143,16 +149,20 @@ def _define(task: Task) -> tuple[list[Any], str]:
         n, n_in = ish[0]
         units = out_shape[1]
         data = te.placeholder(ish[0], dt, name="data")
-        weight = te.placeholder((units, n_in), dt, name="weight")
+        weight = te.placeholder((n_in, units) if acc_only else (units, n_in), dt,
+                                name="weight")
         bias = te.placeholder((units,), acc_t, name="bias")
         r = te.reduce_axis((0, n_in), name="r")
         in_zp = te.var("in_zp", "int32")
 
         def acc_f(b, u):
             v = data[b, r].astype(acc_t)
-            if q:
+            if zp:
                 v = v - in_zp
-            return te.sum(v * weight[u, r].astype(acc_t), axis=[r])
+            w = weight[r, u] if acc_only else weight[u, r]
+            return te.sum(v * w.astype(acc_t), axis=[r])
+        if acc_only:
+            return [data, weight, te.compute(out_shape, acc_f, name="out")], "out"
         acc = te.compute(out_shape, acc_f, name="acc")
         return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, dt,
                            lambda b, u: acc[b, u] + bias[u], 1)
@@ -256,6 +266,10 @@ def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
     acc_t = "int32" if q else "float32"
     out_shape = blocked.kernel_out_shape(task.type, task.signature, s)
     chan_axis = len(out_shape) - 1
+    if accumulator_output(task.signature):   # the accumulators of the output's extent
+        data, weight, acc = blocked.define_accumulate(task.type, task.signature, task.dtype,
+                                                      s, acc_t, None)
+        return [data, weight, te.compute(out_shape, lambda *idx: acc[idx], name="out")], "out"
     in_zp = te.var("in_zp", "int32")
     data, weight, acc = blocked.define_accumulate(task.type, task.signature, task.dtype, s,
                                                   acc_t, in_zp if q else None)
@@ -263,10 +277,10 @@ def _define_blocked(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
         bias = te.placeholder((out_shape[chan_axis],), acc_t, name="bias")
         return _finish_mac(q, [data, weight, bias], acc, in_zp, out_shape, task.dtype,
                            lambda *idx: acc[idx] + bias[idx[chan_axis]], chan_axis)
-    # one row of constants per channel (blocked.pack_arrays): folded bias, multiplier, left
+    # one row of constants per channel (packing.pack_arrays): folded bias, multiplier, left
     # and right shift, rounding mask: one pointer, and the requantisation needs no branch on
     # the shift sign
-    qp = te.placeholder((out_shape[chan_axis], blocked.QPARAMS), "int32", name="qparams")
+    qp = te.placeholder((out_shape[chan_axis], packing.QPARAMS), "int32", name="qparams")
     out_zp = te.var("out_zp", "int32")
     lo, hi = te.var("act_min", "int32"), te.var("act_max", "int32")
 
@@ -313,7 +327,12 @@ def _loops_below(sch: s_tir.Schedule, block: Any, loop: Any) -> list[Any]:
 
 def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
     t = task.type
-    out = sch.get_sblock("out")
+    if accumulator_output(task.signature):   # the reduction is the output: a cache for it
+        acc = sch.get_sblock("out")
+        out = sch.cache_write(acc, 0, "global")
+    else:
+        out = sch.get_sblock("out")
+        acc = sch.get_sblock("acc") if t in MAC_TYPES + POOL_TYPES else None
     if t in ("conv2d", "depthwise_conv2d"):
         n, y, x, k = sch.get_loops(out)
         y_mac, y_t = sch.split(y, [None, s.tile_size])
@@ -330,7 +349,6 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
             k_out, k_in = sch.split(k, [None, s.unroll])
             sch.reorder(n, y_mac, x_mac, y_mic, x_mic, y_in, x_in, k_out, k_in)
             yield_loop = x_mic
-        acc = sch.get_sblock("acc")
         sch.compute_at(acc, k_out)
         # compute_at makes the spatial loop (extent unroll; none when unroll is 1) then the
         # reduction loops of extent > 1 (a 1x1 kernel has fewer)
@@ -351,7 +369,6 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
         n, u = sch.get_loops(out)
         u_mac, u_t = sch.split(u, [None, s.tile_size])
         u_mic, u_in = sch.split(u_t, [None, s.micro_tile])
-        acc = sch.get_sblock("acc")
         sch.compute_at(acc, u_in)
         sub = _loops_below(sch, acc, u_in)
         if sub:
@@ -369,7 +386,6 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
             yield_loop = c_o
         else:
             yield_loop = y_o
-        acc = sch.get_sblock("acc")
         sch.compute_at(acc, c)
         sub = _loops_below(sch, acc, c)
         if sub:  # the init before the window loops (no "maybe uninitialized" accumulator)
@@ -394,6 +410,52 @@ def _c_params(args: list[Any]) -> tuple[tuple[str, str], ...]:
 LOCAL_ARRAY = re.compile(r"^(\s+(?:int32_t|int8_t|float) \w+\[\d+\]);$", re.M)
 
 
+def define(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
+    """(te args in call order, output block name) of a task in the form of the resolved
+    schedule ``s``."""
+    return _define_blocked(task, s) if s.blocked else _define(task)
+
+
+def define_func(task: Task, s: LayerSchedule | None = None) -> tirx.PrimFunc:
+    """The unscheduled PrimFunc of a task (default: the direct form), e.g. for meta_schedule."""
+    s = resolve(task, s or LayerSchedule(form=0 if task.type in MAC_TYPES else None))
+    return te.create_prim_func(define(task, s)[0])
+
+
+def schedule_task(task: Task, s: LayerSchedule) -> tuple[s_tir.Schedule, list[Any]]:
+    """The s_tir schedule of a task under the resolved, valid schedule ``s`` and its te
+    arguments (call order)."""
+    args, _ = define(task, s)
+    func = te.create_prim_func(args)
+    # The block form's accumulation is guarded per register block, its epilogue per pixel:
+    # the cached region-cover flag disagrees with that by design, the sref tree is verified.
+    sch = s_tir.Schedule(func, debug_mask=VERIFY_SREF_TREE if s.blocked else "all")
+    if s.blocked:
+        blocked.schedule_blocked(sch, task.type, task.signature, s)
+    else:
+        _schedule(sch, task, s)
+    return sch, args
+
+
+def lower_to_c(sch: s_tir.Schedule, entry: str, head: str, nn_header: bool = True) -> str:
+    """Plain C of a scheduled kernel (``codegen.lowering``), with exactly one yield check
+    call site; ``nn_header``: include the requantisation helpers."""
+    src = lowering.to_plain_c(lowering.build_c(sch.mod["main"], entry), head)
+    # Accumulator arrays start zeroed: their init sits behind the same bounds guard as
+    # their use, which gcc cannot always see (-Werror=maybe-uninitialized at unroll 8).
+    src = LOCAL_ARRAY.sub(r"\1 = {0};", src)
+    if nn_header:
+        inc = f'#include "{lowering.YIELD_HEADER}"'
+        src = src.replace(inc, inc + f'\n#include "{NN_HEADER}"', 1)
+    if not re.search(re.escape(f"void {entry}(") + r"[^)]*\) \{", src):
+        raise RuntimeError(f"generated C does not define {entry}")
+    calls = sum(1 for ln in src.splitlines() if ln.strip() == lowering.YIELD_FUNC + "();")
+    if calls != 1:
+        raise RuntimeError(f"{entry}: expected one yield check call site (in the micro-tile "
+                           f"loop), found {calls}")
+    return src
+
+
 def generate_layer_kernel(task: Task, sched: LayerSchedule | None = None,
                           entry: str | None = None) -> LayerKernel:
     """Plain-C kernel of a task with a schedule (missing parameters: the defaults)."""
@@ -406,35 +468,13 @@ def generate_layer_kernel(task: Task, sched: LayerSchedule | None = None,
                          + "; ".join(errs))
     s = resolve(task, sched)
     entry = entry or task.entry
-    args, _ = _define_blocked(task, s) if s.blocked else _define(task)
-    func = te.create_prim_func(args)
+    sch, args = schedule_task(task, s)
     params = _c_params(args)
-    # The block form's accumulation is guarded per register block, its epilogue per pixel:
-    # the cached region-cover flag disagrees with that by design, the sref tree is verified.
-    sch = s_tir.Schedule(func, debug_mask=VERIFY_SREF_TREE if s.blocked else "all")
-    if s.blocked:
-        blocked.schedule_blocked(sch, task.type, task.signature, s)
-    else:
-        _schedule(sch, task, s)
-    mod = tvm.IRModule({entry: sch.mod["main"].with_attr("global_symbol", entry)})
-    with tvm.transform.PassContext(opt_level=lower_c.OPT_LEVEL, config=lower_c.PASS_CONFIG):
-        rt_mod = tirx.build(mod, target=tvm.target.Target(lower_c.TARGET),
-                            pipeline=lower_c.PIPELINE)
     head = (f"/* {entry}: {task.type} {task.dtype} task {task.key} (layers: "
             f"{', '.join(task.layer_names)}); schedule {s.to_dict()}; generated by "
             f"slicert_ops.network with TVM {tvm.__version__}; do not edit. */")
-    src = lower_c.to_plain_c(rt_mod.inspect_source(), head)
-    # Accumulator arrays start zeroed: their init sits behind the same bounds guard as
-    # their use, which gcc cannot always see (-Werror=maybe-uninitialized at unroll 8).
-    src = LOCAL_ARRAY.sub(r"\1 = {0};", src)
-    inc = f'#include "{lower_c.YIELD_HEADER}"'
-    src = src.replace(inc, inc + f'\n#include "{NN_HEADER}"', 1)
+    src = lower_to_c(sch, entry, head)
     sig = ", ".join(f"{c} {n}" for n, c in params)
-    if not re.search(re.escape(f"void {entry}(") + r"[^)]*\) \{", src):
-        raise RuntimeError(f"generated C does not define {entry}")
-    calls = sum(1 for ln in src.splitlines() if ln.strip() == lower_c.YIELD_FUNC + "();")
-    if calls != 1:
-        raise RuntimeError(f"{entry}: expected one yield check call site, found {calls}")
     return LayerKernel(entry=entry, c_source=src, params=params,
                        micro_tiles=micro_tiles(task, s), schedule=s,
                        tvm_config={"task": task.key, "signature": task.signature,

@@ -92,6 +92,17 @@ DEFAULT_REDUCTION_UNROLL = 4
 MAX_UNROLLED_WINDOW = 25
 
 
+#: ``signature["output"]`` of a single operator (``codegen.spec.operator_signature``): the
+#: kernel writes its int32 (int8 inputs) or float32 accumulators, with no input zero point,
+#: bias, requantisation or clamp; a dense operator's weights are ``(IN, OUT)`` (a layer's are
+#: ``(OUT, IN)``, as TFLite stores them).
+ACCUMULATOR = "accumulator"
+
+
+def accumulator_output(sig: dict[str, Any]) -> bool:
+    return sig.get("output") == ACCUMULATOR
+
+
 @dataclass(frozen=True)
 class LayerSchedule:
     tile_size: int | None = None

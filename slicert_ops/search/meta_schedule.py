@@ -5,7 +5,7 @@ provide the two halves TVM measures with, made of the pipeline's stages:
 
 - :class:`SlicertBuilder` (a ``PyBuilder``): picks the micro-tile loop of the
   TVM-generated schedule (below), lowers it to plain C with our pipeline
-  (``codegen.lower_c``: yield check inserted there, unpacked calling convention, no TVM
+  (``codegen.lowering``: yield check inserted there, unpacked calling convention, no TVM
   runtime) and links the firmware (``firmware.build_firmware``).
 - :class:`SlicertRunner` (a ``PyRunner``): runs every repeat in QEMU with the cycle plugin
   and writes the run folders exactly as the pipeline does (``pipeline.run``:
@@ -255,28 +255,21 @@ def choose_yield_loop(sch: Any) -> tuple[Any, YieldLoop]:
 
 def kernel_from_schedule(op: Any, sch: Any, entry: str = ENTRY) -> tuple[Any, YieldLoop]:
     """KernelSource of a TVM-generated schedule: yield loop annotated, plain C via
-    ``codegen.lower_c``'s pipeline (as ``generate_kernel`` does for our schedules)."""
+    ``codegen.lowering``'s pipeline (as ``generate_kernel`` does for our schedules)."""
     import tvm
-    from tvm import tirx
 
-    from slicert_ops.codegen import lower_c
-    from slicert_ops.codegen.schedule import YIELD_ANNOTATION
+    from slicert_ops.codegen import lowering as lower_c
+    from slicert_ops.codegen.lowering import YIELD_ANNOTATION
     from slicert_ops.codegen.spec import CTYPE, KernelSource
 
     sch = sch.copy()
     rv, yl = choose_yield_loop(sch)
     sch.annotate(rv, YIELD_ANNOTATION, 1)
-    func = sch.mod["main"].with_attr("global_symbol", entry)
-    mod = tvm.IRModule({entry: func})
-    with tvm.transform.PassContext(opt_level=getattr(lower_c, "OPT_LEVEL", 3),
-                                   config=lower_c.PASS_CONFIG):
-        rt_mod = tirx.build(mod, target=tvm.target.Target(lower_c.TARGET),
-                            pipeline=lower_c.PIPELINE)
     head = (f"/* {entry}: TVM meta_schedule schedule, lowered by slicert_ops.search."
             f"meta_schedule with TVM {tvm.__version__}; do not edit.\n"
             f" * micro-tile loop {yl.name} (extent {yl.extent}): {yl.checks} yield checks, "
             f"{yl.outputs} outputs per micro-tile */")
-    c_source = lower_c.to_plain_c(rt_mod.inspect_source(), head)
+    c_source = lower_c.to_plain_c(lower_c.build_c(sch.mod["main"], entry), head)
     if lower_c.YIELD_FUNC + "()" not in c_source:
         raise RuntimeError("the yield check did not survive lowering")
     args = (("data", CTYPE[op.dtype], tuple(op.input_shapes[0])),
