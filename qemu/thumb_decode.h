@@ -676,7 +676,8 @@ static inline void decode_operands(const uint8_t *p, size_t len, uint32_t addr, 
             o->literal = c->cls == K_VLDR && (hw1 & 15) == 15;
             break;
         case K_VMOV:
-            if (hw1 & 0x10) {                       /* to core registers (L = 1) */
+            if ((hw1 & 0x10) && (hw2 >> 12) != 15) {  /* to core registers (L = 1);
+                                                         not vmrs APSR_nzcv */
                 o->wmask = (c->n == 2 ? R(hw1) : 0) | R(hw2 >> 12);
             }
             break;
