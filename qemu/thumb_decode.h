@@ -432,6 +432,7 @@ enum xop_m4 {
     XM_NONE,
     XM_PAR,         /* parallel add/sub: op1 = hw1[6:4] not 011/111, op2 = hw2[5:4] != 11 */
     XM_MUL16,       /* A5.3.16: op1 = hw1[6:4]: 001 any op2; 010-110 op2 0x; 111 op2 00 */
+    XM_EXT,         /* A5.3.12 extend (and add): op1 = hw1[6:4] 000-101 (110, 111 undefined) */
 };
 
 typedef struct {
@@ -441,10 +442,10 @@ typedef struct {
 } PatternM4;
 
 static const PatternM4 thumb32_m4[] = {
-    {0xFFF08010, 0xEAC00000, K_DSP, XM_NONE},       /* pkhbt, pkhtb */
+    {0xFFF00010, 0xEAC00000, K_DSP, XM_NONE},       /* pkhbt, pkhtb (hw2[15]: capstone ignores it) */
     {0xFFF0F0F0, 0xF3200000, K_DSP, XM_NONE},       /* ssat16 */
     {0xFFF0F0F0, 0xF3A00000, K_DSP, XM_NONE},       /* usat16 */
-    {0xFF80F080, 0xFA00F080, K_DSP, XM_NONE},       /* sxtah uxtah sxtab16 uxtab16 sxtab
+    {0xFF80F080, 0xFA00F080, K_DSP, XM_EXT},        /* sxtah uxtah sxtab16 uxtab16 sxtab
                                                        uxtab, sxtb16 uxtb16 (Rn = 1111) */
     {0xFF80F080, 0xFA80F000, K_DSP, XM_PAR},        /* [su]add16 [su]asx .. [us]h/q forms */
     {0xFFF0F0C0, 0xFA80F080, K_DSP, XM_NONE},       /* qadd qdadd qsub qdsub */
@@ -487,9 +488,13 @@ static inline void decode_vfp(uint32_t w, Class *c)
             break;
         default:                                    /* 7: other data processing */
             if (!o6) {
-                c->cls = K_VALU;                    /* vmov immediate */
+                if (!(hw2 & 0xB0)) {
+                    c->cls = K_VALU;                /* vmov immediate (hw2[7:4] = 0000) */
+                }
             } else if (opc2 == 1 && o7) {
                 c->cls = K_VDIV;                    /* vsqrt */
+            } else if (opc2 == 5 && (hw2 & 0x2F)) {
+                /* vcmp(e) with #0.0: M, Vm should be zero */
             } else if (opc2 != 6 && opc2 != 9 && !(opc2 == 7 && !o7)) {
                 /* vmov reg, vabs, vneg, vcvtb/t, vcmp(e), vcvt f32<->f64 / int / fixed */
                 c->cls = K_VALU;
@@ -501,12 +506,18 @@ static inline void decode_vfp(uint32_t w, Class *c)
     }
     if ((hw1 & 0xFF00) == 0xEE00) {
         /* A6.6 8/16/32-bit transfers: L = hw1[4], C = hw2[8], A = hw1[7:5] */
-        unsigned a = hw1 >> 5 & 7;
+        unsigned a = hw1 >> 5 & 7, reg = hw1 & 15;
+        bool sbz = (hw2 & 0x6F) == 0, ok;
 
-        if ((hw2 & 0x6F) != 0) {
-            return;
+        if (!dbl && a == 7) {
+            /* vmrs: fpsid fpscr mvfr2-0 fpexc fpinst(2); vmsr: fpsid fpscr fpexc fpinst(2),
+             * its should-be-zero bits 6:5, 3:0 not checked (as capstone decodes them) */
+            ok = (hw1 & 0x10) ? !(hw2 & 0xEF) && (reg <= 1 || (reg >= 5 && reg <= 10))
+                              : !(hw2 & 0x80) && (reg <= 1 || (reg >= 8 && reg <= 10));
+        } else {
+            ok = sbz && ((!dbl && a == 0) || (dbl && (a & 6) == 0));
         }
-        if ((!dbl && a == 0) || (!dbl && a == 7) || (dbl && (a & 6) == 0)) {
+        if (ok) {
             c->cls = K_VMOV;                        /* vmov s<->r, vmrs/vmsr, vmov d[x]<->r */
             c->n = 1;
         }
@@ -519,8 +530,8 @@ static inline void decode_vfp(uint32_t w, Class *c)
 
         if ((hw1 & 0xFFE0) == 0xEC40) {
             /* 64-bit transfers (A6.7): vmov r, r <-> s, s / d */
-            if ((hw2 & 0xD0) == 0x10) {
-                c->cls = K_VMOV;
+            if ((hw2 & 0xD0) == 0x10 && (dbl || ((hw2 & 15) << 1 | (hw2 >> 5 & 1)) != 31)) {
+                c->cls = K_VMOV;                    /* (two singles: Sm up to s30) */
                 c->n = 2;
             }
             return;
@@ -530,13 +541,31 @@ static inline void decode_vfp(uint32_t w, Class *c)
         }
         switch (puw) {
         case 2: case 3:                             /* vstm/vldm ia(!), vpop */
-        case 5:                                     /* vstmdb!/vldmdb!, vpush */
-            if (imm8 == 0 || (dbl && (imm8 & 1)) || imm8 > 32) {
-                return;
+        case 5: {                                   /* vstmdb!/vldmdb!, vpush */
+            /* n = words; a list past the last register (UNPREDICTABLE) is counted to it,
+             * at most 16 doubles, as capstone lists it */
+            unsigned vd = hw2 >> 12, d = hw1 >> 6 & 1;
+
+            if (dbl && (imm8 & 1)) {
+                return;                             /* fldmx/fstmx (not ARMv7-M) */
             }
-            c->cls = K_VLDM;
-            c->n = (uint8_t)imm8;
+            imm8 = imm8 ? imm8 : (dbl ? 2 : 1);     /* capstone lists one register */
+            if (dbl) {
+                unsigned first = d << 4 | vd, regs = imm8 / 2;
+
+                regs = regs > 16 ? 16 : regs;
+                regs = regs > 32 - first ? 32 - first : regs;
+                c->n = (uint8_t)(2 * regs);
+            } else {
+                unsigned first = vd << 1 | d;
+
+                c->n = (uint8_t)(imm8 > 32 - first ? 32 - first : imm8);
+            }
+            if (c->n) {
+                c->cls = K_VLDM;
+            }
             return;
+        }
         case 4: case 6:                             /* vstr, vldr (P = 1, W = 0) */
             c->cls = K_VLDR;
             c->n = dbl ? 2 : 1;
@@ -577,6 +606,11 @@ static inline void decode_thumb_m4(const uint8_t *p, size_t len, Class *c)
         }
         break;
     }
+    case XM_EXT:
+        if ((w >> 20 & 7) > 5) {
+            return;
+        }
+        break;
     case XM_MUL16: {
         unsigned op1 = w >> 20 & 7, op2 = w >> 4 & 3;
 
