@@ -116,6 +116,8 @@ static uint64_t flash_end = 0x20000000;  /* instruction/data fetches below stall
 static bool cm4;                   /* core=cm4: model cm4-v1 */
 static bool frame_fp[MAX_NEST];    /* cm4: the exception frames that are FP frames */
 static unsigned n_frames;
+static bool exit_frame_fp;         /* cm4: the frame the last exception return popped */
+static uint64_t exit_lspact;       /* and LSPACT when that return began */
 
 /* classes=1: one execution counter per segment and its class histogram */
 #define MAX_SEGS (1u << 17)
@@ -325,16 +327,23 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         }
         pend_at[exc] = 0;
         if (cm4) {
-            /* FP context active: an FP frame, space reserved, stacked lazily (the entry
-             * costs what an integer frame costs); the handler starts without one */
+            /*
+             * FP context active: an FP frame, space reserved, stacked lazily (the entry
+             * costs what an integer frame costs); the handler starts without one. A
+             * tail-chain keeps the frame the return did not pop, and its LSPACT.
+             */
+            bool fp = c->insns == exit_insns ? exit_frame_fp : c->fpca != 0;
+
             if (n_frames < MAX_NEST) {
-                frame_fp[n_frames] = c->fpca != 0;
+                frame_fp[n_frames] = fp;
             }
             n_frames++;
-            if (c->fpca) {
+            if (c->insns == exit_insns) {
+                c->lspact = exit_lspact;
+            } else if (fp) {
                 c->lspact = 1;
-                c->fpca = 0;
             }
+            c->fpca = 0;
         }
         break;
     case 2:     /* exception return */
@@ -346,6 +355,8 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         if (cm4 && n_frames) {
             bool fp = --n_frames < MAX_NEST && frame_fp[n_frames];
 
+            exit_frame_fp = fp;
+            exit_lspact = c->lspact;
             if (fp && c->lspact) {
                 c->lspact = 0;                  /* never stacked: nothing to unstack */
             } else if (fp) {

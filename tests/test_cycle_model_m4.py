@@ -39,7 +39,7 @@ HARNESS = """\
     .word Fault
     .endr
     .word PendSV_Handler
-    .word Fault
+    .word SysTick_Handler
     .text
     .thumb_func
 Fault:
@@ -47,6 +47,10 @@ Fault:
     .thumb_func
 PendSV_Handler:
 {handler}
+    bx lr
+    .thumb_func
+SysTick_Handler:
+{systick}
     bx lr
     .thumb_func
     .global Reset_Handler
@@ -165,8 +169,8 @@ def _assemble(tmp: Path, name: str, text: str) -> Path:
 
 
 def _cycles(tmp: Path, name: str, body: str, reps: int, *, handler: str = "    nop",
-            fp_init: bool = True) -> dict:
-    text = HARNESS.format(reps=reps, body=body, handler=handler,
+            fp_init: bool = True, systick: str = "    nop") -> dict:
+    text = HARNESS.format(reps=reps, body=body, handler=handler, systick=systick,
                           fp_init=FP_INIT if fp_init else "")
     elf = _assemble(tmp, f"{name}_{reps}", text)
     proc = subprocess.run([*SLICERT, "cycles", str(elf), "--json", "--board", BOARD],
@@ -225,3 +229,22 @@ def test_lazy_fp_stacking(tmp_path: Path) -> None:
     assert int_handler == plain + 1                 # the thread's vmov; lazy: no stacking
     assert fp_handler == int_handler + 17 + 17      # lazy stacking + FP unstacking
     assert no_ctx_fp == no_ctx                      # handler FP, thread none: free
+
+
+def test_lazy_fp_state_survives_a_tail_chain(tmp_path: Path) -> None:
+    """PendSV (FP instruction: lazy save done) pends SysTick (same priority): SysTick
+    tail-chains at PendSV's return. The frame stays stacked, so SysTick's own FP
+    instruction stacks nothing again: it costs what a `nop` costs."""
+    pend_systick = ("    vmov.f32 s2, s3\n    ldr r0, =0xE000ED04\n"
+                    "    mov r1, #(1 << 26)\n    str r1, [r0]")
+    nop = _cost(tmp_path, "tc_nop", FP_THREAD, handler=pend_systick)
+    fp = _cost(tmp_path, "tc_fp", FP_THREAD, handler=pend_systick,
+               systick="    vmov.f32 s4, s5")
+    assert fp == nop
+    # and with the lazy save still pending at the chain (PendSV without FP), SysTick's
+    # FP instruction does it: 17 more than its nop
+    lazy = _cost(tmp_path, "tc_lazy_nop", FP_THREAD, handler=pend_systick.replace(
+        "vmov.f32 s2, s3", "nop"))
+    lazy_fp = _cost(tmp_path, "tc_lazy_fp", FP_THREAD, handler=pend_systick.replace(
+        "vmov.f32 s2, s3", "nop"), systick="    vmov.f32 s4, s5")
+    assert lazy_fp == lazy + 17 + 17
