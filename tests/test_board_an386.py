@@ -92,7 +92,8 @@ def test_build_flags_command_line_and_versions(tmp_path: Path) -> None:
     assert set(res.handlers) == set(BOARDS[BOARD].handler_symbols)
     dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(res.elf)], capture_output=True,
                          text=True, check=True).stdout
-    assert "vstmdbeq" in dis and "vldmiaeq" in dis            # the FP-aware PendSV
+    assert "vstmdb\tr0!, {s16-s31}" in dis                   # the FP-aware PendSV
+    assert "vldmia\tr0!, {s16-s31}" in dis
     assert "smlabb" in dis                                    # the M4's DSP multiply
 
     cmd = build_command("fw.elf", seed=1, plugin="p.so", plugin_out="o.txt", board=BOARD)
@@ -126,12 +127,18 @@ def test_kernel_under_irq_load_and_slices_is_bit_exact(tmp_path: Path, dtype: st
                           cpu_mhz=mhz)
     res = build_firmware(_Kernel(dtype), [a, w], opts, tmp_path / "fw", board=BOARD)
     sim = run_firmware(res.elf, seed=2, out_dir=tmp_path / "run", timeout_s=60,
-                       plugin=PLUGIN_SO, board=BOARD).raise_for_status()
+                       plugin=PLUGIN_SO, board=BOARD, classes=True).raise_for_status()
     assert sim.output is not None
     got = np.frombuffer(sim.output, dtype="<i4" if dtype == "int8" else "<f4")
     assert np.array_equal(got.reshape(want.shape), want)
     assert sim.plugin_file is not None
-    assert read_plugin_output(sim.plugin_file).cycle_model == "cm4-v1"
+    out = read_plugin_output(sim.plugin_file)
+    assert out.cycle_model == "cm4-v1"
+    classes = dict(w.split("=") for c in out.comments if c.startswith("classes ")
+                   for w in c.split()[1:])
+    if dtype == "float32":
+        # PendSV saved and restored s16-s31 (vstmdb/vldmia): FP frames were switched
+        assert int(classes["vldm"]) >= 2 and int(classes["vmla"]) > 0
     exc = ev.irq_load_exception(BOARD)
     pend = [e.pend for e in sim.events if e.id == ev.EXC_ENTRY and e.payload == exc]
     assert len(pend) >= 5

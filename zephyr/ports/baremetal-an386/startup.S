@@ -80,7 +80,9 @@ Reset_Handler:
  * (the trace stubs are a single `bx lr`) and saved below r4-r11 on the outgoing stack,
  * under s16-s31 when the frame is an FP frame. Saving s16-s31 is the handler's first FP
  * instruction: with lazy stacking pending, the core stacks s0-s15 and FPSCR into the
- * reserved space of the hardware frame right then.
+ * reserved space of the hardware frame right then. Branches, not IT blocks, skip the FP
+ * part of an integer frame (the cycle model costs an instruction in an IT block as
+ * executed: qemu/cycle_model.md).
  */
 	.global PendSV_Handler
 	.type PendSV_Handler, %function
@@ -91,15 +93,15 @@ PendSV_Handler:
 	cpsid i
 	mrs  r0, psp
 	tst  r3, #0x10                 /* bit 4 clear: FP frame */
-	it   eq
-	vstmdbeq r0!, {s16-s31}
-	stmdb r0!, {r3-r11}            /* EXC_RETURN, r4-r11 */
+	bne  1f
+	vstmdb r0!, {s16-s31}
+1:	stmdb r0!, {r3-r11}            /* EXC_RETURN, r4-r11 */
 	bl   slicert_port_switch       /* r0: outgoing sp -> r0: incoming sp; payload lanes */
 	ldmia r0!, {r3-r11}
 	tst  r3, #0x10
-	it   eq
-	vldmiaeq r0!, {s16-s31}
-	msr  psp, r0
+	bne  2f
+	vldmia r0!, {s16-s31}
+2:	msr  psp, r0
 	bl   slicert_trace_base + 2 * 5    /* pendsv_exit (payload: task switched to) */
 	cpsie i
 	bx   r3
