@@ -3,7 +3,8 @@
  * operand decoder, shared by the SliceRT cycle plugin (qemu/slicert_cycles.c) and its
  * cross-check against capstone (tests/support/decoder_check.c).
  *
- * decode_thumb() gives the class of an instruction (what its cost depends on);
+ * decode_thumb() gives the class of an instruction (what its cost depends on), ARMv7-M;
+ * decode_thumb_m4() the same for ARMv7E-M (the Cortex-M4F: DSP and FP instructions too);
  * decode_operands() the registers it writes, the registers its address uses and,
  * for direct branches, the target. Header-only (static functions), no glib.
  */
@@ -59,7 +60,8 @@ typedef struct {
  * halfword, 32-bit ones on (hw1 << 16) | hw2. `x` says how to read the operands that
  * the cost depends on. Reserved encodings and those of other profiles or extensions
  * (DSP, FP, coprocessor, ...) fall through to K_UNKNOWN, as capstone's mnemonics for
- * them are not in the table either.
+ * them are not in the table either (the Cortex-M3 models). decode_thumb_m4() (below)
+ * classifies the ARMv7E-M DSP and FPv4-SP ones for the Cortex-M4 (cm4-v1).
  *
  * It reproduces the former capstone-text classifier (below) exactly, also where that
  * one is odd: capstone's validity checks (encodings it does not decode are
