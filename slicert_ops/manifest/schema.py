@@ -77,8 +77,9 @@ RUNNER_FIELDS: dict[str, Field] = {
     "rt_deadline_us": Field("int", default=None, minimum=1,
                             help="real-time job deadline after release (default: the period)"),
     "cpu_mhz": Field("int", default=50, minimum=1, maximum=1000,
-                     help="clock of the modelled Cortex-M3, MHz: every µs of the manifest "
-                          "(slice, IRQ period and jitter, deadline) is cpu_mhz cycles"),
+                     help="clock of the modelled core (Cortex-M3; M4 on mps2-an386), MHz: "
+                          "every µs of the manifest (slice, IRQ period and jitter, "
+                          "deadline) is cpu_mhz cycles"),
     "timeout_s": Field("float", default=60.0, minimum=1,
                        help="wall-clock limit of one QEMU run; a hung run is killed"),
     "board": Field("enum", default="lm3s6965evb", choices=BOARDS,
