@@ -20,8 +20,10 @@
  *
  * Usage:
  *   -accel tcg,thread=single -plugin libslicert_cycles.so,trace_base=0x3e000,out=FILE
- *       [,ws=N][,flash_end=0x20000000][,classes=1]
- * classes=1 also counts retired instructions per class (`slicert cycles`).
+ *       [,ws=N][,flash_end=0x20000000][,classes=1][,core=cm3|cm4]
+ * classes=1 also counts retired instructions per class (`slicert cycles`). core=cm4
+ * (mps2-an386): model cm4-v1, the Cortex-M4 with FPU (DSP and FP instructions decoded,
+ * single-cycle multiplies, FP timings, lazy FP stacking); default cm3 (cm3-v2).
  * (not with -icount: the plugin is the clock).
  */
 #include <errno.h>
@@ -36,7 +38,8 @@
 #include "thumb_decode.h"
 
 #define SLICERT_PLUGIN_VERSION "2.0.0"
-#define CYCLE_MODEL_VERSION "cm3-v2"
+#define CYCLE_MODEL_VERSION "cm3-v2"       /* core=cm3 (default): Cortex-M3 */
+#define CYCLE_MODEL_VERSION_CM4 "cm4-v1"   /* core=cm4: Cortex-M4 with FPU (mps2-an386) */
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 
@@ -47,6 +50,19 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define C_EXC_ENTRY 12   /* exception entry: stacking + vector fetch (TRM 5.5.1) */
 #define C_TAIL_CHAIN 6   /* exception return straight into the next handler */
 #define C_EXC_RETURN 10  /* exception return: unstacking + refill */
+
+/* ---- cycle model cm4-v1 (core=cm4; qemu/cycle_model.md, section cm4-v1) ---------------
+ * ARM DDI 0439 (Cortex-M4 TRM) Table 3-1 and, for the FPU, Table 7-1; what is not listed
+ * here is cm3-v2's rule (the M4 shares the M3's pipeline, load/store and branch timing). */
+#define C4_MLA 1         /* MLA, MLS: 1 on the M4 (2 on the M3) */
+#define C4_LMUL 1        /* UMULL, SMULL, UMLAL, SMLAL: 1 on the M4 */
+#define C4_DIV 7         /* SDIV, UDIV: 2-12 by operand size (constant, as cm3-v2) */
+#define C4_DSP 1         /* DSP data processing and DSP multiplies (all 1) */
+#define C4_VALU 1        /* VADD VSUB VMUL VNMUL VABS VNEG VCMP VCVT VMOV (Table 7-1) */
+#define C4_VMLA 3        /* VMLA VMLS VNMLA VNMLS VFMA VFMS VFNMA VFNMS */
+#define C4_VDIV 14       /* VDIV, VSQRT */
+#define C4_FP_STACK 17   /* lazy stacking / unstacking of s0-s15 + FPSCR (17 words) */
+#define MAX_NEST 64      /* exception frames tracked for the FP context */
 
 #define TRACE_SPAN 0x900u        /* events 0x000-0x0ff, lanes 0x100-0x8ff */
 #define TRACE_LANES_OFF 0x100u
@@ -76,10 +92,12 @@ typedef struct {
     uint64_t ft;        /* fall-through address of the last conditional branch, or 0 */
     uint64_t ft_refund; /* its refill, refunded when it falls through */
     uint64_t ind;       /* an indirect branch is pending: charge its target's refill */
+    uint64_t fpca;      /* cm4: an FP context is active (CONTROL.FPCA) */
+    uint64_t lspact;    /* cm4: lazy FP state preservation pending (FPCCR.LSPACT) */
 } Counters;
 
 static struct qemu_plugin_scoreboard *sb;
-static qemu_plugin_u64 e_insns, e_left, e_ft, e_ind;
+static qemu_plugin_u64 e_insns, e_left, e_ft, e_ind, e_fpca, e_lspact;
 static uint64_t anchor;          /* only the vCPU thread touches it */
 
 static Event *events;
@@ -95,6 +113,11 @@ static uint64_t trace_base = 0x3e000;
 static char *out_path;
 static unsigned ws;                /* flash wait states */
 static uint64_t flash_end = 0x20000000;  /* instruction/data fetches below stall by ws */
+static bool cm4;                   /* core=cm4: model cm4-v1 */
+static bool frame_fp[MAX_NEST];    /* cm4: the exception frames that are FP frames */
+static unsigned n_frames;
+static bool exit_frame_fp;         /* cm4: the frame the last exception return popped */
+static uint64_t exit_lspact;       /* and LSPACT when that return began */
 
 /* classes=1: one execution counter per segment and its class histogram */
 #define MAX_SEGS (1u << 17)
@@ -237,6 +260,21 @@ static void vcpu_indirect_target(unsigned int vcpu_index, void *udata)
     c->ind = 0;
 }
 
+/*
+ * cm4: an FP instruction while lazy state preservation is pending (the first one of a
+ * handler entered with an FP context active): the core stacks s0-s15 and FPSCR into the
+ * space reserved in the frame, stalling the instruction.
+ */
+static void vcpu_lazy_stack(unsigned int vcpu_index, void *udata)
+{
+    Counters *c = ctr();
+
+    (void)vcpu_index;
+    (void)udata;
+    add_cycles(c, C4_FP_STACK);
+    c->lspact = 0;
+}
+
 /* ---- exception entry and return (QEMU patch: qemu_plugin_v7m_register) -------------- */
 
 static void v7m_event(int kind, int exc, uint64_t arg)
@@ -288,6 +326,25 @@ static void v7m_event(int kind, int exc, uint64_t arg)
             e->id = UINT32_MAX;
         }
         pend_at[exc] = 0;
+        if (cm4) {
+            /*
+             * FP context active: an FP frame, space reserved, stacked lazily (the entry
+             * costs what an integer frame costs); the handler starts without one. A
+             * tail-chain keeps the frame the return did not pop, and its LSPACT.
+             */
+            bool fp = c->insns == exit_insns ? exit_frame_fp : c->fpca != 0;
+
+            if (n_frames < MAX_NEST) {
+                frame_fp[n_frames] = fp;
+            }
+            n_frames++;
+            if (c->insns == exit_insns) {
+                c->lspact = exit_lspact;
+            } else if (fp) {
+                c->lspact = 1;
+            }
+            c->fpca = 0;
+        }
         break;
     case 2:     /* exception return */
         c->ft = 0;
@@ -295,6 +352,18 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         exit_cycles = cycles_now(c);
         exit_insns = c->insns;
         add_cycles(c, C_EXC_RETURN + (uint64_t)ws);
+        if (cm4 && n_frames) {
+            bool fp = --n_frames < MAX_NEST && frame_fp[n_frames];
+
+            exit_frame_fp = fp;
+            exit_lspact = c->lspact;
+            if (fp && c->lspact) {
+                c->lspact = 0;                  /* never stacked: nothing to unstack */
+            } else if (fp) {
+                add_cycles(c, C4_FP_STACK);     /* unstack s0-s15 + FPSCR */
+            }
+            c->fpca = fp;
+        }
         break;
     default:
         break;
@@ -333,7 +402,7 @@ typedef struct {
 static bool is_dp(uint8_t cls)
 {
     return cls == K_ALU || cls == K_MUL || cls == K_MLA || cls == K_LMUL ||
-           cls == K_LMLA || cls == K_DIV;
+           cls == K_LMLA || cls == K_DIV || cls == K_DSP || cls == K_DMUL || cls == K_VMOV;
 }
 
 /*
@@ -360,13 +429,27 @@ static uint64_t insn_cost(const Class *c, const Operands *o, const Prev *prev,
     case K_MUL:
         return 1;
     case K_MLA:
-        return 2;
+        return cm4 ? C4_MLA : 2;
     case K_LMUL:
-        return C_LMUL;
+        return cm4 ? C4_LMUL : C_LMUL;
     case K_LMLA:
-        return C_LMLA;
+        return cm4 ? C4_LMUL : C_LMLA;
     case K_DIV:
-        return C_DIV;
+        return cm4 ? C4_DIV : C_DIV;
+    case K_DSP:                 /* the K_FIRST_M4 classes: cm4 only (decode_thumb_m4) */
+    case K_DMUL:
+        return C4_DSP;
+    case K_VALU:
+        return C4_VALU;
+    case K_VMLA:
+        return C4_VMLA;
+    case K_VDIV:
+        return C4_VDIV;
+    case K_VLDR:                /* 2 single, 3 double */
+    case K_VLDM:                /* 1 + N words (1 + 2N doubles) */
+        return 1 + (c->n ? c->n : 1) + stall + lit;
+    case K_VMOV:                /* 1, or 2 for two core registers */
+        return c->n ? c->n : 1;
     case K_LDR:
         if (c->pc) {
             *ind = true;
@@ -442,6 +525,8 @@ static bool ends_segment(const Class *c)
     case K_MLA:
     case K_LMUL:
     case K_LMLA:
+    case K_DSP:
+    case K_DMUL:
     case K_IT:
     case K_BARRIER:
     case K_ISB:
@@ -529,7 +614,11 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         Class c;
         Operands o;
 
-        decode_thumb(data, len, &c);
+        if (cm4) {
+            decode_thumb_m4(data, len, &c);
+        } else {
+            decode_thumb(data, len, &c);
+        }
         if (c.cls == K_UNKNOWN) {
             unclassified++;
         }
@@ -585,6 +674,14 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
                 insn, QEMU_PLUGIN_INLINE_STORE_U64, e_ind, 1);
         }
+        if (c.cls >= K_VALU) {
+            /* cm4 FP instruction: pending lazy stacking happens now; FP context active */
+            qemu_plugin_register_vcpu_insn_exec_cond_cb(
+                insn, vcpu_lazy_stack, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
+                e_lspact, 0, NULL);
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+                insn, QEMU_PLUGIN_INLINE_STORE_U64, e_fpca, 1);
+        }
         if (ends_segment(&c)) {
             segment_end(&seg);
         }
@@ -625,7 +722,7 @@ static void plugin_exit(qemu_plugin_id_t id, void *p)
     }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
     fprintf(f, "# slicert-plugin %s cycle-model %s\n",
-            SLICERT_PLUGIN_VERSION, CYCLE_MODEL_VERSION);
+            SLICERT_PLUGIN_VERSION, cm4 ? CYCLE_MODEL_VERSION_CM4 : CYCLE_MODEL_VERSION);
     fprintf(f, "# trace_base 0x%" PRIx64 " ws %u unclassified %" PRIu64 "\n",
             trace_base, ws, unclassified);
     if (count_classes) {
@@ -732,9 +829,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             flash_end = v;
         } else if (arg_is(a, klen, "classes") && parse_u64(val, &v) && v <= 1) {
             count_classes = v != 0;
+        } else if (arg_is(a, klen, "core") && (!strcmp(val, "cm3") || !strcmp(val, "cm4"))) {
+            cm4 = !strcmp(val, "cm4");
         } else {
             fprintf(stderr, "slicert_cycles: bad option '%s' (expected trace_base=ADDR, "
-                    "out=FILE, ws=N, flash_end=ADDR, classes=0|1)\n", a);
+                    "out=FILE, ws=N, flash_end=ADDR, classes=0|1, core=cm3|cm4)\n", a);
             return -1;
         }
     }
@@ -754,6 +853,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     e_left = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, left);
     e_ft = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ft);
     e_ind = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ind);
+    e_fpca = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, fpca);
+    e_lspact = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, lspact);
     if (!qemu_plugin_clock_register(clock_now, clock_deadline)) {
         fprintf(stderr, "slicert_cycles: cannot drive the virtual clock (a QEMU without "
                 "qemu/patches, or -icount given: the plugin is the clock)\n");

@@ -3,7 +3,8 @@
  * operand decoder, shared by the SliceRT cycle plugin (qemu/slicert_cycles.c) and its
  * cross-check against capstone (tests/support/decoder_check.c).
  *
- * decode_thumb() gives the class of an instruction (what its cost depends on);
+ * decode_thumb() gives the class of an instruction (what its cost depends on), ARMv7-M;
+ * decode_thumb_m4() the same for ARMv7E-M (the Cortex-M4F: DSP and FP instructions too);
  * decode_operands() the registers it writes, the registers its address uses and,
  * for direct branches, the target. Header-only (static functions), no glib.
  */
@@ -22,13 +23,25 @@ enum cls {
     K_ALU, K_MUL, K_MLA, K_LMUL, K_LMLA, K_DIV, K_LDR, K_LDRD, K_STR, K_STRD,
     K_LDM, K_STM, K_B, K_BL, K_BX, K_CBZ, K_TBB, K_IT, K_NOP, K_SYS,
     K_BARRIER, K_ISB, K_SVC,
+    /* ARMv7E-M (Cortex-M4) only: decode_thumb_m4(); decode_thumb() leaves them K_UNKNOWN */
+    K_DSP,          /* DSP data processing: SIMD add/sub, QADD.., SSAT16, PKH, SEL, SXTB16.. */
+    K_DMUL,         /* DSP multiplies: SMULxy, SMLAxy, SMLAD, SMUAD, SMLALxy, SMLALD, UMAAL.. */
+    K_VALU,         /* FP data processing, 1 cycle: VADD VSUB VMUL VNMUL VABS VNEG VCMP VCVT VMOV */
+    K_VMLA,         /* FP multiply-accumulate, fused too: VMLA VMLS VNMLA VNMLS VFMA VFMS.. */
+    K_VDIV,         /* VDIV, VSQRT */
+    K_VLDR,         /* VLDR, VSTR (n = words: 1 single, 2 double) */
+    K_VLDM,         /* VLDM, VSTM, VPUSH, VPOP (n = words transferred) */
+    K_VMOV,         /* core <-> FP register moves, VMRS, VMSR (n = core registers moved) */
     K_COUNT
 };
+
+#define K_FIRST_M4 K_DSP
 
 static const char *const cls_names[K_COUNT] = {
     "unknown", "alu", "mul", "mla", "lmul", "lmla", "div", "ldr", "ldrd", "str", "strd",
     "ldm", "stm", "b", "bl", "bx", "cbz", "tbb", "it", "nop", "sys",
     "barrier", "isb", "svc",
+    "dsp", "dmul", "valu", "vmla", "vdiv", "vldr", "vldm", "vmov",
 };
 
 /* What the cost of one instruction depends on. */
@@ -47,7 +60,8 @@ typedef struct {
  * halfword, 32-bit ones on (hw1 << 16) | hw2. `x` says how to read the operands that
  * the cost depends on. Reserved encodings and those of other profiles or extensions
  * (DSP, FP, coprocessor, ...) fall through to K_UNKNOWN, as capstone's mnemonics for
- * them are not in the table either.
+ * them are not in the table either (the Cortex-M3 models). decode_thumb_m4() (below)
+ * classifies the ARMv7E-M DSP and FPv4-SP ones for the Cortex-M4 (cm4-v1).
  *
  * It reproduces the former capstone-text classifier (below) exactly, also where that
  * one is odd: capstone's validity checks (encodings it does not decode are
@@ -404,6 +418,214 @@ static inline void decode_thumb(const uint8_t *p, size_t len, Class *c)
 }
 
 
+/* ---- ARMv7E-M: the DSP extension and the FPv4-SP FPU (Cortex-M4F) -----------------
+ *
+ * decode_thumb_m4() is decode_thumb() plus the encodings the Cortex-M4 adds: only the
+ * ones decode_thumb() leaves K_UNKNOWN are looked at, so every ARMv7-M instruction keeps
+ * its class (and its cm3 cost rules) on the M4. References: ARM DDI 0403 (ARMv7-M ARM)
+ * A5.3.3 (SSAT16, USAT16), A5.3.11 (PKHBT, PKHTB), A5.3.12-15 (extend-and-add, parallel
+ * add/sub, QADD.., SEL), A5.3.16-17 (DSP multiplies), A6.4-6.6 (FP data processing,
+ * extension register loads/stores, core <-> FP register transfers). Checked against
+ * capstone by tests/support/decoder_check.c (--m4).
+ */
+
+/* 32-bit DSP encodings (first match). X_NONE: valid as matched; the X_* below check. */
+enum xop_m4 {
+    XM_NONE,
+    XM_PAR,         /* parallel add/sub: op1 = hw1[6:4] not 011/111, op2 = hw2[5:4] != 11 */
+    XM_MUL16,       /* A5.3.16: op1 = hw1[6:4]: 001 any op2; 010-110 op2 0x; 111 op2 00 */
+    XM_EXT,         /* A5.3.12 extend (and add): op1 = hw1[6:4] 000-101 (110, 111 undefined) */
+};
+
+typedef struct {
+    uint32_t mask, match;
+    uint8_t cls;
+    uint8_t x;      /* enum xop_m4 */
+} PatternM4;
+
+static const PatternM4 thumb32_m4[] = {
+    {0xFFF00010, 0xEAC00000, K_DSP, XM_NONE},       /* pkhbt, pkhtb (hw2[15]: capstone ignores it) */
+    {0xFFF0F0F0, 0xF3200000, K_DSP, XM_NONE},       /* ssat16 */
+    {0xFFF0F0F0, 0xF3A00000, K_DSP, XM_NONE},       /* usat16 */
+    {0xFF80F080, 0xFA00F080, K_DSP, XM_EXT},        /* sxtah uxtah sxtab16 uxtab16 sxtab
+                                                       uxtab, sxtb16 uxtb16 (Rn = 1111) */
+    {0xFF80F080, 0xFA80F000, K_DSP, XM_PAR},        /* [su]add16 [su]asx .. [us]h/q forms */
+    {0xFFF0F0C0, 0xFA80F080, K_DSP, XM_NONE},       /* qadd qdadd qsub qdsub */
+    {0xFFF0F0F0, 0xFAA0F080, K_DSP, XM_NONE},       /* sel */
+    {0xFF8000C0, 0xFB000000, K_DMUL, XM_MUL16},     /* smulxy smlaxy smuad smlad smulwy
+                                                       smlawy smusd smlsd smmul smmla
+                                                       smmls usad8 usada8 */
+    {0xFFF000C0, 0xFBC00080, K_DMUL, XM_NONE},      /* smlalbb smlalbt smlaltb smlaltt */
+    {0xFFF000E0, 0xFBC000C0, K_DMUL, XM_NONE},      /* smlald, smlaldx */
+    {0xFFF000E0, 0xFBD000C0, K_DMUL, XM_NONE},      /* smlsld, smlsldx */
+    {0xFFF000F0, 0xFBE00060, K_DMUL, XM_NONE},      /* umaal */
+};
+
+/* FP (coprocessor 10/11) encodings: hw1 = 1110 11xx, coproc = hw2[11:9] = 101. */
+static inline void decode_vfp(uint32_t w, Class *c)
+{
+    uint32_t hw1 = w >> 16, hw2 = w & 0xFFFF;
+    bool dbl = (hw2 & 0x100) != 0;
+
+    if ((hw2 & 0x0E00) != 0x0A00) {
+        return;                                     /* other coprocessors: K_UNKNOWN */
+    }
+    if ((hw1 & 0xFF00) == 0xEE00 && !(hw2 & 0x10)) {
+        /* A6.4 data processing: opc1 = hw1[7], hw1[5:4] (hw1[6] is D), opc3 = hw2[7:6] */
+        unsigned op = (hw1 >> 5 & 4) | (hw1 >> 4 & 3), opc2 = hw1 & 15;
+        bool o6 = (hw2 & 0x40) != 0, o7 = (hw2 & 0x80) != 0;
+
+        switch (op) {
+        case 0: case 1:                             /* vmla vmls, vnmla vnmls */
+        case 5: case 6:                             /* vfnma vfnms, vfma vfms */
+            c->cls = K_VMLA;
+            break;
+        case 2: case 3:                             /* vmul vnmul, vadd vsub */
+            c->cls = K_VALU;
+            break;
+        case 4:                                     /* vdiv */
+            if (!o6) {
+                c->cls = K_VDIV;
+            }
+            break;
+        default:                                    /* 7: other data processing */
+            if (!o6) {
+                if (!(hw2 & 0xB0)) {
+                    c->cls = K_VALU;                /* vmov immediate (hw2[7:4] = 0000) */
+                }
+            } else if (opc2 == 1 && o7) {
+                c->cls = K_VDIV;                    /* vsqrt */
+            } else if (opc2 == 5 && (hw2 & 0x2F)) {
+                /* vcmp(e) with #0.0: M, Vm should be zero */
+            } else if (opc2 != 6 && opc2 != 9 && !(opc2 == 7 && !o7)) {
+                /* vmov reg, vabs, vneg, vcvtb/t, vcmp(e), vcvt f32<->f64 / int / fixed */
+                c->cls = K_VALU;
+            }
+            break;
+        }
+        c->n = 1;
+        return;
+    }
+    if ((hw1 & 0xFF00) == 0xEE00) {
+        /* A6.6 8/16/32-bit transfers: L = hw1[4], C = hw2[8], A = hw1[7:5] */
+        unsigned a = hw1 >> 5 & 7, reg = hw1 & 15;
+        bool sbz = (hw2 & 0x6F) == 0, ok;
+
+        if (!dbl && a == 7) {
+            /* vmrs: fpsid fpscr mvfr2-0 fpexc fpinst(2); vmsr: fpsid fpscr fpexc fpinst(2),
+             * its should-be-zero bits 6:5, 3:0 not checked (as capstone decodes them) */
+            ok = (hw1 & 0x10) ? !(hw2 & 0xEF) && (reg <= 1 || (reg >= 5 && reg <= 10))
+                              : !(hw2 & 0x80) && (reg <= 1 || (reg >= 8 && reg <= 10));
+        } else {
+            ok = sbz && ((!dbl && a == 0) || (dbl && (a & 6) == 0));
+        }
+        if (ok) {
+            c->cls = K_VMOV;                        /* vmov s<->r, vmrs/vmsr, vmov d[x]<->r */
+            c->n = 1;
+        }
+        return;
+    }
+    /* A6.5 extension register load/store (hw1 = 1110 110P UDWL Rn) */
+    {
+        unsigned puw = (hw1 >> 6 & 6) | (hw1 >> 5 & 1);    /* P U W */
+        unsigned imm8 = hw2 & 0xFF;
+
+        if ((hw1 & 0xFFE0) == 0xEC40) {
+            /* 64-bit transfers (A6.7): vmov r, r <-> s, s / d */
+            if ((hw2 & 0xD0) == 0x10 && (dbl || ((hw2 & 15) << 1 | (hw2 >> 5 & 1)) != 31)) {
+                c->cls = K_VMOV;                    /* (two singles: Sm up to s30) */
+                c->n = 2;
+            }
+            return;
+        }
+        if ((hw1 & 0xFE00) != 0xEC00 || (hw1 & 0x1F0) == 0) {
+            return;
+        }
+        switch (puw) {
+        case 2: case 3:                             /* vstm/vldm ia(!), vpop */
+        case 5: {                                   /* vstmdb!/vldmdb!, vpush */
+            /* n = words; a list past the last register (UNPREDICTABLE) is counted to it,
+             * at most 16 doubles, as capstone lists it */
+            unsigned vd = hw2 >> 12, d = hw1 >> 6 & 1;
+
+            if (dbl && (imm8 & 1)) {
+                return;                             /* fldmx/fstmx (not ARMv7-M) */
+            }
+            imm8 = imm8 ? imm8 : (dbl ? 2 : 1);     /* capstone lists one register */
+            if (dbl) {
+                unsigned first = d << 4 | vd, regs = imm8 / 2;
+
+                regs = regs > 16 ? 16 : regs;
+                regs = regs > 32 - first ? 32 - first : regs;
+                c->n = (uint8_t)(2 * regs);
+            } else {
+                unsigned first = vd << 1 | d;
+
+                c->n = (uint8_t)(imm8 > 32 - first ? 32 - first : imm8);
+            }
+            if (c->n) {
+                c->cls = K_VLDM;
+            }
+            return;
+        }
+        case 4: case 6:                             /* vstr, vldr (P = 1, W = 0) */
+            c->cls = K_VLDR;
+            c->n = dbl ? 2 : 1;
+            return;
+        default:
+            return;
+        }
+    }
+}
+
+static inline void decode_thumb_m4(const uint8_t *p, size_t len, Class *c)
+{
+    uint32_t w;
+    bool wide;
+    const PatternM4 *t, *end = thumb32_m4 + sizeof(thumb32_m4) / sizeof(thumb32_m4[0]);
+
+    decode_thumb(p, len, c);
+    if (c->cls != K_UNKNOWN || !thumb_word(p, len, &w, &wide) || !wide) {
+        return;
+    }
+    if ((w & 0xEC000000) == 0xEC000000 && !(w & 0x10000000)) {
+        decode_vfp(w, c);
+        return;
+    }
+    for (t = thumb32_m4; t < end && (w & t->mask) != t->match; t++) {
+    }
+    if (t == end) {
+        return;
+    }
+    switch ((enum xop_m4)t->x) {
+    case XM_NONE:
+        break;
+    case XM_PAR: {
+        unsigned op1 = w >> 20 & 7, op2 = w >> 4 & 3;
+
+        if (op1 == 3 || op1 == 7 || op2 == 3) {
+            return;
+        }
+        break;
+    }
+    case XM_EXT:
+        if ((w >> 20 & 7) > 5) {
+            return;
+        }
+        break;
+    case XM_MUL16: {
+        unsigned op1 = w >> 20 & 7, op2 = w >> 4 & 3;
+
+        if (op1 == 0 || (op1 >= 2 && op1 <= 6 && op2 > 1) || (op1 == 7 && op2 != 0)) {
+            return;
+        }
+        break;
+    }
+    }
+    c->cls = t->cls;
+}
+
+
 /* ---- operands (for the pipeline rules of cm3-v2) ----------------------------------- */
 
 typedef struct {
@@ -476,6 +698,24 @@ static inline void decode_operands(const uint8_t *p, size_t len, uint32_t addr, 
             break;
         case K_TBB:
             o->amask = R(hw1) | R(hw2);
+            break;
+        case K_DSP:                                 /* ARMv7E-M (decode_thumb_m4) */
+        case K_DMUL:
+            o->wmask = R(hw2 >> 8);
+            if ((hw1 & 0xFF80) == 0xFB80) {         /* long forms: RdLo, RdHi */
+                o->wmask |= R(hw2 >> 12);
+            }
+            break;
+        case K_VLDR:
+        case K_VLDM:
+            o->amask = R(hw1);
+            o->literal = c->cls == K_VLDR && (hw1 & 15) == 15;
+            break;
+        case K_VMOV:
+            if ((hw1 & 0x10) && (hw2 >> 12) != 15) {  /* to core registers (L = 1);
+                                                         not vmrs APSR_nzcv */
+                o->wmask = (c->n == 2 ? R(hw1) : 0) | R(hw2 >> 12);
+            }
             break;
         case K_B:
         case K_BL:

@@ -1,4 +1,5 @@
-"""`slicert cycles ELF`: modelled Cortex-M3 cycles of any lm3s6965evb ELF.
+"""`slicert cycles ELF [--board B]`: modelled cycles of any ELF: Cortex-M3 (cm3-v2) on
+lm3s6965evb (default) and mps2-an385, Cortex-M4 (cm4-v1) on mps2-an386.
 
 The ELF runs under the patched QEMU and the cycle plugin until it exits by semihosting
 (SYS_EXIT / SYS_EXIT_EXTENDED), so a user can check their own code (e.g. CoreMark)
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from slicert_ops.errors import InputError, SliceRTError, StageError
+from slicert_ops.sim import events as ev
 
 #: where the plugin looks for trace stubs when the ELF has none: the Cortex-M system region
 #: (execute-never), so no instruction of the program is ever taken for a stub
@@ -32,10 +34,14 @@ QEMU_MESSAGE = (b"qemu-system-", b"slicert_cycles:")  # stderr lines that are no
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "cycles", help="measure modelled Cortex-M3 cycles of an lm3s6965evb ELF",
-        description="Run an lm3s6965evb ELF that ends by semihosting exit under the cycle "
-                    "model and print its instructions, cycles and instruction classes.")
+        "cycles", help="measure modelled Cortex-M cycles of an ELF (lm3s6965evb by default)",
+        description="Run an ELF that ends by semihosting exit under the cycle model of its "
+                    "board (lm3s6965evb / mps2-an385: Cortex-M3, cm3-v2; mps2-an386: "
+                    "Cortex-M4F, cm4-v1) and print its instructions, cycles and instruction "
+                    "classes.")
     p.add_argument("elf", help="the firmware ELF (exits by semihosting SYS_EXIT)")
+    p.add_argument("--board", default="lm3s6965evb", choices=sorted(ev.BOARD_CORE),
+                   help="QEMU machine and cycle model (default lm3s6965evb)")
     p.add_argument("--ws", type=_nonneg_int, default=0, metavar="N",
                    help="flash wait states (default 0)")
     p.add_argument("--cpu-mhz", type=_pos_float, default=50.0, metavar="F",
@@ -71,9 +77,9 @@ def _pos_float(text: str) -> float:
 
 
 def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
-            timeout_s: float = 60.0) -> dict[str, Any]:
-    """Run ``elf`` and return its figures; raises SliceRTError when the run failed."""
-    from slicert_ops.sim import events as ev
+            timeout_s: float = 60.0, board: str = "lm3s6965evb") -> dict[str, Any]:
+    """Run ``elf`` on ``board`` and return its figures; raises SliceRTError when the run
+    failed."""
     from slicert_ops.sim.qemu import elf_symbols, run_firmware
     from slicert_ops.sim.trace import read_plugin_output
 
@@ -88,7 +94,7 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
     with tempfile.TemporaryDirectory(prefix="slicert-cycles-") as tmp:
         guest_file = Path(tmp) / GUEST_FILE
         sim = run_firmware(elf, seed=0, out_dir=tmp, timeout_s=timeout_s, ws=ws,
-                           classes=True, guest_output=guest_file,
+                           classes=True, guest_output=guest_file, board=board,
                            trace_base=NO_TRACE_BASE if stubs is None else stubs & ~1)
         guest = _guest_text(guest_file, sim.stdout, sim.stderr)
         seen = f"; its output ends: {' | '.join(guest.splitlines()[-3:])}" if guest else ""
@@ -112,12 +118,13 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
         "cycles": cycles, "cpi": round(cycles / insns, 4) if insns else 0.0,
         "cpu_mhz": cpu_mhz, "time_us": round(cycles / cpu_mhz, 3), "ws": ws,
         "cycle_model": out.cycle_model, "classes": classes, "guest_output": guest,
+        "board": board,
         "trace_events": out.dropped_events + sum(1 for e in out.events
                                                  if e.id != ev.EXC_ENTRY),
     }
-    if out.cycle_model != ev.CYCLE_MODEL_VERSION:
+    if out.cycle_model != ev.cycle_model(board):
         raise StageError("run", f"plugin cycle model {out.cycle_model}, expected "
-                                f"{ev.CYCLE_MODEL_VERSION} (rebuild: qemu/build.sh --force)")
+                                f"{ev.cycle_model(board)} (rebuild: qemu/build.sh --force)")
     return result
 
 
@@ -135,7 +142,8 @@ def _guest_text(chardev: Path, stdout: bytes, stderr: bytes) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    res = measure(Path(args.elf), ws=args.ws, cpu_mhz=args.cpu_mhz, timeout_s=args.timeout)
+    res = measure(Path(args.elf), ws=args.ws, cpu_mhz=args.cpu_mhz, timeout_s=args.timeout,
+                  board=args.board)
     show = sys.stdout.isatty() if args.show_output is None else args.show_output
     if show and res["guest_output"]:
         text = res["guest_output"]

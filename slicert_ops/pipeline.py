@@ -138,6 +138,7 @@ class OperatorFirmware:
         trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=repeat,
                             seed=repeat, exit_code=sim.exit_code, sizes=sizes,
                             metrics=metrics, cpu_mhz=cpu_mhz, board=board)
+        trace["cycle_model"] = ev.cycle_model(board)    # cm4-v1 on mps2-an386
         return Measurement(sim, trace, metrics, correct, mismatch,
                            seconds={"qemu": qemu_s, "parse": time.perf_counter() - t - qemu_s})
 

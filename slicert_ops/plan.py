@@ -98,7 +98,7 @@ def check_toolchain(cands: list[Candidate], plan_path: Path) -> None:
 
     if not cands:
         return
-    mine = toolchain_versions()
+    mine = toolchain_versions(cands[0].runner.get("board"))
     planned = cands[0].versions
     diff = sorted(k for k in set(planned) | set(mine) if planned.get(k) != mine.get(k))
     if diff:

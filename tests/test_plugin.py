@@ -203,7 +203,7 @@ def test_missing_plugin_and_elf_are_clear_errors(fw: dict[str, Path], tmp_path: 
 def test_plugin_rejects_bad_arguments(fw: dict[str, Path], tmp_path: Path) -> None:
     base = [QEMU, "-M", "lm3s6965evb", "-display", "none", "-serial", "null",
             "-monitor", "none", "-kernel", str(fw["main"])]
-    for arg in ("bogus=1", "ws=x", "trace_base=zz", "classes=2", "flash_end=x"):
+    for arg in ("bogus=1", "ws=x", "trace_base=zz", "classes=2", "flash_end=x", "core=cm7"):
         cmd = [*base, "-accel", "tcg,thread=single",
                "-plugin", f"{PLUGIN},out={tmp_path / 'x.txt'},{arg}"]
         p = subprocess.run(cmd, capture_output=True, timeout=30)
@@ -242,5 +242,14 @@ def test_decoder_matches_capstone_classifier_over_encodings(plugin: Path, tmp_pa
     proc = subprocess.run([str(exe), "128", "e8bd", "f85f", "f85d", "f3ef", "f83f", "f81f",
                            "e92d", "e8d0", "f3af", "f000"], capture_output=True, text=True,
                           timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+    assert proc.stdout.strip().endswith("mismatches 0")
+    # ARMv7E-M (cm4-v1: decode_thumb_m4): the DSP and FP spaces, all second halfwords for
+    # smlad, the parallel add/subtract and misc DSP space, smlal* (long DSP), vadd..,
+    # vmla.., the other FP data processing, vmrs/vmsr, vldr, vpop/vldm sp!, vmov r, r
+    # and pkhbt/pkhtb
+    proc = subprocess.run([str(exe), "--m4", "512", "fb21", "fa90", "fbc0", "ee30", "ee00",
+                           "eeb0", "eef1", "ed94", "ecbd", "ec41", "eac0"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
     assert proc.stdout.strip().endswith("mismatches 0")

@@ -4,7 +4,11 @@ memory regions, handlers and board-specific defines.
 - lm3s6965evb: QEMU ``-M lm3s6965evb``, port baremetal-cm3, 248 KiB flash / 64 KiB SRAM,
   IRQ load GPTM Timer0A (IRQ 19), trace base 0x3E000;
 - mps2-an385: QEMU ``-M mps2-an385``, port baremetal-an385, 4 MiB - 4 KiB code RAM / 4 MiB
-  SRAM, IRQ load CMSDK dual timer 1 (IRQ 10), trace base 0x3FF000.
+  SRAM, IRQ load CMSDK dual timer 1 (IRQ 10), trace base 0x3FF000;
+- mps2-an386: QEMU ``-M mps2-an386`` (Cortex-M4 with FPU, the AN385's CMSDK peripherals and
+  memory map), port baremetal-an386 (the an385 port plus the FPU: CPACR at reset, lazy
+  stacking, an FP-aware PendSV), ``-mcpu=cortex-m4 -mfloat-abi=hard -mfpu=fpv4-sp-d16``,
+  cycle model cm4-v1.
 
 Both ports share ``zephyr/ports/common`` (handlers, linker sections, the C half in
 ``cm3_baremetal.h``); the host-side facts (IRQ-load exception, trace base) are in
@@ -36,6 +40,8 @@ class Board:
     #: exact timer interval, in cycles (0 = no limit checked on this board).
     min_timer_cycles: int = 0
     defines: dict[str, str] = field(default_factory=dict)
+    #: gcc's core flags (the build's other flags are every board's)
+    cpu_flags: tuple[str, ...] = ("-mcpu=cortex-m3",)
 
     @property
     def trace_base(self) -> int:
@@ -75,6 +81,19 @@ BOARDS: dict[str, Board] = {
         },
         board_clock_ns=40, min_timer_cycles=250,
         defines={"SLICERT_TRACE_BASE": "0x003FF000u"}),
+    "mps2-an386": Board(
+        name="mps2-an386", machine="mps2-an386", port="baremetal-an386",
+        linker_script="an386.ld", irq_load_handler="DualTimer_Handler",
+        flash_bytes=0x3FF000, ram_bytes=4 * 1024 * 1024,
+        regions={
+            "FLASH": "code RAM for code and constant data (inputs, weights): 4 MiB - 4 KiB "
+                     "at 0x00000000",
+            "RAM": "SRAM for stacks, output buffer and variables: 4 MiB at 0x20000000",
+            "TRACE": "trace stubs: 2.25 KiB at 0x003FF000",
+        },
+        board_clock_ns=40, min_timer_cycles=250,
+        defines={"SLICERT_TRACE_BASE": "0x003FF000u"},
+        cpu_flags=("-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")),
 }
 
 

@@ -1,6 +1,7 @@
 """Firmware build stage: generated kernel + SliceRT runtime + harness -> firmware.elf.
 
-One arm-none-eabi-gcc invocation compiles and links everything (-O2, Cortex-M3, Thumb,
+One arm-none-eabi-gcc invocation compiles and links everything (-O2, Cortex-M3 or, on
+mps2-an386, Cortex-M4 with the FPU and the hard-float ABI: ``Board.cpu_flags``; Thumb,
 freestanding, -Wall -Werror, libgcc for division / soft float). The ELF holds no path
 or time stamp (no debug info; file symbols are base names; -ffile-prefix-map for
 __FILE__), so identical inputs give a byte-identical ELF in any output folder.
@@ -39,6 +40,15 @@ CFLAGS = [
     "-fno-unwind-tables", "-fno-asynchronous-unwind-tables", "-ffunction-sections",
     "-fdata-sections", "-Wall", "-Werror",
 ]
+
+
+def cflags(brd: Board) -> list[str]:
+    """CFLAGS with the board's core flags in place of ``-mcpu=cortex-m3`` (the Cortex-M3
+    boards: CFLAGS itself, so their command lines and ELFs are unchanged)."""
+    i = CFLAGS.index("-mcpu=cortex-m3")
+    return CFLAGS[:i] + list(brd.cpu_flags) + CFLAGS[i + 1:]
+
+
 LDFLAGS = ["-nostdlib", "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments"]
 
 #: Exception / interrupt handlers of the lm3s6965evb firmware (every board:
@@ -253,14 +263,15 @@ def cache_dir() -> Path:
 
 
 def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str],
-                     sources: Sequence[str] = RUNTIME_SOURCES) -> list[Path]:
+                     sources: Sequence[str] = RUNTIME_SOURCES,
+                     base_flags: Sequence[str] = CFLAGS) -> list[Path]:
     """Compile the runtime (core + port) with these defines, or reuse the cached objects
     of an identical earlier compile. The key covers gcc, flags and every runtime file
     (the sources, every header, the shared port fragments in ports/common)."""
     srcs = tuple(sources)
     h = hashlib.sha256()
     h.update(gcc_version().encode())
-    h.update("\0".join(CFLAGS + flags).encode())
+    h.update("\0".join(list(base_flags) + flags).encode())
     files = sorted(p for p in (zdir / "include").rglob("*") if p.is_file())
     files += sorted(p for p in (port / "include").rglob("*") if p.is_file())
     files += sorted(p for p in (zdir / "ports" / "common").glob("*") if p.is_file()
@@ -283,7 +294,7 @@ def _runtime_objects(zdir: Path, port: Path, flags: list[str], log: list[str],
     try:
         procs = []
         for rel, name in zip(srcs, names, strict=True):
-            cmd = [GCC, *CFLAGS, f"-ffile-prefix-map={zdir}=zephyr", *flags, "-c",
+            cmd = [GCC, *base_flags, f"-ffile-prefix-map={zdir}=zephyr", *flags, "-c",
                    str(zdir / rel), "-o", name]
             procs.append((cmd, subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE,
                                                 stderr=subprocess.PIPE, text=True)))
@@ -386,12 +397,13 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
     dflags = [f"-D{k}={v}" for k, v in defines.items()]
     incs = [f"-I{zdir / 'include'}", f"-I{port / 'include'}"]
     try:
-        objs = _runtime_objects(zdir, port, dflags + incs, log, runtime_sources(brd.port))
+        objs = _runtime_objects(zdir, port, dflags + incs, log, runtime_sources(brd.port),
+                                cflags(brd))
     except StageError as exc:
         raise fail(str(exc).removeprefix("build: ")) from None
     sources = ["build/kernel.c", "build/slicert_data.c",
                str(zdir / "apps" / "microbench" / "main.c")]
-    cmd = [GCC, *CFLAGS,
+    cmd = [GCC, *cflags(brd),
            f"-ffile-prefix-map={out}=.", f"-ffile-prefix-map={zdir}=zephyr",
            *dflags, *incs, "-Ibuild", *sources, *map(str, objs),
            f"-L{zdir / 'ports' / 'common'}", "-T", str(port / brd.linker_script), *LDFLAGS,

@@ -17,7 +17,8 @@ from slicert_ops.manifest.load import Experiment
 
 # lm3s6965evb memory, and what the runtime itself needs (stacks, runtime state, code).
 BOARD_MEMORY = {"lm3s6965evb": {"flash": 256 * 1024, "ram": 64 * 1024},
-                "mps2-an385": {"flash": 4 * 1024 * 1024, "ram": 4 * 1024 * 1024}}
+                "mps2-an385": {"flash": 4 * 1024 * 1024, "ram": 4 * 1024 * 1024},
+                "mps2-an386": {"flash": 4 * 1024 * 1024, "ram": 4 * 1024 * 1024}}
 RUNTIME_RAM_RESERVE = 6 * 1024
 RUNTIME_FLASH_RESERVE = 24 * 1024
 
@@ -61,7 +62,7 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
 
     if versions is None:
         from slicert_ops.versions import toolchain_versions
-        versions = toolchain_versions()
+        versions = toolchain_versions(exp.runner.get("board"))
     if exp.is_network:
         from slicert_ops.network.candidates import expand_network
 

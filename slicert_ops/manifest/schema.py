@@ -25,7 +25,7 @@ DEFAULT_OPERATOR: dict[str, Any] = {
 DTYPES = ("int8", "float32")
 # The kernel forms of codegen.spec / network.tasks.FORMS, in number order.
 FORM_NAMES = ("direct", "block", "im2col", "pointwise")
-BOARDS = ("lm3s6965evb", "mps2-an385")
+BOARDS = ("lm3s6965evb", "mps2-an385", "mps2-an386")
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,15 @@ RUNNER_FIELDS: dict[str, Field] = {
     "rt_deadline_us": Field("int", default=None, minimum=1,
                             help="real-time job deadline after release (default: the period)"),
     "cpu_mhz": Field("int", default=50, minimum=1, maximum=1000,
-                     help="clock of the modelled Cortex-M3, MHz: every µs of the manifest "
-                          "(slice, IRQ period and jitter, deadline) is cpu_mhz cycles"),
+                     help="clock of the modelled core (Cortex-M3; M4 on mps2-an386), MHz: "
+                          "every µs of the manifest (slice, IRQ period and jitter, "
+                          "deadline) is cpu_mhz cycles"),
     "timeout_s": Field("float", default=60.0, minimum=1,
                        help="wall-clock limit of one QEMU run; a hung run is killed"),
     "board": Field("enum", default="lm3s6965evb", choices=BOARDS,
-                   help="QEMU machine: lm3s6965evb (248 KiB flash, 64 KiB RAM) or "
-                        "mps2-an385 (4 MiB code RAM, 4 MiB RAM)"),
+                   help="QEMU machine: lm3s6965evb (Cortex-M3, 248 KiB flash, 64 KiB RAM), "
+                        "mps2-an385 (Cortex-M3, 4 MiB code RAM, 4 MiB RAM) or mps2-an386 "
+                        "(Cortex-M4 with FPU, cycle model cm4-v1, the AN385's memory)"),
     "flash_wait_states": Field("int", default=0, minimum=0,
                                help="flash wait states: charged where fetches from "
                                     "flash stall (refills, sequential fetch, literal loads, "

@@ -322,7 +322,7 @@ class Session:
         self.op = operator_spec(exp)
         self.inputs = make_inputs(self.op, seed=0)
         self.reference = reference(self.op, self.inputs)
-        self.versions = toolchain_versions()
+        self.versions = toolchain_versions(exp.runner.get("board"))  # cm4-v1 on an386
         self.ctx = SweepContext(experiment=exp.name, exp_dir=exp_dir, repeat=exp.repeat,
                                 logging=dict(exp.logging), manifest_file=exp.source)
         self.db = RunFolderDatabase(exp_dir, exp.repeat)

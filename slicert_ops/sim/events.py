@@ -27,8 +27,27 @@ IRQ_LOAD_EXCEPTION = 16 + 19
 #: (zephyr/ports/<port>/*.ld). mps2-an385: CMSDK dual timer = IRQ 10; its 4 MiB code RAM
 #: has the trace stubs at its top (docs/contracts.md, "Boards").
 BOARD_IRQ_LOAD_EXCEPTION: dict[str, int] = {"lm3s6965evb": IRQ_LOAD_EXCEPTION,
-                                            "mps2-an385": 16 + 10}
-BOARD_TRACE_BASE: dict[str, int] = {"lm3s6965evb": TRACE_BASE, "mps2-an385": 0x003FF000}
+                                            "mps2-an385": 16 + 10, "mps2-an386": 16 + 10}
+BOARD_TRACE_BASE: dict[str, int] = {"lm3s6965evb": TRACE_BASE, "mps2-an385": 0x003FF000,
+                                    "mps2-an386": 0x003FF000}
+
+#: The core of each board and the cycle model the plugin applies to it (plugin argument
+#: ``core=``; qemu/cycle_model.md). mps2-an386 is a Cortex-M4 with FPU: model cm4-v1.
+BOARD_CORE: dict[str, str] = {"lm3s6965evb": "cm3", "mps2-an385": "cm3", "mps2-an386": "cm4"}
+CORE_CYCLE_MODEL: dict[str, str] = {"cm3": CYCLE_MODEL_VERSION, "cm4": "cm4-v1"}
+
+
+def core(board: str) -> str:
+    """The core (``cm3`` or ``cm4``) of ``board``: the plugin's ``core=`` argument."""
+    try:
+        return BOARD_CORE[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r} (known: {', '.join(BOARD_CORE)})") from None
+
+
+def cycle_model(board: str) -> str:
+    """The cycle model version the plugin applies on ``board`` (cm3-v2 on the M3 boards)."""
+    return CORE_CYCLE_MODEL[core(board)]
 
 
 def irq_load_exception(board: str) -> int:

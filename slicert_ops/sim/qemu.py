@@ -1,5 +1,5 @@
-"""Run a firmware ELF in the patched QEMU (lm3s6965evb, or mps2-an385 with ``board=``)
-under the cycle plugin.
+"""Run a firmware ELF in the patched QEMU (lm3s6965evb, or mps2-an385 / mps2-an386 with
+``board=``) under the cycle plugin (model cm3-v2, or cm4-v1 on the Cortex-M4 mps2-an386).
 
 With the plugin, QEMU's virtual clock is the plugin's modelled cycle count (one period
 of the board's CPU clock per cycle, whatever the guest programs it to): no
@@ -42,7 +42,8 @@ DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICER
 DEFAULT_QEMU = str(QEMU_BIN)        # build/qemu/qemu-system-arm or $SLICERT_QEMU
 MACHINE = "lm3s6965evb"
 #: runner.board -> QEMU machine (-M); the trace base per board is ev.trace_base(board).
-MACHINES = {"lm3s6965evb": "lm3s6965evb", "mps2-an385": "mps2-an385"}
+MACHINES = {"lm3s6965evb": "lm3s6965evb", "mps2-an385": "mps2-an385",
+            "mps2-an386": "mps2-an386"}
 ICOUNT = "shift=0,align=off,sleep=off"
 PLUGIN_FILE = "plugin_events.txt"
 STDOUT_FILE = "qemu_stdout.bin"
@@ -153,7 +154,9 @@ def build_command(elf: str | os.PathLike[str], *, seed: int,
     stderr; without it the command line is the farm's, unchanged.
 
     ``board`` (``runner.board``) selects the machine (``-M``) and, unless ``trace_base``
-    is given, the plugin's ``trace_base`` (lm3s6965evb 0x3e000, mps2-an385 0x3ff000).
+    is given, the plugin's ``trace_base`` (lm3s6965evb 0x3e000, mps2-an385/6 0x3ff000), and
+    the plugin's cycle model: ``core=cm4`` (cm4-v1) on mps2-an386; on the Cortex-M3 boards
+    no ``core=`` argument (the plugin's default, cm3-v2: their command line is unchanged).
 
     Exception entries need no handler addresses: QEMU reports them to the plugin.
     """
@@ -180,6 +183,8 @@ def build_command(elf: str | os.PathLike[str], *, seed: int,
         parts = [_opt(plugin), f"trace_base={trace_base:#x}", f"out={_opt(plugin_out)}"]
         if ws:
             parts.append(f"ws={int(ws)}")
+        if ev.core(board) != "cm3":
+            parts.append(f"core={ev.core(board)}")
         if classes:
             parts.append("classes=1")
         cmd += ["-plugin", ",".join(parts)]
@@ -276,7 +281,8 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int,
     plugin_error: str | None = None
     if plugin_file is not None:
         try:
-            events, totals = parse_plugin_output(plugin_file, allow_overflow=timed_out)
+            events, totals = parse_plugin_output(plugin_file, allow_overflow=timed_out,
+                                                 cycle_model=ev.cycle_model(board))
         except StageError as exc:
             if exit_code == 0:
                 raise

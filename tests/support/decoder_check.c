@@ -7,10 +7,21 @@
  * compares the operand fields (register counts, PC writes, conditions) that matter.
  *
  *   decoder_check [SAMPLES [FULL_HW1...]]
+ *   decoder_check --m4 [SAMPLES [FULL_HW1...]]
  *
  * Checks all 16-bit encodings and, for every 32-bit first halfword, SAMPLES random
  * second halfwords (all 65536 for the FULL_HW1 values given, in hex). Prints each
  * mismatch (up to 50) and a summary line; exits 1 on any mismatch.
+ *
+ * --m4: decode_thumb_m4() (the Cortex-M4's DSP and FPv4-SP encodings, model cm4-v1)
+ * against capstone's text over the first halfwords that hold them (PKH 0xEA, the
+ * coprocessor space 0xEC-0xEF, SSAT16/USAT16 0xF3, the DSP space 0xFA-0xFB): the class
+ * and the operand count its cost depends on (FP registers moved, core registers moved)
+ * must agree. Capstone decodes Advanced SIMD (NEON) and double-precision arithmetic,
+ * which no Cortex-M has: those texts (a `q`/`d` register or an `.f64`/`.i`/`.u` type in a
+ * data-processing form) are expected to be unclassified on the decoder's side too only
+ * where the encoding is outside coprocessors 10/11; double-precision VFP forms
+ * (UNDEFINED on the single-precision FPU) keep their single-precision class.
  *
  * Build: gcc -O2 -I qemu decoder_check.c -lcapstone
  */
@@ -86,6 +97,14 @@ static uint64_t class_cost(const Class *c, unsigned ws_)
         return C_BARRIER;
     case K_ISB:
         return C_ISB;
+    case K_DSP:                 /* ARMv7E-M classes: class_cost_m4() (--m4) */
+    case K_DMUL:
+    case K_VALU:
+    case K_VMLA:
+    case K_VDIV:
+    case K_VLDR:
+    case K_VLDM:
+    case K_VMOV:
     case K_UNKNOWN:
     case K_COUNT:
         break;
@@ -306,6 +325,213 @@ static void classify_text(const char *text, Class *c)
     }
 }
 
+/* ---- ARMv7E-M (--m4): the DSP and FP mnemonics of capstone, and their classes ---- */
+
+static const Mnem mnems_m4[] = {
+    {"sxtab", K_DSP, 0}, {"sxtah", K_DSP, 0}, {"uxtab", K_DSP, 0}, {"uxtah", K_DSP, 0},
+    {"sxtab16", K_DSP, 0}, {"uxtab16", K_DSP, 0}, {"sxtb16", K_DSP, 0},
+    {"uxtb16", K_DSP, 0}, {"sel", K_DSP, 0}, {"ssat16", K_DSP, 0}, {"usat16", K_DSP, 0},
+    {"pkhbt", K_DSP, 0}, {"pkhtb", K_DSP, 0}, {"qadd", K_DSP, 0}, {"qdadd", K_DSP, 0},
+    {"qsub", K_DSP, 0}, {"qdsub", K_DSP, 0},
+    {"smulbb", K_DMUL, 0}, {"smulbt", K_DMUL, 0}, {"smultb", K_DMUL, 0},
+    {"smultt", K_DMUL, 0}, {"smlabb", K_DMUL, 0}, {"smlabt", K_DMUL, 0},
+    {"smlatb", K_DMUL, 0}, {"smlatt", K_DMUL, 0}, {"smlad", K_DMUL, 0},
+    {"smladx", K_DMUL, 0}, {"smuad", K_DMUL, 0}, {"smuadx", K_DMUL, 0},
+    {"smlsd", K_DMUL, 0}, {"smlsdx", K_DMUL, 0}, {"smusd", K_DMUL, 0},
+    {"smusdx", K_DMUL, 0}, {"smulwb", K_DMUL, 0}, {"smulwt", K_DMUL, 0},
+    {"smlawb", K_DMUL, 0}, {"smlawt", K_DMUL, 0}, {"smmul", K_DMUL, 0},
+    {"smmulr", K_DMUL, 0}, {"smmla", K_DMUL, 0}, {"smmlar", K_DMUL, 0},
+    {"smmls", K_DMUL, 0}, {"smmlsr", K_DMUL, 0}, {"usad8", K_DMUL, 0},
+    {"usada8", K_DMUL, 0}, {"smlalbb", K_DMUL, 0}, {"smlalbt", K_DMUL, 0},
+    {"smlaltb", K_DMUL, 0}, {"smlaltt", K_DMUL, 0}, {"smlald", K_DMUL, 0},
+    {"smlaldx", K_DMUL, 0}, {"smlsld", K_DMUL, 0}, {"smlsldx", K_DMUL, 0},
+    {"umaal", K_DMUL, 0},
+    {"vadd", K_VALU, 0}, {"vsub", K_VALU, 0}, {"vmul", K_VALU, 0}, {"vnmul", K_VALU, 0},
+    {"vabs", K_VALU, 0}, {"vneg", K_VALU, 0}, {"vcmp", K_VALU, 0}, {"vcmpe", K_VALU, 0},
+    {"vcvt", K_VALU, 0}, {"vcvtr", K_VALU, 0}, {"vcvtb", K_VALU, 0}, {"vcvtt", K_VALU, 0},
+    {"vmla", K_VMLA, 0}, {"vmls", K_VMLA, 0}, {"vnmla", K_VMLA, 0}, {"vnmls", K_VMLA, 0},
+    {"vfma", K_VMLA, 0}, {"vfms", K_VMLA, 0}, {"vfnma", K_VMLA, 0}, {"vfnms", K_VMLA, 0},
+    {"vdiv", K_VDIV, 0}, {"vsqrt", K_VDIV, 0},
+    {"vldr", K_VLDR, 0}, {"vstr", K_VLDR, 0},
+    {"vldmia", K_VLDM, 0}, {"vldmdb", K_VLDM, 0}, {"vstmia", K_VLDM, 0},
+    {"vstmdb", K_VLDM, 0}, {"vpush", K_VLDM, 0}, {"vpop", K_VLDM, 0},
+    {"vmrs", K_VMOV, 0}, {"vmsr", K_VMOV, 0}, {"vmov", K_VMOV, 0},
+};
+
+/* The parallel add/subtract family: <prefix><op><size> (A5.3.13-14). */
+static bool is_parallel(const char *m)
+{
+    static const char *const pre[] = {"s", "q", "sh", "u", "uq", "uh"};
+    static const char *const ops[] = {"add16", "asx", "sax", "sub16", "add8", "sub8"};
+    char name[16];
+
+    for (size_t i = 0; i < 6; i++) {
+        for (size_t j = 0; j < 6; j++) {
+            snprintf(name, sizeof(name), "%s%s", pre[i], ops[j]);
+            if (strcmp(m, name) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Registers of a {...} list, counting a d register as two words. */
+static unsigned count_fp_words(const char *ops)
+{
+    const char *p = strchr(ops, '{');
+    unsigned n = 0;
+
+    if (!p) {
+        return 0;
+    }
+    for (p++; *p && *p != '}'; p++) {
+        if ((*p == 's' || *p == 'd') && (p[-1] == '{' || p[-1] == ' ' || p[-1] == '-')) {
+            unsigned w = *p == 'd' ? 2u : 1u;
+            unsigned a = (unsigned)atoi(p + 1);
+            const char *q = p + 1;
+
+            while (isdigit((unsigned char)*q)) {
+                q++;
+            }
+            if (*q == '-') {
+                unsigned b = (unsigned)atoi(q + 2);
+                n += (b >= a ? b - a + 1 : 1) * w;
+                p = q + 1;
+                while (isdigit((unsigned char)p[1])) {
+                    p++;
+                }
+            } else {
+                n += w;
+            }
+        }
+    }
+    return n;
+}
+
+/* Core registers among the operands (r0-r12, sp, lr, pc, apsr_nzcv). */
+static unsigned count_core_regs(const char *ops)
+{
+    unsigned n = 0;
+    const char *p = ops;
+
+    while (*p) {
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        static const char *const alias[] = {"sp", "lr", "pc", "ip", "sb", "sl", "fp"};
+        bool two = false;
+
+        for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++) {
+            two |= strncmp(p, alias[i], 2) == 0 && (p[2] == 0 || p[2] == ',');
+        }
+        if ((p[0] == 'r' && isdigit((unsigned char)p[1])) || two ||
+            strncmp(p, "apsr", 4) == 0) {
+            n++;
+        }
+        while (*p && *p != ',') {
+            p++;
+        }
+    }
+    return n;
+}
+
+/* Class of an instruction from capstone's text, ARMv7E-M: the ARMv7-M classifier, then
+ * the DSP and FP mnemonics. *simd: capstone's text is Advanced SIMD (no Cortex-M has it). */
+static void classify_text_m4(const char *text, Class *c, bool *simd)
+{
+    char m[24];
+    size_t k = 0;
+    const char *ops;
+    char *dot;
+
+    *simd = false;
+    classify_text(text, c);
+    if (c->cls != K_UNKNOWN) {
+        return;
+    }
+    while (*text == ' ') {
+        text++;
+    }
+    while (text[k] && !isspace((unsigned char)text[k]) && k + 1 < sizeof(m)) {
+        m[k] = (char)tolower((unsigned char)text[k]);
+        k++;
+    }
+    m[k] = 0;
+    ops = text + k;
+    if (strstr(ops, "q") && m[0] == 'v' && strstr(ops, " q")) {
+        *simd = true;
+        return;
+    }
+    dot = strchr(m, '.');
+    if (dot) {
+        if (strstr(dot, ".i") || strstr(dot, ".u") || strstr(dot, ".s8") ||
+            strstr(dot, ".s16") || strstr(dot, ".p") || strstr(dot, ".8") ||
+            strstr(dot, ".16")) {
+            if (strncmp(m, "vcvt", 4) != 0) {
+                *simd = true;
+                return;
+            }
+        }
+        *dot = 0;
+    }
+    if (is_parallel(m)) {
+        c->cls = K_DSP;
+        return;
+    }
+    for (size_t i = 0; i < sizeof(mnems_m4) / sizeof(mnems_m4[0]); i++) {
+        if (strcmp(m, mnems_m4[i].name) != 0) {
+            continue;
+        }
+        c->cls = (uint8_t)mnems_m4[i].cls;
+        switch (c->cls) {
+        case K_VLDR:
+            while (*ops == ' ') {
+                ops++;
+            }
+            c->n = *ops == 'd' ? 2 : 1;
+            break;
+        case K_VLDM:
+            c->n = (uint8_t)count_fp_words(ops);
+            break;
+        case K_VMOV:
+            c->n = (uint8_t)count_core_regs(ops);
+            if (c->n == 0) {
+                c->cls = K_VALU;            /* vmov between FP registers, immediate */
+            }
+            break;
+        default:
+            break;
+        }
+        if (c->cls == K_VALU || c->cls == K_VMLA || c->cls == K_VDIV) {
+            c->n = 1;
+        }
+        return;
+    }
+}
+
+/* cm4-v1 cost of a class (what a disagreement on the fields would change). */
+static uint64_t class_cost_m4(const Class *c)
+{
+    switch ((enum cls)c->cls) {
+    case K_DSP:
+    case K_DMUL:
+    case K_VALU:
+        return 1;
+    case K_VMLA:
+        return 3;
+    case K_VDIV:
+        return 14;
+    case K_VLDR:
+    case K_VLDM:
+        return 1 + c->n;
+    case K_VMOV:
+        return c->n;
+    default:
+        return class_cost(c, 0);
+    }
+}
+
 static void format_class(char *buf, size_t size, const Class *c)
 {
     int k = snprintf(buf, size, "%s", c->cls < K_COUNT ? cls_names[c->cls] : "?");
@@ -323,7 +549,8 @@ static void format_class(char *buf, size_t size, const Class *c)
 
 static csh handle;
 static cs_insn *cap;
-static uint64_t checked, bad;
+static uint64_t checked, bad, simd_skipped;
+static bool m4_mode;
 
 static void cap_open(void)
 {
@@ -363,6 +590,29 @@ static void check(uint32_t w, size_t len)
             cap_open();
         }
     }
+    if (m4_mode) {
+        bool simd;
+
+        decode_thumb_m4(b, len, &dec);
+        classify_text_m4(text, &txt, &simd);
+        checked++;
+        simd |= (w >> 24) == 0xEF;          /* Advanced SIMD data processing space */
+        if (simd && dec.cls == K_UNKNOWN) {
+            simd_skipped++;                 /* Advanced SIMD: not on any Cortex-M */
+            return;
+        }
+        if (dec.cls != txt.cls || class_cost_m4(&dec) != class_cost_m4(&txt)) {
+            char dc[32], tc[32];
+
+            if (bad++ < 50) {
+                format_class(dc, sizeof(dc), &dec);
+                format_class(tc, sizeof(tc), &txt);
+                printf("mismatch %08x \"%s\" decoder=%s/%u capstone=%s/%u\n", w, text,
+                       dc, dec.n, tc, txt.n);
+            }
+        }
+        return;
+    }
     decode_thumb(b, len, &dec);
     classify_text(text, &txt);
     checked++;
@@ -381,12 +631,47 @@ static void check(uint32_t w, size_t len)
     }
 }
 
+/* --m4: the first halfwords that hold ARMv7E-M encodings. */
+static bool m4_space(uint32_t h1)
+{
+    return (h1 >= 0xEA00 && h1 <= 0xEBFF) || (h1 >= 0xEC00 && h1 <= 0xEFFF) ||
+           (h1 >= 0xF300 && h1 <= 0xF3FF) || (h1 >= 0xFA00 && h1 <= 0xFBFF);
+}
+
 int main(int argc, char **argv)
 {
-    unsigned samples = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 256;
+    unsigned samples;
     uint64_t x = 0x9E3779B97F4A7C15ull;
 
+    if (argc > 1 && strcmp(argv[1], "--m4") == 0) {
+        m4_mode = true;
+        argv++;
+        argc--;
+    }
+    samples = argc > 1 ? (unsigned)strtoul(argv[1], NULL, 0) : 256;
     cap_open();
+    if (m4_mode) {
+        for (uint32_t h1 = 0xE800; h1 < 0x10000; h1++) {
+            if (!m4_space(h1)) {
+                continue;
+            }
+            for (unsigned k = 0; k < samples; k++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                check(h1 << 16 | (uint32_t)(x & 0xFFFF), 4);
+            }
+        }
+        for (int a = 2; a < argc; a++) {
+            uint32_t h1 = (uint32_t)strtoul(argv[a], NULL, 16);
+            for (uint32_t h2 = 0; h2 < 0x10000; h2++) {
+                check(h1 << 16 | h2, 4);
+            }
+        }
+        printf("checked %" PRIu64 " (advanced SIMD %" PRIu64 ") mismatches %" PRIu64 "\n",
+               checked, simd_skipped, bad);
+        return bad != 0;
+    }
     for (uint32_t h = 0; h < 0x10000; h++) {
         if (!((h & 0xE000) == 0xE000 && (h & 0x1800) != 0)) {
             check(h, 2);
