@@ -98,7 +98,9 @@ def expand(exp: Experiment, versions: dict[str, str] | None = None) -> Expansion
                 named[key] = value
         if reasons:
             label = ", ".join(f"{k}={v}" for k, v in given.to_dict().items())
-            skipped.append(f"{label}: {'; '.join(reasons)}")
+            line = f"{label}: {'; '.join(reasons)}"
+            if line not in skipped:
+                skipped.append(line)
             for key, value in named.items():
                 reasons_by_value.setdefault((key, value), []).extend(reasons)
             continue
