@@ -97,7 +97,7 @@ def _min(values: np.ndarray) -> int:
     return int(values.min()) if values.shape[0] else 0
 
 
-def _depth(steps: np.ndarray) -> np.ndarray:
+def clamped_depth(steps: np.ndarray) -> np.ndarray:
     """Nesting depth after each step of +1/-1/0 steps, never below 0 (``max(0, d - 1)``):
     the running sum minus its running minimum (floored at 0)."""
     run = np.cumsum(steps)
@@ -113,8 +113,8 @@ def kernel_thread_time(t: EventTable, s: int, e: int) -> tuple[int, int]:
     """Cycles and instructions of the window ``s..e`` spent in the kernel thread: a sweep
     with the ISR / PendSV / task state, which starts afresh at ``s`` (vectorised)."""
     ids = t.id[s + 1:e]                   # the events whose state covers the next step
-    irq = _depth(np.isin(ids, _IRQ_IN).astype(np.int64) - np.isin(ids, _IRQ_OUT))
-    pendsv = _depth((ids == ev.PENDSV_ENTER).astype(np.int64) - (ids == ev.PENDSV_EXIT))
+    irq = clamped_depth(np.isin(ids, _IRQ_IN).astype(np.int64) - np.isin(ids, _IRQ_OUT))
+    pendsv = clamped_depth((ids == ev.PENDSV_ENTER).astype(np.int64) - (ids == ev.PENDSV_EXIT))
     exits = _last_of(ids == ev.PENDSV_EXIT)
     task = np.where(exits >= 0, t.payload[s + 1:e][exits], ev.TASK_KERNEL)
     rt_marks = _last_of((ids == ev.RT_START) | (ids == ev.RT_END))
