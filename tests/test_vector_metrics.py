@@ -247,3 +247,24 @@ def test_clamped_depth_is_the_sequential_one() -> None:
     import numpy as np
 
     assert vm.clamped_depth(np.array(steps)).tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_events_frame_columns_match_rows(seed: int) -> None:
+    """The validation's events frame, column-wise for well-formed events, is the row-wise
+    one (every column, dtype and value)."""
+    import pandas as pd
+
+    from slicert_ops.validate import frames
+
+    raw = [e.to_json() for e in generated(seed, n=150)]
+    got = frames._events_frame_columns(raw)
+    assert got is not None
+    pd.testing.assert_frame_equal(got, frames._events_frame_rows(raw), check_exact=True)
+    pd.testing.assert_frame_equal(frames.events_frame({"events": raw}), got)
+    # anything irregular goes row by row
+    for odd in ([*raw[:5], None], [*raw[:5], dict(raw[5], cycles=None)],
+                [*raw[:5], dict(raw[5], payload=True)], [dict(raw[0], type=7)]):
+        assert frames._events_frame_columns(odd) is None
+        pd.testing.assert_frame_equal(frames.events_frame({"events": odd}),
+                                      frames._events_frame_rows(odd))
