@@ -8,7 +8,7 @@ compile/link commands from each build log, and one QEMU + cycle-plugin run per r
 Prints the per-candidate cost of both and their ratio (the single-operator target, <= 1.3,
 is the reference), plus the split by kind (task candidate / whole network).
 
-Usage: .venv/bin/python bench/bench_network.py [--manifest M] [--repeat R]
+Usage: .venv/bin/python bench/bench_network.py [--manifest M] [--repeat R] [--set K=V]
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from slicert_ops.manifest import Candidate  # noqa: E402
 from slicert_ops.paths import PLUGIN_SO  # noqa: E402
 from slicert_ops.pipeline import board_of, build  # noqa: E402
 from slicert_ops.sim.qemu import build_command  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_pipeline import run_pipeline, stage_breakdown  # noqa: E402
 
 
 def timed(cmd: list[str], cwd: Path | None = None) -> float:
@@ -76,17 +79,16 @@ def main() -> int:
     ap.add_argument("--manifest", type=Path,
                     default=ROOT / "experiments" / "networks" / "kws_ds_cnn.yaml")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="manifest override passed to slicert run (e.g. a smaller space)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="slicert-bench-net-") as tmp:
         work = Path(tmp)
         cmd = [sys.executable, "-m", "slicert_ops.cli", "run", str(args.manifest), "--out",
                str(work / "res"), "--jobs", "1", "--no-progress", "--set",
-               f"experiment.repeat={args.repeat}"]
-        t = time.perf_counter()
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if res.returncode != 0:
-            raise SystemExit(f"bench: slicert run failed:\n{res.stderr[-2000:]}")
+               f"experiment.repeat={args.repeat}", *(x for kv in args.set for x in ("--set", kv))]
+        run = run_pipeline(cmd, work / "timings.json")
+        wall = run.wall
         exp_dir = next(p for p in (work / "res").iterdir() if p.is_dir())
         cands = candidates_of(exp_dir)
         totals = {"network_task": {"tvm": 0.0, "gcc": 0.0, "qemu": 0.0, "n": 0},
@@ -97,6 +99,10 @@ def main() -> int:
             row["n"] += 1
             for k, v in got.items():
                 row[k] += v
+        breakdown = stage_breakdown(run, exp_dir, {
+            "tvm": sum(r["tvm"] for r in totals.values()),
+            "gcc": sum(r["gcc"] for r in totals.values()),
+            "qemu": sum(r["qemu"] for r in totals.values())})
     n = len(cands)
     bare = sum(r["tvm"] + r["gcc"] + r["qemu"] for r in totals.values())
     print(f"network manifest: {args.manifest}  ({n} candidates x {args.repeat} repeats: "
@@ -108,6 +114,8 @@ def main() -> int:
     print(f"slicert run wall          = {wall:.2f} s  ({wall / n:.3f} s per candidate)")
     print(f"bare tools (sum)          = {bare:.2f} s  ({bare / n:.3f} s per candidate)")
     print(f"ratio sweep / bare tools  = {wall / bare:.3f}  (single-operator target <= 1.30)")
+    print("\nwhere slicert run's time goes (stage by stage) against the bare tools:")
+    print("\n".join(breakdown))
     return 0
 
 

@@ -4,7 +4,9 @@ Prints
   1. the per-candidate host time split (codegen / build / run / parse) of `slicert run`;
   2. `slicert run` wall time against the bare tool invocations it makes for the same
      candidates: TVM code generation + the arm-none-eabi-gcc compile/link command from the
-     build log + one QEMU run per repeat (target <= 1.3x);
+     build log + one QEMU run per repeat (target <= 1.3x), and where the pipeline's time
+     goes, stage by stage (`stage_breakdown`: the runs' host_timings_s and the command's
+     `--timings` file), against the bare tools;
   3. QEMU with the cycle plugin driving the clock (virtual time = modelled cycles) against
      plain `-icount` QEMU on the same ELFs (target <= 1.15). Under the plugin the timers
      run at the modelled rate, so with an IRQ load the guest does more work than under
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,15 +96,95 @@ def bare_tools(cands: list, repeat: int, work: Path) -> dict[str, float]:
     return out
 
 
-def pipeline(manifest: Path, repeat: int, n_cands: int, out: Path) -> tuple[float, Path]:
-    cmd = [sys.executable, "-m", "slicert_ops.cli", "run", str(manifest), "--out", str(out),
-           "--jobs", "1", "--no-progress", "--set", f"experiment.repeat={repeat}"]
+@dataclasses.dataclass
+class PipelineRun:
+    wall: float                 # seconds, launch to exit
+    out: Path
+    launched_at: float          # epoch seconds
+    exited_at: float
+    timings: dict[str, Any]     # the --timings file
+
+
+def run_pipeline(cmd: list[str], timings: Path) -> PipelineRun:
+    """Run a `slicert run` command line (``--timings`` appended) and time it."""
+    out = Path(cmd[cmd.index("--out") + 1])
+    launched = time.time()
     t = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run([*cmd, "--timings", str(timings)], capture_output=True, text=True)
     wall = time.perf_counter() - t
     if res.returncode != 0:
         raise SystemExit(f"bench: slicert run failed:\n{res.stderr[-2000:]}")
-    return wall, out
+    return PipelineRun(wall, out, launched, launched + wall, json.loads(timings.read_text()))
+
+
+def pipeline(manifest: Path, repeat: int, out: Path) -> PipelineRun:
+    cmd = [sys.executable, "-m", "slicert_ops.cli", "run", str(manifest), "--out", str(out),
+           "--jobs", "1", "--no-progress", "--set", f"experiment.repeat={repeat}"]
+    return run_pipeline(cmd, out.parent / "timings.json")
+
+
+# host_timings_s keys of a run (pipeline.py, network/stage.py) -> breakdown row; "run" is
+# the whole measurement (QEMU + parse + reference): only its remainder is shown
+RUN_STAGES = {"codegen": "codegen", "build": "gcc", "qemu": "qemu", "parse": "parse",
+              "reference": "reference", "write": "write", "prepare": "prepare"}
+PER_CANDIDATE = {"codegen", "build", "prepare"}  # measured once, copied into each repeat
+ROWS = [  # (key, label, bare tools key)
+    ("startup", "start-up (interpreter, slicert_ops import)", None),
+    ("setup", "set-up (CLI, manifest, expansion, preflight)", None),
+    ("prepare", "network preparation (per candidate)", None),
+    ("codegen", "codegen (TVM)", "tvm"),
+    ("gcc", "gcc (firmware build: compile + link)", "gcc"),
+    ("qemu", "QEMU + plugin (process wall time)", "qemu"),
+    ("parse", "parsing plugin file + metrics + trace", None),
+    ("reference", "numpy reference of the output (networks)", None),
+    ("measure_other", "rest of the measurement", None),
+    ("write", "run-folder writes (trace JSON, cycles.txt, logs, raw)", None),
+    ("validation", "validation (waiting for the verdicts)", None),
+    ("sweep_other", "sweep bookkeeping (stage imports, temp dirs, reuse)", None),
+    ("index_report", "index + report", None),
+    ("summary", "summary + exit", None),
+]
+
+
+def stage_breakdown(run: PipelineRun, exp_dir: Path, bare: dict[str, float]) -> list[str]:
+    """Where `slicert run`'s wall time goes, against the bare tools' (seconds, and the share
+    of the pipeline's wall time)."""
+    per_run: dict[str, float] = {}
+    measure = 0.0
+    seen: set[str] = set()
+    for man_path in sorted(exp_dir.glob("run_*/manifest.json")):
+        man = json.loads(man_path.read_text())
+        t = man.get("host_timings_s") or {}
+        first = man["candidate_id"] not in seen  # a candidate's build is in every repeat's
+        seen.add(man["candidate_id"])
+        for k, v in t.items():
+            if k in RUN_STAGES and (first or k not in PER_CANDIDATE):
+                per_run[RUN_STAGES[k]] = per_run.get(RUN_STAGES[k], 0.0) + v
+        measure += t.get("run", 0.0)
+    st = run.timings.get("stages_s", {})
+    got = dict(per_run)
+    got["measure_other"] = max(0.0, measure - sum(per_run.get(k, 0.0) for k in
+                                                  ("qemu", "parse", "reference")))
+    got["startup"] = run.timings["started_at"] - run.launched_at
+    got["setup"] = st.get("setup", 0.0)
+    got["validation"] = st.get("validation", 0.0)
+    in_runs = sum(per_run.get(k, 0.0) for k in ("prepare", "codegen", "gcc", "write")) \
+        + measure
+    got["sweep_other"] = st.get("sweep", 0.0) - in_runs - got["validation"]
+    got["index_report"] = st.get("index_report", 0.0)
+    got["summary"] = st.get("summary", 0.0) + run.exited_at - run.timings["written_at"]
+    bare_total = sum(bare.values())
+    lines = [f"{'stage':<56} {'slicert run s':>13} {'share':>6} {'bare tools s':>12}"]
+    for key, label, bkey in ROWS:
+        if key not in got and bkey is None:
+            continue
+        b = f"{bare[bkey]:>12.2f}" if bkey in bare else f"{'':>12}"
+        v = got.get(key, 0.0)
+        lines.append(f"  {label:<54} {v:>13.2f} {v / run.wall:>6.1%} {b}")
+    rest = run.wall - sum(got.values())
+    lines.append(f"  {'unaccounted':<54} {rest:>13.2f} {rest / run.wall:>6.1%}")
+    lines.append(f"  {'total':<54} {run.wall:>13.2f} {1:>6.1%} {bare_total:>12.2f}")
+    return lines
 
 
 def split_table(exp_dir: Path) -> list[str]:
@@ -139,10 +222,15 @@ def main() -> int:
           flush=True)
     with tempfile.TemporaryDirectory(prefix="slicert-bench-") as tmp:
         work = Path(tmp)
-        wall, out = pipeline(args.manifest, repeat, len(cands), work / "results")
+        run = pipeline(args.manifest, repeat, work / "results")
+        wall = run.wall
         bare = bare_tools(cands, repeat, work / "bare")
         print("\nper-candidate host time split (slicert run --jobs 1):")
-        print("\n".join(split_table(out / exp.name)))
+        print("\n".join(split_table(run.out / exp.name)))
+        print("\nwhere slicert run's time goes (stage by stage) against the bare tools:")
+        print("\n".join(stage_breakdown(run, run.out / exp.name,
+                                         {"tvm": bare["tvm"], "gcc": bare["gcc"],
+                                          "qemu": bare["qemu_plugin"]})))
     bare_total = bare["tvm"] + bare["gcc"] + bare["qemu_plugin"]
     print("\nbare tools for the same candidates: "
           f"TVM codegen {bare['tvm']:.2f} s, gcc {bare['gcc']:.2f} s, "

@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from slicert_ops import hosttime  # noqa: F401 - first: its clock starts the set-up
 from slicert_ops.errors import SliceRTError
 
 # Modules that expose `register(subparsers)`; each adds its own subcommands.

@@ -8,10 +8,12 @@ import errno
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from slicert_ops import hosttime
 from slicert_ops.errors import InputError, SliceRTError
 from slicert_ops.manifest import Expansion, Experiment, expand, load_manifest, parse_conf
 
@@ -26,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--track", action="store_true",
                    help="validate (Great Expectations) and log every run to MLflow + S3")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timings", type=Path, default=None, metavar="FILE",
+                   help="write the host seconds per stage (set-up, sweep, validation wait, "
+                        "index/report, summary) to FILE as JSON")
     p.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="validate a manifest and count its candidates")
@@ -153,10 +158,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     session = Session.open(exp, args.out, cands, jobs=jobs, progress=not args.no_progress,
                            track=args.track)
-    measured = session.measure(cands)
-    _, outcome = session.aggregate(measured.exit_code)
-    session.print_summary(measured)
-    _print_where(outcome)
+    hosttime.add("setup", time.time() - hosttime.STARTED)
+    with hosttime.stage("sweep"):  # includes the validation wait (stage "validation")
+        measured = session.measure(cands)
+    with hosttime.stage("index_report"):
+        _, outcome = session.aggregate(measured.exit_code)
+    with hosttime.stage("summary"):
+        session.print_summary(measured)
+        _print_where(outcome)
+    if args.timings is not None:
+        hosttime.write(args.timings)
     return measured.exit_code
 
 

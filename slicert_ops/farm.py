@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
+from slicert_ops import hosttime
 from slicert_ops.manifest import Candidate, Experiment
 from slicert_ops.pipeline import RunOutcome, SweepContext, run_candidate
 from slicert_ops.rundir import clean_stale_tmp, dumps, run_name, run_number
@@ -114,5 +115,6 @@ class LocalFarm:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._own_stage:
-            self.stage.close(wait=wait_verdicts)
+            with hosttime.stage("validation"):
+                self.stage.close(wait=wait_verdicts)
         return dict(self.stage.verdicts)

@@ -99,7 +99,9 @@ def dumps_trace(trace: dict[str, Any]) -> str:
     """Like dumps, but one event per line: readable, diffable, and fast (C encoder per event;
     json's indent mode falls back to the pure-Python encoder, 10x slower on long traces)."""
     head = dumps({k: v for k, v in trace.items() if k != "events"}).rstrip()
-    events = ",\n".join(_event_json(e) for e in trace.get("events", []))
+    evs = trace.get("events", [])
+    lines = getattr(evs, "json_lines", None)  # sim.trace.TraceEvents: all events at once
+    events = lines() if callable(lines) else ",\n".join(_event_json(e) for e in evs)
     body = f'"events": [\n{events}\n]' if events else '"events": []'
     return head[:-1].rstrip() + (",\n" if len(head) > 2 else "") + body + "\n}\n"
 

@@ -83,6 +83,7 @@ class NetworkRun:
     metrics: dict[str, Any]
     layers: list[dict[str, Any]]
     sim: Any
+    seconds: dict[str, float] = field(default_factory=dict)  # host time: "reference"
 
 
 def _c_values(arr: np.ndarray) -> str:
@@ -331,6 +332,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
     sim = run_firmware(nb.elf, seed=seed, out_dir=out, timeout_s=timeout_s, plugin=PLUGIN_SO,
                        board=nb.board, ws=ws)
     sim.raise_for_status()
+    t_ref = time.perf_counter()
     values = run_reference(net, nb.input)
     final = net.ops[-1].output
     want = values[final]
@@ -368,6 +370,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
                 first_wrong = op.label
                 mismatch += f"; first wrong layer: {op.label} (op {op.index}, {op.type}): {diff}"
                 break
+    ref_s = time.perf_counter() - t_ref
     deadline_cycles = deadline_us * nb.cpu_mhz if deadline_us else None
     metrics = compute_metrics(sim.events, sim.totals, nb.sizes(), mismatch is None,
                               deadline_cycles=deadline_cycles,
@@ -380,7 +383,7 @@ def run_network(nb: NetworkBuild, out_dir: str | Path, *, seed: int = 0,
     metrics["arena_bytes"] = nb.plan.arena_bytes
     return NetworkRun(correct=mismatch is None, output=got, expected=want,
                       first_wrong_layer=first_wrong, mismatch=mismatch, metrics=metrics,
-                      layers=layers, sim=sim)
+                      layers=layers, sim=sim, seconds={"reference": ref_s})
 
 
 def network_report(net: Network, plan: MemoryPlan) -> dict[str, Any]:

@@ -49,12 +49,18 @@ class NetworkFirmware:
 
     def measure(self, cand: Candidate, repeat: int, sim_dir: Path) -> Measurement:
         r = cand.runner
+        t = time.perf_counter()
         run = run_network(self.nb, sim_dir, seed=repeat, timeout_s=r["timeout_s"],
                           deadline_us=r["rt_deadline_us"], ws=r["flash_wait_states"])
         docs = network_artifacts(self.nb, run, candidate_id=cand.id, repeat=repeat,
                                  seed=repeat)
+        # QEMU's own wall time, the numpy reference, and parse: the plugin file, the
+        # network's and per-layer metrics and the trace
+        ref = run.seconds.get("reference", 0.0)
+        seconds = {"qemu": run.sim.wall_s, "reference": ref,
+                   "parse": time.perf_counter() - t - run.sim.wall_s - ref}
         return Measurement(run.sim, docs["qemu_trace.json"], docs["cycles"], run.correct,
-                           run.mismatch or "")
+                           run.mismatch or "", seconds=seconds)
 
 
 def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, float]

@@ -36,7 +36,7 @@ from pathlib import Path
 from slicert_ops.errors import StageError
 from slicert_ops.paths import PLUGIN_SO, QEMU_BIN
 from slicert_ops.sim import events as ev
-from slicert_ops.sim.trace import Event, parse_plugin_output
+from slicert_ops.sim.trace import EventTable, parse_plugin_output
 
 DEFAULT_PLUGIN = PLUGIN_SO          # build/qemu/libslicert_cycles.so or $SLICERT_PLUGIN
 DEFAULT_QEMU = str(QEMU_BIN)        # build/qemu/qemu-system-arm or $SLICERT_QEMU
@@ -59,7 +59,7 @@ class SimResult:
     """Outcome of one QEMU run."""
 
     exit_code: int | None               # None when timed out / killed by a signal
-    events: list[Event]
+    events: EventTable                  # empty without a plugin file
     totals: dict[str, int] | None       # {"cycles", "instructions"}; None if raw / no file
     output: bytes | None                # payload of the SLICERT-OUT frame
     stdout: bytes
@@ -276,7 +276,7 @@ def run_firmware(elf: str | os.PathLike[str], *, seed: int,
     except ValueError as exc:
         frame_error = str(exc)
 
-    events: list[Event] = []
+    events = EventTable.empty()
     totals: dict[str, int] | None = None
     plugin_error: str | None = None
     if plugin_file is not None:

@@ -22,6 +22,8 @@ summary frame (one row, suite ``trace_metrics``):
 from __future__ import annotations
 
 from collections import Counter
+from itertools import repeat
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,7 +60,94 @@ def parse_cycles_txt(text: str) -> dict[str, float]:
 
 
 def events_frame(trace: dict) -> pd.DataFrame:
-    events = [ev if isinstance(ev, dict) else {} for ev in (trace.get("events") or [])]
+    """The events frame (module docstring): column passes for the usual trace (every event
+    a dict with a str ``type`` and int stamps and payload), else row by row."""
+    raw = trace.get("events") or []
+    frame = _events_frame_columns(raw) if isinstance(raw, list) else None
+    return frame if frame is not None else _events_frame_rows(raw)
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _only(values: list, kind: type) -> bool:
+    return set(map(type, values)) <= {kind}
+
+
+def _field(events: list[dict], key: str, default: Any = None) -> list:
+    return list(map(dict.get, events, repeat(key), repeat(default)))
+
+
+def _ints(values: list) -> np.ndarray | None:
+    """``values`` as int64 if every one is an int (not a bool) that fits, else None."""
+    if not _only(values, int):
+        return None
+    if values and (min(values) < _INT64[0] or max(values) > _INT64[1]):
+        return None
+    return np.array(values, dtype=np.int64)
+
+
+def _events_frame_columns(raw: list) -> pd.DataFrame | None:
+    """:func:`_events_frame_rows` of well-formed events, computed column-wise (None when an
+    event is not well-formed)."""
+    if not _only(raw, dict):
+        return None
+    types = _field(raw, "type", "")
+    if not _only(types, str):
+        return None
+    cols = [_ints(_field(raw, k, d)) for k, d in
+            (("cycles", None), ("insns", None), ("payload", 0))]
+    if any(c is None for c in cols):
+        return None
+    cycles_a, insns_a, payload_a = cols
+    n = len(types)
+    codes, names = pd.factorize(pd.Series(types, dtype=object))
+    code_of = {name: k for k, name in enumerate(names)}
+
+    def of(name: str) -> np.ndarray:
+        return codes == code_of.get(name, -2)
+
+    def first(name: str, after: int = -1) -> int | None:
+        hits = np.flatnonzero(of(name)[after + 1:])
+        return int(hits[0]) + after + 1 if hits.shape[0] else None
+
+    # phase: "pre", then "kernel" from the first kernel_start through the first kernel_end
+    # after it, then "post"
+    phase_code = np.zeros(n, dtype=np.int64)
+    ks = first("kernel_start")
+    if ks is not None:
+        ke = first("kernel_end", ks)
+        phase_code[ks:] = 1
+        if ke is not None:
+            phase_code[ke + 1:] = 2
+    phase = np.array(["pre", "kernel", "post"], dtype=object)[phase_code].tolist()
+    # in_cal: 1 on a cal_start and after it, through the next cal_end
+    is_start, is_end = of("cal_start"), of("cal_end")
+    marks = np.maximum.accumulate(np.where(is_start | is_end, np.arange(n), -1)) \
+        if n else np.zeros(0, dtype=np.int64)
+    after = (marks >= 0) & is_start[np.maximum(marks, 0)] if n else np.zeros(0, dtype=bool)
+    in_cal = (is_start | np.concatenate(([False], after[:-1]))).astype(np.int64) if n \
+        else np.zeros(0, dtype=np.int64)
+    pend = np.cumsum(of("pendsv_enter").astype(np.int64) - of("pendsv_exit"))
+    irq = np.cumsum(of("irq_enter").astype(np.int64) - of("irq_exit"))
+    misplaced = (of("tile_end") & (phase_code != 1) & (in_cal == 0)).astype(np.int64)
+    cycles, insns = pd.Series(cycles_a), pd.Series(insns_a)
+    return pd.DataFrame({
+        "seq": pd.Series(range(n), dtype="int64"),
+        "type": pd.Series(types, dtype=str if types else object),
+        "cycles": cycles, "insns": insns, "payload": pd.Series(payload_a),
+        "phase": pd.Series(phase, dtype=str if phase else object),
+        "in_cal": pd.Series(in_cal, dtype="int64"),
+        "pendsv_depth": pd.Series(pend, dtype="int64"),
+        "irq_depth": pd.Series(irq, dtype="int64"),
+        "tile_end_misplaced": pd.Series(misplaced, dtype="int64"),
+        "cycles_step": _steps(cycles), "insns_step": _steps(insns),
+    })
+
+
+def _events_frame_rows(raw: list) -> pd.DataFrame:
+    """The events frame, one event at a time (any event: non-dicts, nulls, missing keys)."""
+    events = [ev if isinstance(ev, dict) else {} for ev in raw]
     types = [str(ev.get("type", "")) for ev in events]
     phase, in_cal, pend, irq, misplaced = [], [], [], [], []
     state, cal, p_depth, i_depth = "pre", 0, 0, 0
