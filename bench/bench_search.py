@@ -179,7 +179,7 @@ def load_space(path: Path, jobs: int, args: argparse.Namespace) -> Space:
     cands = expand(exp).candidates
     table, cost = exhaustive(exp, cands, jobs, args.refresh, args.any_version,
                              args.oracle_only)
-    text = args.bound or (exp.search or {}).get("objective")
+    text = args.bound or exp.search.objective
     bound = parse_objective(text, cycles_per_us(exp)) if text else None
     return Space(path, exp, cands, table, cost, bound if bound and bound.bounds else None)
 
@@ -375,9 +375,8 @@ def run_ms(exp: Experiment, budget: int, seeds: int, jobs: int) -> list[SearchRe
     runs = []
     for seed in range(seeds):
         name = f"{exp.name}_ms_s{seed}"
-        ms_exp = replace(exp, name=name, search={**(exp.search or {}),
-                                                 "strategy": "meta_schedule",
-                                                 "objective": "kernel_cycles"})
+        ms_exp = replace(exp, name=name, search=replace(exp.search, strategy="meta_schedule",
+                                                        objective="kernel_cycles"))
         print(f"meta_schedule seed {seed}: {budget} trials (measured; {out_root / name})",
               file=sys.stderr)
         res = run_meta_schedule(ms_exp, out_root, jobs=jobs, progress=True, budget=budget,
