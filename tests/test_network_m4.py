@@ -129,6 +129,17 @@ def test_small_network_runs_on_the_m4_bit_exact_with_cm4_v1(tmp_path: Path) -> N
     assert "-mcpu=cortex-m3" not in log
     # 120 MHz: the 200 us IRQ period is 24,000 cycles (SysTick / timer reloads of the build)
     assert "SLICERT_SYSCLK_HZ=120000000" in log
+    # the report's roofline is the M4's (2 MACs/cycle), without the M3's CMSIS-NN figures
+    import pandas as pd
+
+    from slicert_ops.network.roofline import M4_PEAK_MACS_PER_CYCLE
+
+    layers = pd.read_parquet(tmp_path / "res" / "net_tiny_m4" / "layers.parquet")
+    mac = layers["type"].isin(["conv2d", "depthwise_conv2d", "dense"])
+    want = layers["macs"] / layers["kernel_cycles"] / M4_PEAK_MACS_PER_CYCLE
+    assert (layers.loc[mac, "roofline_share"] - want[mac]).abs().max() < 1e-12
+    assert "against the Cortex-M4 limit of 2: SMLAD is 2 MACs in 1 cycle" in res.stdout
+    assert "CMSIS-NN" not in res.stdout
 
 
 @pytest.mark.integration
