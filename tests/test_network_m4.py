@@ -158,3 +158,18 @@ def test_float32_network_on_the_m4_hard_float(tmp_path: Path) -> None:
     assert run.metrics["rt_releases"] > 0
     trace = network_artifacts(nb, run, candidate_id="x")["qemu_trace.json"]
     assert trace["cycle_model"] == "cm4-v1" and trace["cpu_mhz"] == 120
+
+
+@pytest.mark.integration
+def test_tune_network_on_the_m4(tmp_path: Path) -> None:
+    from slicert_ops.firmware import RuntimeOptions
+    from slicert_ops.network.tune import tune_network
+
+    net = load_network({"experiment": {"name": "t", "model": MODEL}}, board=BOARD)
+    res = tune_network(net, tmp_path, parameters={"conv2d": {"unroll": [1, 2]}},
+                       runtime_options=RuntimeOptions(cpu_mhz=120), board=BOARD)
+    assert res.run is not None and res.run.correct, res.run and res.run.mismatch
+    assert all(t.correct for t in res.trials)
+    for log in [tmp_path / "final" / "fw" / "zephyr_build.log",
+                *sorted(tmp_path.glob("t*_s*/fw/zephyr_build.log"))]:
+        assert "-mcpu=cortex-m4" in log.read_text(), log
