@@ -251,7 +251,8 @@ def build_network_firmware(net: Network, out_dir: str | Path, *,
                            runtime_dir: str | Path | None = None) -> NetworkBuild:
     """Generate every kernel, plan the memory, check the board, write ``kernel.c`` and build
     ``out_dir/firmware.elf`` with the project's firmware build for ``board``
-    (lm3s6965evb, or mps2-an385 for networks that need more than 248 KiB / 64 KiB)."""
+    (lm3s6965evb, or mps2-an385 for networks that need more than 248 KiB / 64 KiB;
+    mps2-an386: the Cortex-M4F, hard float, cycle model cm4-v1)."""
     from slicert_ops.firmware import build_firmware
     from slicert_ops.firmware.boards import BOARDS as FIRMWARE_BOARDS
 
@@ -439,12 +440,14 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
     - ``tvm_config.json``: per task, its signature, schedule, prototype and schedule trace;
     - ``layers`` rows for the index (one per op).
     """
+    from slicert_ops.sim import events as ev
     from slicert_ops.sim.trace import build_trace
 
     trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
                         repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
                         sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz,
                         board=nb.board)
+    trace["cycle_model"] = ev.cycle_model(nb.board)     # cm4-v1 on mps2-an386
     schedules = {}
     for task in nb.tasks:
         for i in task.ops:

@@ -3,7 +3,7 @@
 - ``layers.parquet`` beside ``index.parquet``: one row per (network run, layer) with the
   layer's cycles, granule, worst preemption latency, schedule, ``kind`` (conv, pointwise
   1x1, depthwise 3x3, dense, ...) and ``roofline_share`` (MAC layers: MACs per cycle over
-  the Cortex-M3 limit, ``network/roofline.py``);
+  the core's limit: Cortex-M3 0.5, Cortex-M4 2, ``network/roofline.py``);
 - report figures: per-layer bar chart (kernel cycles and worst preemption latency of the
   best network run), per-layer roofline (MACs per cycle against the limit and CMSIS-NN,
   beside the granule) and end-to-end latency against worst preemption latency over the
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from slicert_ops.report.fmt import text_table
 
-from .roofline import layer_kind, plot_roofline, roofline_share, summary_lines
+from .roofline import PEAK_TEXT, core_of, layer_kind, plot_roofline, roofline_share, summary_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,8 +59,9 @@ def layer_rows(exp_dir: Path) -> list[dict[str, Any]]:
                    "repeat": man.get("repeat", 0)}
             row.update({k: layer.get(k) for k in LAYER_COLUMNS if k in layer})
             row["kind"] = layer_kind(str(layer.get("type")), kernels.get(layer.get("op")))
-            row["roofline_share"] = roofline_share(str(layer.get("type")), layer.get("macs"),
-                                                   layer.get("kernel_cycles"))
+            row["roofline_share"] = roofline_share(
+                str(layer.get("type")), layer.get("macs"), layer.get("kernel_cycles"),
+                core_of((man.get("runner") or {}).get("board")))
             for k, v in (layer.get("schedule") or {}).items():
                 row[f"schedule.{k}"] = v
             rows.append(row)
@@ -234,13 +235,14 @@ def network_report(exp_runs: pd.DataFrame, exp_dir: Path, out_dir: Path, experim
                         plot_layers(own, out_dir / "layers.png",
                                     f"{experiment}: per layer, best network "
                                     f"({best['candidate_id']}, {own['run'].iloc[0]})")))
-        figures.append(("Per-layer MACs per cycle against the Cortex-M3 limit (roofline), "
-                        "beside the granule (best network)",
+        core = experiment_core(exp_dir)
+        figures.append((f"Per-layer MACs per cycle against the {PEAK_TEXT[core][0]} limit "
+                        "(roofline), beside the granule (best network)",
                         plot_roofline(own, out_dir / "layers_roofline.png",
                                       f"{experiment}: roofline and granule per layer, best "
-                                      f"network ({best['candidate_id']})")))
+                                      f"network ({best['candidate_id']})", core)))
         sections.append((f"Layers of the best network ({own['run'].iloc[0]})",
-                         layer_table(own)))
+                         layer_table(own, core)))
     figures.append(("End-to-end latency vs worst preemption latency (network candidates)",
                     plot_e2e_vs_preemption(table, out_dir / "network_e2e_vs_preemption.png",
                                            f"{experiment}: end to end vs preemption")))
@@ -282,9 +284,10 @@ def network_summary(exp_dir: Path, outcomes: list[Any], notes: list[str],
     if not layers.empty:
         best = table.iloc[0]["candidate_id"]
         own = best_layers(table, layers)
+        core = experiment_core(exp_dir)
         lines += ["", f"layers of the best network ({best}):",
-                  text_table(layer_table(own).drop(columns=["op"], errors="ignore"))]
-        lines += ["", *summary_lines(own)]
+                  text_table(layer_table(own, core).drop(columns=["op"], errors="ignore"))]
+        lines += ["", *summary_lines(own, core)]
     return "\n".join(lines)
 
 
@@ -294,13 +297,20 @@ LAYER_TABLE = ("op", "layer", "type", "kind", "kernel_cycles", "macs_per_cycle",
                "max_preemption_latency_cycles", "yield_checks")
 
 
-def layer_table(own: pd.DataFrame) -> pd.DataFrame:
+def experiment_core(exp_dir: Path) -> str:
+    """The core of an experiment's network runs (``runner.board``; cm3 if none ran)."""
+    for _, man in _network_runs(exp_dir):
+        return core_of((man.get("runner") or {}).get("board"))
+    return "cm3"
+
+
+def layer_table(own: pd.DataFrame, core: str = "cm3") -> pd.DataFrame:
     """The best network's layers as the report and the summary show them."""
     from .roofline import cmsis_nn_reference
 
     own = own.copy()
     if "kind" in own:
-        own["cmsis_nn_macs_per_cycle"] = [cmsis_nn_reference(k) for k in own["kind"]]
+        own["cmsis_nn_macs_per_cycle"] = [cmsis_nn_reference(k, core) for k in own["kind"]]
     return own[[c for c in LAYER_TABLE if c in own]].reset_index(drop=True)
 
 

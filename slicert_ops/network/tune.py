@@ -67,7 +67,7 @@ def select_schedule(trials: list[TaskTrial], max_granule_cycles: int | None = No
 def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any] | None = None,
                  max_granule_cycles: int | None = None, runtime_options: Any = None,
                  deadline_us: int | None = None, final_run: bool = True,
-                 timeout_s: float = 300.0) -> TuneResult:
+                 timeout_s: float = 300.0, board: str = "lm3s6965evb") -> TuneResult:
     from slicert_ops.firmware import RuntimeOptions
 
     from .firmware import build_network_firmware, measure_task, run_network
@@ -87,7 +87,7 @@ def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any
             trial = TaskTrial(task.key, list(task.layer_names), sched, False)
             try:
                 run = measure_task(net, task, out / f"t{ti:02d}_s{si:03d}", schedule=sched,
-                                   runtime_options=quiet, timeout_s=timeout_s)
+                                   runtime_options=quiet, timeout_s=timeout_s, board=board)
                 row = run.layers[0]
                 trial.correct = run.correct
                 trial.kernel_cycles = row["kernel_cycles"]
@@ -112,7 +112,7 @@ def tune_network(net: Network, out_dir: str | Path, *, parameters: dict[str, Any
     run = None
     if final_run:
         nb = build_network_firmware(net, out / "final" / "fw", tasks=tasks, schedules=best,
-                                    runtime_options=runtime_options)
+                                    runtime_options=runtime_options, board=board)
         run = run_network(nb, out / "final" / "run", deadline_us=deadline_us,
                           timeout_s=timeout_s)
     return TuneResult(tasks=tasks, schedules=best, trials=trials, predicted_cycles=predicted,
