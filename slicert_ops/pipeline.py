@@ -137,7 +137,6 @@ class OperatorFirmware:
         trace = build_trace(sim.events, sim.totals, candidate_id=cand.id, repeat=repeat,
                             seed=repeat, exit_code=sim.exit_code, sizes=sizes,
                             metrics=metrics, cpu_mhz=cpu_mhz, board=board)
-        trace["cycle_model"] = ev.cycle_model(board)    # cm4-v1 on mps2-an386
         # QEMU's own wall time; parse: the plugin file, the output check, metrics and trace
         return Measurement(sim, trace, metrics, correct, mismatch,
                            seconds={"qemu": sim.wall_s,

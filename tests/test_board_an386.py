@@ -197,3 +197,18 @@ def test_conv2d_candidate_on_an386_through_the_pipeline(tmp_path: Path) -> None:
     assert mt["correct"] == 1 and mt["irq_count"] > 0 and mt["slices"] > 0
     assert mt["rt_jobs"] > 0 and mt["yield_checks"] > 0
     assert "board: mps2-an386" in (run / "zephyr_build.log").read_text()
+
+
+def test_trace_names_the_core_of_the_board() -> None:
+    """A trace says whose cycles it counts: the M3 boards' text is unchanged (stored runs),
+    mps2-an386 says Cortex-M4 and cm4-v1."""
+    from slicert_ops.sim.trace import UNITS, build_trace
+
+    totals = {"cycles": 10, "instructions": 5}
+    kw = {"candidate_id": "c", "repeat": 0, "seed": 0, "exit_code": 0, "sizes": {},
+          "metrics": {}}
+    m3 = build_trace([], totals, board="mps2-an385", **kw)
+    m4 = build_trace([], totals, board="mps2-an386", **kw)
+    assert m3["units"] == UNITS and m3["cycle_model"] == "cm3-v2"
+    assert m4["units"]["cycles"].startswith("modelled Cortex-M4 cycles")
+    assert m4["cycle_model"] == "cm4-v1"

@@ -440,14 +440,12 @@ def network_artifacts(nb: NetworkBuild, run: NetworkRun, *, candidate_id: str, r
     - ``tvm_config.json``: per task, its signature, schedule, prototype and schedule trace;
     - ``layers`` rows for the index (one per op).
     """
-    from slicert_ops.sim import events as ev
     from slicert_ops.sim.trace import build_trace
 
     trace = build_trace(run.sim.events, run.sim.totals, candidate_id=candidate_id,
                         repeat=repeat, seed=seed, exit_code=run.sim.exit_code or 0,
                         sizes=nb.sizes(), metrics=run.metrics, cpu_mhz=nb.cpu_mhz,
                         board=nb.board)
-    trace["cycle_model"] = ev.cycle_model(nb.board)     # cm4-v1 on mps2-an386
     schedules = {}
     for task in nb.tasks:
         for i in task.ops:

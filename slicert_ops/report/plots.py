@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-CYCLES = "modelled Cortex-M3 cycles"
+CYCLES = "modelled cycles"  # of the run's core (cm3-v2, cm4-v1: qemu/cycle_model.md)
 PARAM_LABELS = {
     "tile_size": "tile_size (macro-tile, outputs per tiled dimension)",
     "micro_tile": "micro_tile (preemption granule, outputs per tiled dimension)",

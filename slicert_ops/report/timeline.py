@@ -222,7 +222,8 @@ def chrome_trace(trace: Mapping[str, Any], manifest: Mapping[str, Any] | None = 
                           "deadline_cycles": deadline, "slice_cycles": slice_cyc,
                           "metrics": dict(trace.get("metrics") or {}),
                           "units": {"ts": "µs of the modelled clock (cycles / cpu_mhz)",
-                                    "args.cycles": "modelled Cortex-M3 cycles"}}}
+                                    "args.cycles": (trace.get("units") or {}).get(
+                                        "cycles", "modelled cycles")}}}
 
 
 def _read(path: Path) -> Any:

@@ -35,6 +35,7 @@ BOARD_TRACE_BASE: dict[str, int] = {"lm3s6965evb": TRACE_BASE, "mps2-an385": 0x0
 #: ``core=``; qemu/cycle_model.md). mps2-an386 is a Cortex-M4 with FPU: model cm4-v1.
 BOARD_CORE: dict[str, str] = {"lm3s6965evb": "cm3", "mps2-an385": "cm3", "mps2-an386": "cm4"}
 CORE_CYCLE_MODEL: dict[str, str] = {"cm3": CYCLE_MODEL_VERSION, "cm4": "cm4-v1"}
+CORE_NAME: dict[str, str] = {"cm3": "Cortex-M3", "cm4": "Cortex-M4"}
 
 
 def core(board: str) -> str:

@@ -64,6 +64,14 @@ BOARD = "lm3s6965evb"
 UNITS = {"cycles": "modelled Cortex-M3 cycles (qemu/cycle_model.md)",
          "us": "microseconds of the modelled core clock (cpu_mhz cycles each)"}
 
+
+def units(board: str) -> dict[str, str]:
+    """The trace's units on ``board``: cycles of its core's model (the M3 boards: UNITS)."""
+    core = ev.BOARD_CORE.get(board, "cm3")
+    if core == "cm3":
+        return UNITS
+    return {**UNITS, "cycles": f"modelled {ev.CORE_NAME[core]} cycles (qemu/cycle_model.md)"}
+
 METRIC_NAMES: tuple[str, ...] = (
     "kernel_cycles", "wall_cycles", "instructions", "kernel_instructions",
     "yield_checks", "yield_check_cycles", "yield_overhead_cycles", "slices",
@@ -79,7 +87,7 @@ FLOAT_METRICS = frozenset({
     "mean_preemption_latency_cycles",
 })
 
-__all__ = ["BOARD", "FLOAT_METRICS", "METRIC_NAMES", "TRACE_SCHEMA", "UNITS", "Event",
+__all__ = ["BOARD", "FLOAT_METRICS", "METRIC_NAMES", "TRACE_SCHEMA", "UNITS", "units", "Event",
            "EventTable", "PluginOutput", "TraceEvents", "as_event", "build_trace",
            "compute_metrics", "kernel_window", "parse_plugin_output", "read_plugin_output"]
 
@@ -173,10 +181,11 @@ def build_trace(events: Iterable[Any], totals: Mapping[str, int], *, candidate_i
         else [e.to_json() for e in table]
     return {
         "schema": TRACE_SCHEMA,
-        "cycle_model": ev.CYCLE_MODEL_VERSION,
+        "cycle_model": ev.cycle_model(board) if board in ev.BOARD_CORE
+        else ev.CYCLE_MODEL_VERSION,
         "board": board,
         "cpu_mhz": int(cpu_mhz),
-        "units": UNITS,
+        "units": units(board),
         "candidate_id": candidate_id,
         "repeat": int(repeat),
         "seed": int(seed),
