@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.synthetic_runs import write_sweep
 
 from slicert_ops.report import index as index_mod
 from slicert_ops.report.index import ROW_CACHE, build_index, write_index
-from tests.support.synthetic_runs import write_sweep
 
 EXP = "cache_sweep"
 

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.synthetic_runs import write_sweep
 
 from slicert_ops.report import plots
 from slicert_ops.report.index import build_index
 from slicert_ops.report.report import write_report
 from slicert_ops.tracking.artifacts import report_files
-from tests.support.synthetic_runs import write_sweep
 
 EXP = "plot_cache"
 STAMP = re.compile(rb"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")

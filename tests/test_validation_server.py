@@ -14,10 +14,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support.synthetic_runs import write_sweep
 
 from slicert_ops.validate import server
 from slicert_ops.validate.stage import ValidationStage
-from tests.support.synthetic_runs import write_sweep
 
 pytestmark = pytest.mark.integration
 
