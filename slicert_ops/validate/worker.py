@@ -148,7 +148,7 @@ class _Server:
                 os._exit(0)
 
     def handle(self, conn: socket.socket) -> None:
-        self.touch(+1)
+        """One client (counted active from its accept(): serve's loop)."""
         rfile = conn.makefile("r", encoding="utf-8")
         wfile = conn.makefile("w", encoding="utf-8")
         wlock = threading.Lock()
@@ -247,6 +247,7 @@ def serve(argv: list[str]) -> int:
     threading.Thread(target=_warm, daemon=True).start()
     while True:
         conn, _ = srv.accept()
+        server.touch(+1)  # at once: the idle watchdog never ends a server with a client
         threading.Thread(target=server.handle, args=(conn,), daemon=True).start()
 
 
