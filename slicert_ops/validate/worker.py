@@ -231,6 +231,8 @@ def serve(argv: list[str]) -> int:
         if os.fork():
             os._exit(0)  # the starter waits for this one only: no zombie, no terminal
         os.setsid()
+    path = path.absolute()
+    os.chdir("/")  # holds no folder busy; each batch runs in its client's folder
     with contextlib.suppress(OSError, ValueError):
         os.nice(max(0, int(os.environ.get("SLICERT_VALIDATION_NICE", NICE))))
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
