@@ -4,5 +4,7 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# the validation server (validate/server.py) outlives a sweep by this long: not the tests
+os.environ.setdefault("SLICERT_VALIDATION_IDLE_S", "5")
 
 pytest_plugins = ["conftest_services"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -96,7 +97,8 @@ def test_real_full_disk_and_read_only_out(tmp_path):
     env = {"WORK": str(tmp_path), "PY": sys.executable, "MANIFEST": str(MANIFEST),
            "ONE": " ".join(ONE),
            "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": str(ROOT),
-           "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": ""}
+           "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "",
+           "SLICERT_VALIDATION_IDLE_S": os.environ.get("SLICERT_VALIDATION_IDLE_S", "5")}
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                            NAMESPACE], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

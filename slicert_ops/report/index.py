@@ -15,12 +15,20 @@ Columns (see ``docs/contracts.md`` for the metric names):
   prediction);
 - every trace metric under its contract name (``kernel_cycles``, ...);
 - every ``tvm_config.json`` feature as ``f_<name>``.
+
+Rows are cached per experiment folder (``ROW_CACHE`` beside ``index.parquet``): a row is
+reused while the files it is read from (manifest.json, validation.json, qemu_trace.json,
+tvm_config.json) keep their inode, size, mtime and ctime, and while this module's code is
+the same; a changed run folder is re-read alone. The frame built from cached rows equals
+a full rebuild's (same values, same types: the rows are JSON, as the files they come from).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,8 +36,9 @@ from typing import Any
 
 import pandas as pd
 
+from slicert_ops import rundir
 from slicert_ops.errors import InputError
-from slicert_ops.rundir import read_trace_head  # noqa: F401 - re-exported
+from slicert_ops.rundir import read_trace_head, write_text_atomic
 from slicert_ops.sim.trace import METRIC_NAMES
 
 RUN_SCHEMA = "slicert-run/1"
@@ -150,6 +159,93 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return row
 
 
+# ---------------------------------------------------------------------------- row cache
+ROW_CACHE = ".index-rows.json"   # per experiment folder, beside index.parquet
+ROW_CACHE_SCHEMA = "slicert-index-rows/1"
+#: the files a row is read from (read_run): a row is stale when any of them changed
+ROW_SOURCES = ("manifest.json", "validation.json", "qemu_trace.json", "tvm_config.json")
+_CODE_KEY: str | None = None
+
+
+def _code_key() -> str:
+    """A hash of the code that makes a row (this module and the trace-head reader) and of
+    the metric names: another version of either never reuses a cached row."""
+    global _CODE_KEY
+    if _CODE_KEY is None:
+        h = hashlib.sha256(ROW_CACHE_SCHEMA.encode())
+        for mod in (__file__, rundir.__file__):
+            h.update(Path(mod).read_bytes())
+        h.update(json.dumps(METRICS).encode())
+        _CODE_KEY = h.hexdigest()[:20]
+    return _CODE_KEY
+
+
+def run_stamp(run_dir: Path) -> list[list[int] | None]:
+    """(inode, size, mtime ns, ctime ns) of each of a run folder's ROW_SOURCES (None:
+    absent): what a cached row is keyed by."""
+    out: list[list[int] | None] = []
+    base = str(run_dir)
+    for name in ROW_SOURCES:
+        try:
+            st = os.stat(os.path.join(base, name))
+        except OSError:
+            out.append(None)
+            continue
+        out.append([st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    return out
+
+
+def _load_row_cache(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / ROW_CACHE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("schema") != ROW_CACHE_SCHEMA \
+            or data.get("code") != _code_key() or not isinstance(data.get("rows"), dict):
+        return {}
+    return data["rows"]
+
+
+def _save_row_cache(folder: Path, rows: dict[str, Any]) -> None:
+    doc = {"schema": ROW_CACHE_SCHEMA, "code": _code_key(), "rows": rows}
+    try:
+        write_text_atomic(folder / ROW_CACHE, json.dumps(doc, separators=(",", ":")))
+    except OSError:  # a read-only results folder: no cache, the index all the same
+        pass
+
+
+def read_runs(run_dirs: Iterable[Path], *, cache: bool = True) -> list[dict[str, Any]]:
+    """``read_run`` of each folder, in order; with ``cache`` the rows of unchanged folders
+    come from their experiment folder's ROW_CACHE (which is then brought up to date)."""
+    dirs = [Path(d) for d in run_dirs]
+    if not cache:
+        return [read_run(d) for d in dirs]
+    caches: dict[Path, dict[str, Any]] = {}
+    fresh: dict[Path, dict[str, Any]] = {}
+    rows = []
+    for d in dirs:
+        folder = d.parent
+        if folder not in caches:
+            caches[folder] = _load_row_cache(folder)
+            fresh[folder] = {}
+        stamp = run_stamp(d)
+        hit = caches[folder].get(d.name)
+        if isinstance(hit, dict) and hit.get("stamp") == stamp:
+            row = dict(hit["row"])
+        else:
+            row = read_run(d)
+        row["run_dir"] = str(d)  # in place: the columns keep their order
+        fresh[folder][d.name] = {"stamp": stamp, "row": row}
+        rows.append(row)
+    for folder, entries in fresh.items():
+        old = caches[folder]
+        # keep the entries of folders not read this time (another call's selection)
+        merged = {**old, **entries}
+        if merged != old:
+            _save_row_cache(folder, merged)
+    return rows
+
+
 RUN_DIR_RE = re.compile(r"^run_\d+$")
 
 
@@ -161,10 +257,11 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
         raise InputError("results folder not found", file=str(results_dir),
                          fix="give the folder the pipeline wrote, e.g. results/")
     dirs = []
-    for p in results_dir.rglob("manifest.json"):
-        rel = p.parent.relative_to(results_dir).parts
-        if RUN_DIR_RE.match(p.parent.name) and not any(x.startswith(".") for x in rel):
-            dirs.append(p.parent)
+    # os.walk, hidden folders pruned (not visited): ~3x faster than rglob on 540 runs
+    for top, subdirs, files in os.walk(results_dir, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        if "manifest.json" in files and RUN_DIR_RE.match(os.path.basename(top)):
+            dirs.append(Path(top))
     return sorted(dirs)
 
 
@@ -192,19 +289,23 @@ def _tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_index(results_dir: str | Path, run_dirs: Iterable[Path] | None = None,
-                experiment: str | None = None) -> pd.DataFrame:
+                experiment: str | None = None, *, cache: bool | None = None) -> pd.DataFrame:
     """One row per completed run folder under results_dir (sorted by experiment, run).
 
     results_dir may be ``results/`` or one ``results/<experiment>/``; with ``experiment``
     only that experiment's runs are read (from ``results_dir/<experiment>/`` when it exists).
+    ``cache``: use (and update) the row cache of each experiment folder; default: when the
+    run folders are found here (not for an explicit ``run_dirs``).
     """
+    if cache is None:
+        cache = run_dirs is None
     if run_dirs is not None:
         dirs = list(run_dirs)
     elif experiment is not None and (Path(results_dir) / experiment).is_dir():
         dirs = find_run_dirs(Path(results_dir) / experiment)
     else:
         dirs = find_run_dirs(results_dir)
-    rows = [read_run(d) for d in dirs]
+    rows = read_runs(dirs, cache=cache)
     if experiment is not None:
         rows = [r for r in rows if r.get("experiment") == experiment]
     if not rows:

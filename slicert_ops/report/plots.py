@@ -3,16 +3,30 @@
 Inputs are the per-candidate table from ``report.candidate_table`` (``kernel_cycles`` =
 mean over valid repeats, ``max_preemption_latency_cycles`` = worst over repeats) and the
 valid runs of the index.
+
+A plot is drawn only when its inputs changed: each PNG has a content key beside it
+(``.<name>.png.key``: a hash of the data plotted, the other arguments, this module's code
+and the matplotlib version); a PNG whose key matches is kept as it is (a re-render would
+write the same bytes). matplotlib is imported only when something is drawn.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter
+
+from slicert_ops.rundir import write_text_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CYCLES = "modelled cycles"  # of the run's core (cm3-v2, cm4-v1: qemu/cycle_model.md)
 PARAM_LABELS = {
@@ -22,6 +36,85 @@ PARAM_LABELS = {
     "slice": "slice (slice budget, µs of virtual time)",
 }
 DPI = 110
+
+
+KEY_SUFFIX = ".key"
+_CODE_KEY: str | None = None
+F = TypeVar("F", bound=Callable[..., Path])
+
+
+def _code_key() -> str:
+    global _CODE_KEY
+    if _CODE_KEY is None:
+        from importlib.metadata import version
+
+        h = hashlib.sha256(Path(__file__).read_bytes())
+        h.update(f"matplotlib {version('matplotlib')} dpi {DPI}".encode())
+        _CODE_KEY = h.hexdigest()
+    return _CODE_KEY
+
+
+def _digest(h: Any, value: Any) -> None:
+    """Feed value into the hash h: frames by column (name, dtype, index and values)."""
+    if isinstance(value, pd.DataFrame):
+        h.update(f"frame {value.shape} {list(map(str, value.columns))}".encode())
+        h.update(pd.util.hash_pandas_object(value.index).to_numpy().tobytes())
+        for col in value.columns:
+            series = value[col]
+            h.update(f"{col}:{series.dtype}".encode())
+            try:
+                hashed = pd.util.hash_pandas_object(series, index=False)
+            except TypeError:  # unhashable or mixed objects: by their text
+                hashed = pd.util.hash_pandas_object(series.map(repr), index=False)
+            h.update(hashed.to_numpy().tobytes())
+    else:
+        h.update(json.dumps(value, default=repr, sort_keys=True).encode())
+
+
+def content_key(name: str, args: dict[str, Any]) -> str:
+    """The key of one plot: its function, the code, every argument's content."""
+    h = hashlib.sha256(f"{name}\0{_code_key()}".encode())
+    for k in sorted(args):
+        h.update(f"\0{k}=".encode())
+        _digest(h, args[k])
+    return h.hexdigest()
+
+
+def key_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{KEY_SUFFIX}")
+
+
+def cached_png(fn: F) -> F:
+    """Draw ``fn(..., path, ...)`` only when no PNG with the same content key is at path."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Path:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        path = Path(bound.arguments["path"])
+        key = content_key(fn.__name__, {k: v for k, v in bound.arguments.items()
+                                         if k != "path"})
+        kp = key_path(path)
+        try:
+            if path.is_file() and kp.read_text() == key:
+                return path
+        except OSError:
+            pass
+        kp.unlink(missing_ok=True)  # no stale key beside a half-drawn PNG
+        out = fn(*args, **kwargs)
+        write_text_atomic(kp, key)
+        return out
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _mpl() -> tuple[Any, Any]:
+    """(Figure, EngFormatter), imported on the first plot drawn."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    return Figure, EngFormatter
 
 
 def param_label(column: str) -> str:
@@ -78,8 +171,10 @@ def _maybe_log(ax, values: np.ndarray) -> None:
         ax.set_yscale("log")
 
 
+@cached_png
 def plot_cycles_vs_param(cand: pd.DataFrame, param: str, path: Path, experiment: str) -> Path:
     """Kernel cycles of every candidate against one schedule parameter (categorical x)."""
+    Figure, EngFormatter = _mpl()
     values = _sorted_values(cand[param])
     pos = {v: i for i, v in enumerate(values)}
     x = cand[param].map(pos).to_numpy(dtype=float)
@@ -112,8 +207,10 @@ def plot_cycles_vs_param(cand: pd.DataFrame, param: str, path: Path, experiment:
     return save_png(fig, path)
 
 
+@cached_png
 def plot_pareto(cand: pd.DataFrame, params: list[str], path: Path, experiment: str) -> Path:
     """Kernel cycles vs worst preemption latency; the Pareto front (both minimised) in red."""
+    Figure, EngFormatter = _mpl()
     fig = Figure(figsize=(8, 5.5))
     ax = fig.subplots()
     x = cand["kernel_cycles"].to_numpy(dtype=float)
@@ -154,9 +251,11 @@ def plot_pareto(cand: pd.DataFrame, params: list[str], path: Path, experiment: s
     return save_png(fig, path)
 
 
+@cached_png
 def plot_irq_latency(runs: pd.DataFrame, path: Path, experiment: str,
                      group_by: str | None = None) -> Path:
     """Distribution over runs of the per-run IRQ latency statistics (+ max by a parameter)."""
+    Figure, _ = _mpl()
     stats = [("irq_latency_mean_cycles", "mean"), ("irq_latency_p99_cycles", "p99"),
              ("irq_latency_max_cycles", "max")]
     loaded = runs[runs.get("irq_count", pd.Series(0, index=runs.index)).fillna(0) > 0]
@@ -204,9 +303,11 @@ def prediction_column(runs: pd.DataFrame) -> str | None:
     return next((c for c in PREDICTION_COLUMNS if c in runs and runs[c].notna().any()), None)
 
 
+@cached_png
 def plot_predicted_vs_measured(runs: pd.DataFrame, column: str, path: Path,
                                experiment: str) -> Path:
     """The champion's predicted kernel cycles (recorded before the run) against the measure."""
+    Figure, EngFormatter = _mpl()
     from scipy import stats
 
     data = runs[[column, "kernel_cycles"]].apply(pd.to_numeric, errors="coerce").dropna()

@@ -51,10 +51,12 @@ def run_files(run_dir: Path, verdict: Any = None) -> Files:
 
 
 def report_files(report_dir: Path) -> Files:
-    """A sweep report folder's files, under ``report/``."""
+    """A sweep report folder's files, under ``report/`` (not the hidden ones: the plots'
+    content keys, temporary files)."""
     return [(p, "report/" + p.parent.relative_to(report_dir).as_posix()
              if p.parent != report_dir else "report")
-            for p in sorted(report_dir.rglob("*")) if p.is_file()]
+            for p in sorted(report_dir.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")]
 
 
 class ArtifactRouter:

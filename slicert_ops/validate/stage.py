@@ -9,11 +9,14 @@ measured files are never touched, and a folder is never seen with half a verdict
     verdict.success, verdict.failed_expectations, verdict.to_dict()
 
 ``ValidationStage`` is the sweep's sink (``sweep.run_sweep`` adds one unless a sink already
-is one, e.g. the tracking's): runs are handed over as they finish and validated by a
-process of its own (``python -m slicert_ops.validate.worker``: GX is seconds of CPU-heavy
-Python; in the sweep's process it would take the GIL from the measuring), in batches with
-one GX call per suite; ``wait()`` returns once every run has its verdict. Reused runs keep
-the verdict they have (read back, not recomputed); only a missing one is computed.
+is one, e.g. the tracking's): runs are handed over as they finish and validated outside the
+sweep's process (GX is seconds of CPU-heavy Python; in the sweep's process it would take the
+GIL from the measuring), in batches with one GX call per suite; ``wait()`` returns once
+every run has its verdict. Reused runs keep the verdict they have (read back, not
+recomputed); only a missing one is computed. The validating process is the long-lived
+validation server (``validate.server``: GX imported once, not once per sweep), started on
+demand; when it cannot be, a process of the sweep's own (``python -m
+slicert_ops.validate.worker``); when that dies, the sweep's process itself.
 
 This module imports neither GX nor pandas (the tracking reads verdicts through it).
 """
@@ -27,10 +30,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from slicert_ops.validate import server
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +151,11 @@ class ValidationStage:
         self._send_lock = threading.Lock()
         self._pending: dict[str, bool] = {}   # run dir -> reused
         self._orphans: set[str] = set()       # the process failed them: validated here
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[str] | None = None   # the per-sweep worker, or
+        self._sock: Any = None                            # the validation server
+        self._rfile: Any = None
+        self._wfile: Any = None
+        self._started = False
         self._reader: threading.Thread | None = None
         self._exited = False
 
@@ -207,13 +216,27 @@ class ValidationStage:
     # ------------------------------------------------------------------ the process
     def _start(self) -> bool:
         with self._send_lock:
-            if self._proc is not None:
+            if self._started:
                 return not self._exited
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "slicert_ops.validate.worker",
-                 str(self.batch_size), str(self.max_wait_s)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self._started = True
+            sock = None
+            if server.enabled():
+                sock = server.connect()
+            if sock is not None:
+                self._sock = sock
+                self._rfile = sock.makefile("r", encoding="utf-8")
+                self._wfile = sock.makefile("w", encoding="utf-8")
+                self._wfile.write(json.dumps({
+                    "op": "hello", "cwd": os.getcwd(), "batch_size": self.batch_size,
+                    "max_wait_s": self.max_wait_s}) + "\n")
+                self._wfile.flush()
+            else:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "slicert_ops.validate.worker",
+                     str(self.batch_size), str(self.max_wait_s)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                self._rfile, self._wfile = self._proc.stdout, self._proc.stdin
         self._reader = threading.Thread(target=self._read, name="slicert-validation-reader",
                                         daemon=True)
         self._reader.start()
@@ -224,16 +247,22 @@ class ValidationStage:
             return False
         with self._send_lock:
             try:
-                assert self._proc is not None and self._proc.stdin is not None
-                self._proc.stdin.write(json.dumps(msg) + "\n")
-                self._proc.stdin.flush()
+                assert self._wfile is not None
+                self._wfile.write(json.dumps(msg) + "\n")
+                self._wfile.flush()
                 return True
             except (BrokenPipeError, OSError, ValueError):
                 return False
 
+    def _lines(self) -> Iterator[str]:
+        try:
+            yield from self._rfile
+        except (OSError, ValueError):  # the connection closed under the reader
+            return
+
     def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
+        assert self._rfile is not None
+        for line in self._lines():
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -248,7 +277,8 @@ class ValidationStage:
                 with self._cond:
                     self._orphans.update(str(d) for d in ev.get("dirs") or ())
                     self._cond.notify_all()
-        self._proc.wait()
+        if self._proc is not None:
+            self._proc.wait()
         with self._cond:
             self._exited = True
             self._cond.notify_all()
@@ -265,19 +295,28 @@ class ValidationStage:
             self._cond.notify_all()
 
     def _stop(self) -> None:
-        proc = self._proc
-        if proc is None:
+        if not self._started:
             return
+        proc = self._proc
         self._send(op="exit")
         try:
-            if proc.stdin is not None:
-                proc.stdin.close()
+            if self._wfile is not None:
+                self._wfile.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self._sock is not None:  # the server stays (for the next sweep); we leave
+            import socket
+
+            for close in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close):
+                try:
+                    close()
+                except OSError:
+                    pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
