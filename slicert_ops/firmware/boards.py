@@ -17,7 +17,7 @@ Both ports share ``zephyr/ports/common`` (handlers, linker sections, the C half 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slicert_ops.errors import StageError
 from slicert_ops.sim import events as ev
@@ -57,6 +57,19 @@ class Board:
                 "SysTick_Handler", self.irq_load_handler, "Default_Handler")
 
 
+_AN385 = Board(
+    name="mps2-an385", machine="mps2-an385", port="baremetal-an385",
+    linker_script="an385.ld", irq_load_handler="DualTimer_Handler",
+    flash_bytes=0x3FF000, ram_bytes=4 * 1024 * 1024,
+    regions={
+        "FLASH": "code RAM for code and constant data (inputs, weights): 4 MiB - 4 KiB "
+                 "at 0x00000000",
+        "RAM": "SRAM for stacks, output buffer and variables: 4 MiB at 0x20000000",
+        "TRACE": "trace stubs: 2.25 KiB at 0x003FF000",
+    },
+    board_clock_ns=40, min_timer_cycles=250,
+    defines={"SLICERT_TRACE_BASE": "0x003FF000u"})
+
 BOARDS: dict[str, Board] = {
     "lm3s6965evb": Board(
         name="lm3s6965evb", machine="lm3s6965evb", port="baremetal-cm3",
@@ -69,31 +82,12 @@ BOARDS: dict[str, Board] = {
             "TRACE": "trace stubs: 2.25 KiB at 0x0003E000",
         },
         board_clock_ns=20),
-    "mps2-an385": Board(
-        name="mps2-an385", machine="mps2-an385", port="baremetal-an385",
-        linker_script="an385.ld", irq_load_handler="DualTimer_Handler",
-        flash_bytes=0x3FF000, ram_bytes=4 * 1024 * 1024,
-        regions={
-            "FLASH": "code RAM for code and constant data (inputs, weights): 4 MiB - 4 KiB "
-                     "at 0x00000000",
-            "RAM": "SRAM for stacks, output buffer and variables: 4 MiB at 0x20000000",
-            "TRACE": "trace stubs: 2.25 KiB at 0x003FF000",
-        },
-        board_clock_ns=40, min_timer_cycles=250,
-        defines={"SLICERT_TRACE_BASE": "0x003FF000u"}),
-    "mps2-an386": Board(
-        name="mps2-an386", machine="mps2-an386", port="baremetal-an386",
-        linker_script="an386.ld", irq_load_handler="DualTimer_Handler",
-        flash_bytes=0x3FF000, ram_bytes=4 * 1024 * 1024,
-        regions={
-            "FLASH": "code RAM for code and constant data (inputs, weights): 4 MiB - 4 KiB "
-                     "at 0x00000000",
-            "RAM": "SRAM for stacks, output buffer and variables: 4 MiB at 0x20000000",
-            "TRACE": "trace stubs: 2.25 KiB at 0x003FF000",
-        },
-        board_clock_ns=40, min_timer_cycles=250,
-        defines={"SLICERT_TRACE_BASE": "0x003FF000u"},
-        cpu_flags=("-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")),
+    "mps2-an385": _AN385,
+    # the AN385's memory map and peripherals on a Cortex-M4F: another port, M4 build flags
+    "mps2-an386": replace(_AN385, name="mps2-an386", machine="mps2-an386",
+                          port="baremetal-an386", linker_script="an386.ld",
+                          cpu_flags=("-mcpu=cortex-m4", "-mfloat-abi=hard",
+                                     "-mfpu=fpv4-sp-d16")),
 }
 
 
