@@ -118,3 +118,20 @@ def test_a_stale_socket_is_replaced(short_tmp, runs):
     assert path.exists()
     stage, _ = validate(runs[:1])
     assert stage._sock is not None and os.path.exists(path)
+
+
+def test_a_client_whose_folder_is_gone_does_not_break_the_next(short_tmp, runs, monkeypatch,
+                                                              tmp_path):
+    """The server chdirs into each client's folder; once that folder is deleted (a finished
+    test's, a removed checkout's), the next client is still served (it used to find a dead
+    handler and wait forever)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    first, _ = validate(runs[:1])
+    assert first._sock is not None
+    monkeypatch.chdir(tmp_path)
+    gone.rmdir()
+    second, reports = validate(runs[1:3])
+    assert second._sock is not None and set(reports) == {r.name for r in runs[1:3]}
+    assert not second._orphans  # the server answered: nothing fell back to this process

@@ -43,6 +43,9 @@ VERDICT_FILE = "validation.json"   # the full report (gx_runner.REPORT_JSON)
 REPORT_HTML = "validation.html"
 BATCH_SIZE = 16      # runs per GX call (one call costs ~0.6 s, nearly whatever its size)
 MAX_WAIT_S = 10.0    # a batch is validated at the latest this long after its first run
+# no verdict this long after the last exchange: the validator is stuck, the sweep validates
+# the rest itself (a batch takes ~0.6 s, loading GX ~5 s)
+STALL_S = float(os.environ.get("SLICERT_VALIDATION_STALL_S", "300"))
 
 VerdictListener = Callable[[Path, "Verdict", bool], None]  # (run_dir, verdict, reused)
 
@@ -158,6 +161,7 @@ class ValidationStage:
         self._started = False
         self._reader: threading.Thread | None = None
         self._exited = False
+        self._progress = time.monotonic()   # the last run handed over or verdict received
 
     # ------------------------------------------------------------------ the sweep's side
     def __call__(self, outcome: Any, run_dir: Path) -> None:
@@ -172,6 +176,7 @@ class ValidationStage:
                 return
         with self._cond:
             self._pending[str(run_dir)] = reused
+            self._progress = time.monotonic()
         if not self._send(op="run", dir=str(run_dir)):
             with self._cond:
                 self._cond.notify_all()  # the process is gone: wait() validates it here
@@ -189,8 +194,16 @@ class ValidationStage:
         if busy:
             self._send(op="flush")
             with self._cond:
+                self._progress = time.monotonic()
                 while set(self._pending) - self._orphans and not self._exited:
                     if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+                        break
+                    if time.monotonic() - self._progress > STALL_S:
+                        # no verdict for that long: a stuck validator must not hang the
+                        # sweep; what it has not answered is validated here
+                        log.warning("the validation process sent nothing for %.0f s: "
+                                    "validating the rest in this process", STALL_S)
+                        self._orphans.update(self._pending)
                         break
                     self._cond.wait(timeout=1.0)
                 left = list(self._pending.items())
@@ -292,6 +305,7 @@ class ValidationStage:
         with self._cond:
             self.verdicts[run_dir] = verdict
             self._pending.pop(str(run_dir), None)
+            self._progress = time.monotonic()
             self._cond.notify_all()
 
     def _stop(self) -> None:

@@ -160,7 +160,9 @@ class _Server:
                 wfile.flush()
 
         queue: _Queue | None = None
-        cwd = os.getcwd()
+        # the client's folder comes with its hello; not ours: a previous client's folder
+        # this server chdir'd into may be gone (os.getcwd() then raises)
+        cwd = "/"
         worker: threading.Thread | None = None
         try:
             for line in rfile:
@@ -185,6 +187,8 @@ class _Server:
                     break
         except (OSError, ValueError):
             pass
+        except Exception:  # noqa: BLE001 - never leave a client waiting on a dead handler
+            traceback.print_exc()
         finally:
             if queue is not None:
                 queue.close()
