@@ -80,7 +80,8 @@ def measure(elf: Path, *, ws: int = 0, cpu_mhz: float = 50.0,
             timeout_s: float = 60.0, board: str = "lm3s6965evb") -> dict[str, Any]:
     """Run ``elf`` on ``board`` and return its figures; raises SliceRTError when the run
     failed."""
-    from slicert_ops.sim.qemu import elf_symbols, run_firmware
+    from slicert_ops.elf import elf_symbols
+    from slicert_ops.sim.qemu import run_firmware
     from slicert_ops.sim.trace import read_plugin_output
 
     if not elf.is_file():

@@ -382,3 +382,21 @@ def test_timers_and_cycle_counter_run_on_modelled_cycles(tmp_path):
         # the ISR's own latency (cycle counter at its entry) is the exact latency plus
         # its prologue: never less than the 12-cycle entry
         assert st["irq_lat_min"] > 12
+
+
+def test_handler_addresses_are_the_symbol_table_s(tmp_path, inputs):
+    """The build reads the handler addresses from the ELF itself (slicert_ops.elf, not a
+    binutils subprocess): the same addresses as arm-none-eabi-nm's, every global symbol."""
+    from slicert_ops.elf import elf_symbols
+
+    res = build(tmp_path, "a", inputs)
+    nm = subprocess.run(["arm-none-eabi-nm", str(res.elf)], capture_output=True, text=True)
+    # global symbols (a local name, e.g. a static, may be defined in several files)
+    listed = {p[2]: int(p[0], 16) for p in (ln.split() for ln in nm.stdout.splitlines())
+              if len(p) == 3 and p[1].isupper()}
+    syms = elf_symbols(res.elf)
+    # nm prints Thumb functions without their Thumb bit; the symbol table stores it
+    assert listed and all(syms[name] & ~1 == addr for name, addr in listed.items())
+    assert res.handlers and all(res.handlers[h] == listed[h] & ~1 for h in res.handlers)
+    with pytest.raises(StageError, match="not a 32-bit little-endian ELF"):
+        elf_symbols(res.log_path, stage="build")

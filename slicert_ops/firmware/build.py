@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from slicert_ops.elf import elf_symbols
 from slicert_ops.errors import StageError
 from slicert_ops.firmware.boards import DEFAULT_BOARD, Board, get_board
 from slicert_ops.firmware.options import RuntimeOptions
@@ -33,7 +34,6 @@ PORT = "baremetal-cm3"
 
 GCC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"
-NM = "arm-none-eabi-nm"
 
 CFLAGS = [
     "-O2", "-mcpu=cortex-m3", "-mthumb", "-std=gnu11", "-ffreestanding", "-fno-common",
@@ -430,13 +430,12 @@ def build_firmware(kernel: Any, inputs: Sequence[np.ndarray],
     sec = _run([SIZE, "-A", "firmware.elf"], log, cwd=out)
     if sec.returncode != 0:
         raise fail("arm-none-eabi-size -A failed")
-    log.append(f"$ {NM} firmware.elf   (handler addresses; symbol table not logged)")
-    nm = _run([NM, "firmware.elf"], [], cwd=out)
-    handlers: dict[str, int] = {}
-    for line in nm.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] in brd.handler_symbols:
-            handlers[parts[2]] = int(parts[0], 16) & ~1
+    log.append("# handler addresses: the ELF's symbol table (slicert_ops.elf)")
+    try:
+        symbols = elf_symbols(elf, stage="build")
+    except StageError as exc:
+        raise fail(str(exc).removeprefix("build: ")) from None
+    handlers = {name: symbols[name] & ~1 for name in brd.handler_symbols if name in symbols}
     missing = [h for h in brd.handler_symbols if h not in handlers]
     if missing:
         raise fail(f"handler symbols missing from the ELF: {', '.join(missing)}")
