@@ -10,6 +10,7 @@ from typing import Any
 
 from slicert_ops.farm import LocalFarm, RunSink
 from slicert_ops.manifest import Candidate, Experiment
+from slicert_ops.manifest.schema import FORM_NAMES
 from slicert_ops.pipeline import RunOutcome
 from slicert_ops.progress import Progress
 from slicert_ops.validate.stage import Verdict
@@ -49,9 +50,6 @@ def run_sweep(exp: Experiment, candidates: list[Candidate], out_root: Path, *, j
         result.verdicts = farm.close(wait_verdicts=finished)  # not after an interruption
     result.outcomes.sort(key=lambda o: o.number)
     return result
-
-
-FORM_NAMES = ("direct", "block", "im2col", "pointwise")
 
 
 def summarize(result: SweepResult, top: int = 5, macs: int | None = None) -> str:

@@ -196,6 +196,11 @@ def test_kernel_form_axes(tmp_path: Path) -> None:
                                          "pixel_block: a parameter of the blocked forms"):
         expand(load_manifest(write(tmp_path, base + "    form: [0]\n    pixel_block: [2]\n")),
                VERSIONS)
+    from slicert_ops.manifest.schema import FORM_NAMES
+    from slicert_ops.network.tasks import FORMS
+
+    assert FORM_NAMES == tuple(FORMS)   # the schema's names are the generator's, in order
+    assert list(FORMS.values()) == list(range(len(FORMS)))
     for bad, needle in (("[gemm]", "'gemm' is not a kernel form; valid: direct (0), block (1)"),
                         ("[5]", "5 is not a kernel form"), ("[block, 1]", "duplicate")):
         with pytest.raises(InputError) as err:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 
-from .spec import FORM_DIRECT, ITEMSIZE, OperatorSpec, ScheduleParams, tile_counts
+from .spec import FORM_DIRECT, FORMS, ITEMSIZE, OperatorSpec, ScheduleParams, tile_counts
 
 # f2: the kernel form (one-hot), its register block and reduction unrolling
 FEATURES_VERSION = "f2"
-FORM_NAMES = ("direct", "block", "im2col", "pointwise")
+FORM_NAMES = tuple(FORMS)  # in number order
 
 
 def _conv_loops(op: OperatorSpec, s: ScheduleParams, c: dict[str, int]) -> dict[str, int]:

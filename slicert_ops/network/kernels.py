@@ -40,7 +40,14 @@ from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
 from . import blocked, packing
 from .features import LAYER_FEATURES_VERSION, layer_features
-from .tasks import LayerSchedule, Task, accumulator_output, micro_tiles, resolve
+from .tasks import (
+    BLOCKED_TYPES,
+    LayerSchedule,
+    Task,
+    accumulator_output,
+    micro_tiles,
+    resolve,
+)
 
 REQUANT = "slicert_nn_requantize"
 REQUANT_LR = "slicert_nn_requantize_lr"  # the blocked forms' (shift split at build time)
@@ -48,7 +55,6 @@ NN_HEADER = "slicert/network.h"
 ADD_LEFT_SHIFT = 20
 VERIFY_SREF_TREE = 1  # s_tir ScheduleDebugMask kVerifySRefTree
 CTYPE = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
-MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 POOL_TYPES = ("avg_pool", "max_pool")
 
 
@@ -332,7 +338,7 @@ def _schedule(sch: s_tir.Schedule, task: Task, s: LayerSchedule) -> None:
         out = sch.cache_write(acc, 0, "global")
     else:
         out = sch.get_sblock("out")
-        acc = sch.get_sblock("acc") if t in MAC_TYPES + POOL_TYPES else None
+        acc = sch.get_sblock("acc") if t in BLOCKED_TYPES + POOL_TYPES else None
     if t in ("conv2d", "depthwise_conv2d"):
         n, y, x, k = sch.get_loops(out)
         y_mac, y_t = sch.split(y, [None, s.tile_size])
@@ -418,7 +424,7 @@ def define(task: Task, s: LayerSchedule) -> tuple[list[Any], str]:
 
 def define_func(task: Task, s: LayerSchedule | None = None) -> tirx.PrimFunc:
     """The unscheduled PrimFunc of a task (default: the direct form), e.g. for meta_schedule."""
-    s = resolve(task, s or LayerSchedule(form=0 if task.type in MAC_TYPES else None))
+    s = resolve(task, s or LayerSchedule(form=0 if task.type in BLOCKED_TYPES else None))
     return te.create_prim_func(define(task, s)[0])
 
 

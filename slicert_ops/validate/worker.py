@@ -90,7 +90,7 @@ def main() -> int:
 
     def validate_loop() -> None:
         from slicert_ops.validate.gx_runner import gx_context
-        from slicert_ops.validate.stage import Verdict, validate_runs
+        from slicert_ops.validate.stage import validate_runs
 
         try:
             gx_context()  # ~5 s: while the first runs are measured
@@ -98,14 +98,7 @@ def main() -> int:
             emit("error", message=f"GX failed to load: {exc}")
         while True:
             batch = queue.take()
-            try:
-                verdicts = validate_runs(batch, reuse=False)
-            except Exception as exc:  # noqa: BLE001 - the parent validates these itself
-                emit("error", dirs=[str(d) for d in batch],
-                     message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
-                continue
-            for d, v in zip(batch, verdicts, strict=True):
-                emit("verdict", dir=str(d), verdict=Verdict.to_dict(v))
+            _emit_verdicts(batch, emit, lambda b=batch: validate_runs(b, reuse=False))
 
     threading.Thread(target=validate_loop, name="slicert-validate", daemon=True).start()
     for line in sys.stdin:
@@ -120,6 +113,21 @@ def main() -> int:
     # exit (or the parent is gone): what is left is validated by the parent, or later
     sys.stderr.flush()
     os._exit(0)  # skip the teardown of GX, pandas and friends
+
+
+def _emit_verdicts(batch: list[Path], emit: Any, validate: Any) -> None:
+    """Validate one batch (``validate()``) and emit a verdict per run, or one error naming
+    the batch's runs: the client (the sweep) validates those itself."""
+    from slicert_ops.validate.stage import Verdict
+
+    try:
+        verdicts = validate()
+    except Exception as exc:  # noqa: BLE001 - the client validates these itself
+        emit("error", dirs=[str(d) for d in batch],
+             message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
+        return
+    for d, v in zip(batch, verdicts, strict=True):
+        emit("verdict", dir=str(d), verdict=Verdict.to_dict(v))
 
 
 # ------------------------------------------------------------------- the validation server
@@ -199,22 +207,18 @@ class _Server:
             self.touch(-1)
 
     def validate_loop(self, queue: Any, cwd: str, emit: Any) -> None:
-        from slicert_ops.validate.stage import Verdict, validate_runs
+        from slicert_ops.validate.stage import validate_runs
+
+        def in_client_folder(batch: list[Path]) -> Any:
+            with self.run_lock:
+                os.chdir(cwd)
+                return validate_runs(batch, reuse=False)
 
         while True:
             batch = queue.take()
             if not batch:
                 return  # the client left: what it did not wait for is its own
-            try:
-                with self.run_lock:
-                    os.chdir(cwd)
-                    verdicts = validate_runs(batch, reuse=False)
-            except Exception as exc:  # noqa: BLE001 - the client validates these itself
-                emit("error", dirs=[str(d) for d in batch],
-                     message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}")
-                continue
-            for d, v in zip(batch, verdicts, strict=True):
-                emit("verdict", dir=str(d), verdict=Verdict.to_dict(v))
+            _emit_verdicts(batch, emit, lambda b=batch: in_client_folder(b))
             self.touch()
 
 
