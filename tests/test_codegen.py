@@ -79,6 +79,14 @@ CASES = [
     ("dense_block_t16_m8_u4", DENSE, ScheduleParams(16, 8, 4, form=1, reduction_unroll=8)),
     ("dense_block_f32_batch2_nondiv", OperatorSpec("dense", "float32", (2, 50), units=10),
      ScheduleParams(4, 2, 2, form=1)),
+    # the simd form (four MACs per slicert_nn_dot4; here its plain-C path): a 75-byte patch
+    # (19 groups, the last padded), the 1x1 GEMM, dense
+    ("conv_simd_pad2_s2_t3_nondiv", OperatorSpec("conv2d", "int8", (1, 15, 13, 3), (5, 5), 4,
+                                                 stride=2, padding=2),
+     ScheduleParams(3, 3, 2, form=4, pixel_block=3)),
+    ("conv_simd_pointwise_nondiv", OperatorSpec("conv2d", "int8", (1, 5, 7, 16), (1, 1), 8),
+     ScheduleParams(4, 2, 4, form=4, pixel_block=4, reduction_unroll=2)),
+    ("dense_simd_t16_m8_u4", DENSE, ScheduleParams(16, 8, 4, form=4, reduction_unroll=8)),
 ]
 
 

@@ -4,6 +4,8 @@ real runtime headers and requantisation helper). Unseen shapes and several sched
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,8 @@ from slicert_ops.network import (
     run_reference,
 )
 from slicert_ops.network.host import run_op_host
-from slicert_ops.network.tasks import micro_tiles
+from slicert_ops.network.packing import pack_arrays, packed_weight_shape
+from slicert_ops.network.tasks import FORM_SIMD, check_schedule, flat_pixels, micro_tiles
 
 pytestmark = pytest.mark.integration
 
@@ -355,3 +358,93 @@ def test_block_cost_features():
                                            unroll=4, channel_tile=4))
     assert f["copies_per_mac"] == 1 / 4 and f["block_waste"] == 1.0
     assert f["padded_share"] == 1 - 16 / 36   # the 4x4 interior reads no padding
+
+
+SIMD = FORM_SIMD  # the simd form: four int8 MACs per slicert_nn_dot4 step (tensorized)
+CONV_CASES = [  # (input, layer): padded, strided, C=1, C=3 (patch tail), 1x1 GEMM, 1x1 C=6
+    ([1, 13, 7, 1], {"type": "conv2d", "filters": 8, "kernel": [5, 3], "stride": 2,
+                     "padding": "same", "activation": "relu"}),
+    ([1, 9, 6, 3], {"type": "conv2d", "filters": 8, "kernel": 3, "padding": [1, 0, 1, 1]}),
+    ([1, 7, 5, 8], {"type": "conv2d", "filters": 12, "kernel": 1, "activation": "relu6"}),
+    ([1, 5, 4, 6], {"type": "conv2d", "filters": 4, "kernel": 1}),
+    # whole channel groups: the (KH, KW, C) patch, a tap's C/4 groups innermost
+    ([1, 7, 6, 8], {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same",
+                    "activation": "relu"}),
+    ([1, 9, 7, 12], {"type": "conv2d", "filters": 8, "kernel": 1, "stride": 2}),
+]
+
+
+@pytest.mark.parametrize("shape, layer", CONV_CASES)
+@pytest.mark.parametrize("sched", [
+    LayerSchedule(form=SIMD, tile_size=4, micro_tile=2, pixel_block=2, unroll=2),
+    LayerSchedule(form=SIMD, tile_size=3, micro_tile=3, pixel_block=3, unroll=4,
+                  reduction_unroll=1),
+    LayerSchedule(form=SIMD, tile_size=2, micro_tile=1, pixel_block=1, unroll=2,
+                  channel_tile=2),
+], ids=["2x2", "3x4-r1", "1x2-channel-tile"])
+def test_simd_conv2d_is_exact(shape, layer, sched):
+    """Padded, strided, one input channel, a patch that is not whole groups (3x3x3), the 1x1
+    GEMM and a 1x1 conv whose channels are not whole groups (an im2col patch): bit-exact, as
+    many yield checks as the kernel says, the granule of the direct form's tiles."""
+    net = one_layer(layer, shape, "int8")
+    k = check(net, sched)
+    assert "slicert_nn_dot4(" in k.c_source
+    task = extract_tasks(net)[0]
+    if not flat_pixels(task.signature, SIMD):   # the granule: the same pixels per yield
+        plain = dataclasses.replace(sched, form=0, pixel_block=None, reduction_unroll=None)
+        assert k.micro_tiles == micro_tiles(task, plain)
+
+
+def test_simd_conv2d_splits_a_taps_groups_by_reduction_unroll():
+    """16 channels (4 groups per tap) unrolled by 2: the group loop split below the taps."""
+    net = one_layer({"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same",
+                     "activation": "relu"}, [1, 5, 6, 16], "int8")
+    check(net, LayerSchedule(form=SIMD, tile_size=4, micro_tile=2, pixel_block=2, unroll=2,
+                             reduction_unroll=2))
+
+
+@pytest.mark.parametrize("n_in, units, sched", [
+    (36, 13, LayerSchedule(form=SIMD, tile_size=8, micro_tile=4, unroll=2)),
+    (64, 12, LayerSchedule(form=SIMD, tile_size=12, micro_tile=12, unroll=6,
+                           reduction_unroll=16)),
+    (8, 7, LayerSchedule(form=SIMD, tile_size=7, micro_tile=7, unroll=7)),
+])
+def test_simd_dense_is_exact(n_in, units, sched):
+    k = check(one_layer({"type": "dense", "units": units}, [1, n_in], "int8"), sched)
+    assert "slicert_nn_dot4(" in k.c_source
+
+
+def test_simd_packs_whole_groups_with_a_zero_tail():
+    """A 3x3x3 patch (27 bytes) is 7 groups of 4, the 28th weight zero; each output's
+    groups in a row of the packed array, as the kernel walks them."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (3, 3, 3, 4), dtype=np.int8)
+    sig = {"type": "conv2d", "in_shapes": [[1, 5, 5, 3]], "out_shape": [1, 5, 5, 4],
+           "kernel": [3, 3]}
+    got = pack_arrays("conv2d", {"weight": w}, {}, 2, quantised=False, form=SIMD)["weight"]
+    assert got.shape == packed_weight_shape("conv2d", sig, 2, SIMD) == (2, 7, 2, 4)
+    flat = w.reshape(27, 4)
+    for f in range(4):
+        seq = got[f // 2, :, f % 2, :].reshape(-1)
+        assert np.array_equal(seq[:27], flat[:, f]) and seq[27] == 0
+
+
+def test_simd_refuses_what_it_cannot_compute():
+    dw = extract_tasks(one_layer({"type": "depthwise_conv2d", "kernel": 3, "padding": "same"},
+                                 [1, 6, 6, 8], "int8"))[0]
+    assert "simd is a conv2d and dense form" in check_schedule(dw, LayerSchedule(form=SIMD))[0]
+    f32 = extract_tasks(one_layer({"type": "conv2d", "filters": 4, "kernel": 3},
+                                  [1, 6, 6, 4], "float32"))[0]
+    assert "int8 pairs" in check_schedule(f32, LayerSchedule(form=SIMD))[0]
+    odd = extract_tasks(one_layer({"type": "dense", "units": 4}, [1, 10], "int8"))[0]
+    assert "not a multiple of 4" in check_schedule(odd, LayerSchedule(form=SIMD))[0]
+    conv = extract_tasks(one_layer({"type": "conv2d", "filters": 8, "kernel": 3},
+                                   [1, 8, 8, 8], "int8"))[0]
+    errs = check_schedule(conv, LayerSchedule(form=SIMD, reduction_unroll=4))
+    assert "the simd form's innermost reduction loop (2 4-byte groups)" in errs[0]
+    big = extract_tasks(one_layer({"type": "conv2d", "filters": 8, "kernel": 5},
+                                  [1, 8, 8, 64], "int8"))[0]
+    assert "simd patch" in check_schedule(big, LayerSchedule(form=SIMD, tile_size=4,
+                                                             micro_tile=4, pixel_block=2))[0]
+    # a form that computes nothing it should not: the kernel is generated for valid ones
+    assert generate_layer_kernel(conv, LayerSchedule(form=SIMD)).schedule.form == SIMD

@@ -97,8 +97,21 @@ def test_m4_examples_are_the_m3_ones_on_mps2_an386_at_120_mhz() -> None:
         b = yaml.safe_load((nets / f"{m3}_m4.yaml").read_text())["experiment"]
         assert b["name"] == a["name"] + "_m4"
         assert b["runner"] == {**a["runner"], "board": BOARD, "cpu_mhz": 120}
-        assert (b["model"], b["parameters"], b.get("search")) == \
-            (a["model"], a["parameters"], a.get("search"))
+        assert (b["model"], b.get("search")) == (a["model"], a.get("search"))
+        # the M3 space, plus the simd form where the M4 has it (examples.M4_EXTRA)
+        for op_type, space in a["parameters"].items():
+            if op_type == "layers":
+                for layer, sp in space.items():
+                    got = b["parameters"]["layers"][layer]
+                    assert {k: v for k, v in got.items() if k in sp and v == sp[k]} or not sp
+            elif isinstance(space, dict):
+                got = b["parameters"][op_type]
+                for k, v in space.items():
+                    assert got[k] == v or set(v) <= set(got[k]), (m3, op_type, k)
+            else:
+                assert b["parameters"][op_type] == space
+        forms = [sp.get("form", []) for sp in b["parameters"].values() if isinstance(sp, dict)]
+        assert any("simd" in f for f in forms), m3
 
 
 @pytest.mark.integration
@@ -173,3 +186,46 @@ def test_tune_network_on_the_m4(tmp_path: Path) -> None:
     for log in [tmp_path / "final" / "fw" / "zephyr_build.log",
                 *sorted(tmp_path.glob("t*_s*/fw/zephyr_build.log"))]:
         assert "-mcpu=cortex-m4" in log.read_text(), log
+
+
+# The simd form's shapes: a padded 3x3 conv of 2 channels (an 18-byte patch: 5 groups, the
+# last one padded), a 1x1 conv of 8 channels (the GEMM, read in place), a dense of 4 inputs.
+SIMD_MODEL = {"name": "tiny_simd", "dtype": "int8", "input": [1, 7, 6, 2], "seed": 5,
+              "layers": [
+                  {"name": "c1", "type": "conv2d", "filters": 8, "kernel": 3,
+                   "padding": "same", "activation": "relu"},
+                  {"name": "pw", "type": "conv2d", "filters": 4, "kernel": 1},
+                  {"name": "gap", "type": "avg_pool", "pool": "global"},
+                  {"name": "flat", "type": "flatten"},
+                  {"name": "fc", "type": "dense", "units": 3}]}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("board, smlad", [(BOARD, True), ("lm3s6965evb", False)])
+def test_simd_form_is_bit_exact_on_the_core(tmp_path: Path, board: str, smlad: bool) -> None:
+    """The simd form on the target: SMLAD on SXTB16 pairs on the Cortex-M4 (the
+    instructions are in the ELF), the helper's plain C on the Cortex-M3 (no DSP extension:
+    none); the output bit-exact against numpy in both (a mismatch names the first wrong
+    layer)."""
+    from slicert_ops.firmware import RuntimeOptions
+    from slicert_ops.network import (
+        LayerSchedule,
+        build_network_firmware,
+        extract_tasks,
+        run_network,
+    )
+    from slicert_ops.network.tasks import FORM_SIMD, resolve
+
+    net = load_network({"experiment": {"name": "s", "model": SIMD_MODEL}}, board=board)
+    tasks = extract_tasks(net)
+    scheds = {t.key: resolve(t, LayerSchedule(form=FORM_SIMD, unroll=2 if t.type == "conv2d"
+                                              else None))
+              for t in tasks if t.type in ("conv2d", "dense")}
+    assert len(scheds) == 3
+    nb = build_network_firmware(net, tmp_path / "fw", tasks=tasks, schedules=scheds,
+                                runtime_options=RuntimeOptions(cpu_mhz=120), board=board)
+    run = run_network(nb, tmp_path / "run")
+    assert run.correct, run.mismatch
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(nb.elf)], capture_output=True,
+                         text=True, check=True).stdout
+    assert ("smlad" in dis and "sxtb16" in dis) == smlad

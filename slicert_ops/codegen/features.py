@@ -12,8 +12,9 @@ import math
 
 from .spec import FORM_DIRECT, FORMS, ITEMSIZE, OperatorSpec, ScheduleParams, tile_counts
 
-# f2: the kernel form (one-hot), its register block and reduction unrolling
-FEATURES_VERSION = "f2"
+# f2: the kernel form (one-hot), its register block and reduction unrolling; f3: the simd
+# form's one-hot column
+FEATURES_VERSION = "f3"
 FORM_NAMES = tuple(FORMS)  # in number order
 
 

@@ -17,7 +17,7 @@ from tvm import s_tir, tirx
 
 from slicert_ops.network.kernels import lower_to_c, schedule_task
 from slicert_ops.network.packing import packed_weight_shape
-from slicert_ops.network.tasks import LayerSchedule, resolve
+from slicert_ops.network.tasks import FORM_SIMD, LayerSchedule, resolve
 
 from .features import features as compute_features
 from .lowering import C_IDENT, YIELD_FUNC, lowering_options
@@ -79,8 +79,10 @@ def generate_kernel(op: OperatorSpec, sched: ScheduleParams,
                           nn_header=False)
     ls = _resolved_layer_schedule(op, sched)
     pack = {"type": op.type, "unroll": int(ls.unroll)} if sched.blocked else None
-    weight_shape = (packed_weight_shape(op.type, operator_task(op).signature, int(ls.unroll))
-                    if pack else tuple(op.input_shapes[1]))
+    if pack and ls.form == FORM_SIMD:
+        pack["form"] = FORM_SIMD
+    weight_shape = (packed_weight_shape(op.type, operator_task(op).signature, int(ls.unroll),
+                                        ls.form) if pack else tuple(op.input_shapes[1]))
     args = (("data", CTYPE[op.dtype], tuple(op.input_shapes[0])),
             ("weight", CTYPE[op.dtype], tuple(weight_shape)),
             ("out", CTYPE[op.output_dtype], tuple(op.output_shape)))

@@ -31,8 +31,9 @@ Kernel forms (``form``; the network layers' forms, ``network/tasks.py``)
 ------------------------------------------------------------------------
 A single operator is a task of the network kernel generator whose output is its accumulators
 (:func:`operator_task`). ``form`` None or 0 is the direct loop nest above; 1 (block), 2
-(im2col, conv2d) and 3 (pointwise: a 1x1 stride-1 unpadded conv2d over the flat pixels) are
-the register-blocked forms: ``pixel_block`` output pixels x ``unroll`` output channels
+(im2col, conv2d), 3 (pointwise: a 1x1 stride-1 unpadded conv2d over the flat pixels) and 4
+(simd, int8: four MACs per ``slicert_nn_dot4`` step, SMLAD on the Cortex-M4) are the
+register-blocked forms: ``pixel_block`` output pixels x ``unroll`` output channels
 (dense: ``unroll`` units) of accumulators per register block, weights packed at build time
 (:meth:`KernelSource.kernel_inputs`), the innermost reduction loop unrolled by
 ``reduction_unroll``. The granule is the same in every form: ``micro_tile`` x ``micro_tile``
@@ -51,11 +52,11 @@ from typing import Any
 from slicert_ops.network.tasks import (
     ACCUMULATOR,
     FORM_DIRECT,
-    FORM_POINTWISE,
     FORMS,
     LayerSchedule,
     Task,
     default_pixel_block,
+    flat_pixels,
 )
 from slicert_ops.network.tasks import check_schedule as check_task_schedule
 from slicert_ops.network.tasks import default_form as default_task_form
@@ -178,7 +179,7 @@ class ScheduleParams:
 
     @property
     def blocked(self) -> bool:
-        """A register-blocked form (block, im2col, pointwise)."""
+        """A register-blocked form (block, im2col, pointwise, simd)."""
         return self.form not in (None, FORM_DIRECT)
 
     def resolved(self, op: OperatorSpec) -> ScheduleParams:
@@ -204,7 +205,8 @@ class KernelSource:
     micro_tiles: int
     macro_tiles: int
     tvm_config: dict[str, Any] = field(default_factory=dict)
-    # a blocked form reads its weights packed: {"type", "unroll"} of network.packing, or None
+    # a blocked form reads its weights packed: {"type", "unroll"[, "form"]} of
+    # network.packing ("form" only for the simd form's layout), or None
     pack: dict[str, Any] | None = None
 
     @property
@@ -223,7 +225,7 @@ class KernelSource:
         if self.pack["type"] == "dense":   # an operator's (IN, OUT) -> a layer's (OUT, IN)
             weight = weight.T
         packed = pack_arrays(self.pack["type"], {"weight": weight}, {}, int(self.pack["unroll"]),
-                             quantised=False)
+                             quantised=False, form=self.pack.get("form"))
         return [data, packed["weight"]]
 
 
@@ -393,7 +395,7 @@ def tile_counts(op: OperatorSpec, sched: ScheduleParams) -> dict[str, int]:
     sched = sched.resolved(op)
     t, m = sched.tile_size, sched.micro_tile
     n = op.input[0]
-    if op.type == "conv2d" and sched.form == FORM_POINTWISE:
+    if op.type == "conv2d" and flat_pixels(operator_task(op).signature, sched.form):
         # flat pixels: macro-tiles of tile_size^2, micro-tiles of micro_tile^2 pixels
         _, oh, ow, _k = op.output_shape
         pixels, tp, mp = oh * ow, t * t, m * m

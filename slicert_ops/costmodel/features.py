@@ -43,7 +43,7 @@ FEATURE_EXTRA = ("versions.cycle_model",)
 # Not features: say nothing about the kernel's cost.
 NOT_FEATURES = ("runner.timeout_s",)
 # Network task candidates: names of the network, task and layers say which layer it is, not
-# what it costs (the nf4 layer features do): left out so that unseen layers rank as well.
+# what it costs (the nf4+ layer features do): left out so that unseen layers rank as well.
 NOT_FEATURE_PREFIXES = ("operator.network", "operator.fingerprint", "operator.task",
                         "operator.layers")
 # Whole-network runs are not training rows: the model learns per layer (their per-layer

@@ -24,7 +24,7 @@ DEFAULT_OPERATOR: dict[str, Any] = {
 
 DTYPES = ("int8", "float32")
 # The kernel forms of codegen.spec / network.tasks.FORMS, in number order.
-FORM_NAMES = ("direct", "block", "im2col", "pointwise")
+FORM_NAMES = ("direct", "block", "im2col", "pointwise", "simd")
 BOARDS = ("lm3s6965evb", "mps2-an385", "mps2-an386")
 
 
@@ -67,8 +67,9 @@ PARAMETER_FIELDS: dict[str, Field] = {
                         "(runner.cpu_mhz cycles per µs)"),
     "form": Field("form_list", default=None, choices=FORM_NAMES,
                   help="kernel forms (names or numbers): direct (0), block (1), im2col (2, "
-                       "conv2d), pointwise (3, 1x1 stride-1 unpadded conv2d); default: the "
-                       "generator's form for the operator, direct where it does not fit"),
+                       "conv2d), pointwise (3, 1x1 stride-1 unpadded conv2d), simd (4, int8: "
+                       "SMLAD on the Cortex-M4); default: the generator's form for the "
+                       "operator, direct where it does not fit"),
     "pixel_block": Field("int_list", default=None, minimum=1,
                          help="output pixels per register block (conv2d, blocked forms)"),
     "reduction_unroll": Field("int_list", default=None, minimum=1,

@@ -22,6 +22,12 @@ What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-writte
   0.091 MACs/cycle on DS-CNN);
 - **pointwise** (``form: pointwise``): a 1x1 stride-1 unpadded conv2d is a GEMM over the
   flat pixels, so register blocks run across row ends (2 or 4 pixels on an output 5 wide).
+- **simd** (``form: simd``, int8 conv2d and dense): the reduction as 4-byte groups (``rq``,
+  unrolled by ``reduction_unroll``) outside the register block and each group's 4 MACs inside
+  it, tensorized into one ``slicert_nn_dot4`` per accumulator (``network/simd.py``: SMLAD on
+  SXTB16 pairs on the Cortex-M4); weights packed ``(K/u, G, u, 4)``; a 1x1 conv of whole
+  groups of channels reads its input in place (the pointwise GEMM), any other conv a flat
+  copy of each pixel's patch, padded to whole groups.
 
 Partial tiles: the accumulation spans whole register blocks (a pixel past the edge computes
 the edge pixel again), so its guard is per block and outside the reduction loop.
@@ -49,7 +55,17 @@ from tvm import s_tir, te, tirx
 from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
 from .packing import packed_weight_shape
-from .tasks import FORM_IM2COL, FORM_POINTWISE, MAX_UNROLLED_WINDOW
+from .simd import INTRIN as SIMD_INTRIN
+from .simd import LANES
+from .tasks import (
+    FORM_IM2COL,
+    FORM_SIMD,
+    MAX_UNROLLED_WINDOW,
+    flat_pixels,
+    simd_gemm,
+    simd_groups,
+    simd_whole_channels,
+)
 
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 def _window(sig: dict[str, Any]) -> int:
@@ -61,7 +77,7 @@ def kernel_out_shape(task_type: str, sig: dict[str, Any], s: Any) -> tuple[int, 
     """The output buffer as the kernel indexes it: NHWC, or ``(N, OH*OW, K)`` in the
     pointwise form (the same bytes: the C signature takes plain pointers)."""
     out = tuple(sig["out_shape"])
-    if task_type == "conv2d" and s.form == FORM_POINTWISE:
+    if task_type == "conv2d" and flat_pixels(sig, s.form):
         return (out[0], out[1] * out[2], out[3])
     return out
 
@@ -93,7 +109,20 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
     ish = tuple(sig["in_shapes"][0])
     unroll = int(s.unroll)
     data = te.placeholder(ish, dtype, name="data")
-    weight = te.placeholder(packed_weight_shape(task_type, sig, unroll), dtype, name="weight")
+    weight = te.placeholder(packed_weight_shape(task_type, sig, unroll, s.form), dtype,
+                            name="weight")
+    if s.form == FORM_SIMD:
+        rq = te.reduce_axis((0, simd_groups(sig)), name="rq")
+        ri = te.reduce_axis((0, LANES), name="ri")
+
+        def wq(f):   # the packed weight of output f (channel, unit), reduction rq * 4 + ri
+            return weight[f // unroll, rq, f % unroll, ri].astype(acc_t)
+    if task_type == "dense" and s.form == FORM_SIMD:
+        units = out_shape[1]
+        acc = te.compute((out_shape[0], tiled_extent(units, unroll)), lambda b, u: te.sum(
+            data[b, rq * LANES + ri].astype(acc_t) * wq(clamped(u, units, unroll)),
+            axis=[rq, ri]), name="acc")
+        return data, weight, acc
     if task_type == "dense":
         units = out_shape[1]
         r = te.reduce_axis((0, ish[1]), name="r")
@@ -105,7 +134,7 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
         acc = te.compute((out_shape[0], tiled_extent(units, unroll)), dense_acc,
                          name="acc")
         return data, weight, acc
-    if task_type == "conv2d" and s.form == FORM_POINTWISE:
+    if task_type == "conv2d" and flat_pixels(sig, s.form):
         return _pointwise_accumulate(sig, dtype, s, acc_t, weight.shape)
     _n, h, w, c = ish
     _, oh, ow, k = out_shape
@@ -129,7 +158,32 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
     def pix(b, y, x, ch):
         return pix_at(b, y, x, rh, rw, ch).astype(acc_t)
 
-    if task_type == "conv2d" and s.form == FORM_IM2COL:
+    if s.form == FORM_SIMD and simd_whole_channels(sig):
+        # the patch of each pixel as (KH, KW, C) once per register block, as im2col copies
+        # it; a tap's C/4 groups are the innermost reduction (the packed weights' group
+        # (i * KW + j) * C/4 + q)
+        col = te.compute((*shape[:3], kh, kw, c), lambda b, y, x, i, j, ch: pix_at(
+            b, y, x, i, j, ch), name="col")
+        rq_c = te.reduce_axis((0, c // LANES), name="rq")
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            col[b, y, x, rh, rw, rq_c * LANES + ri].astype(acc_t)
+            * weight[f // unroll, (rh * kw + rw) * (c // LANES) + rq_c, f % unroll,
+                     ri].astype(acc_t), axis=[rh, rw, rq_c, ri]), name="acc")
+    elif s.form == FORM_SIMD:
+        # the flat patch of each pixel (KH*KW*C bytes in (i, j, c) order, the packed weights'
+        # order), once per register block, its tail to whole 4-byte groups zero (and its
+        # weights zero): the padding's bounds checks leave the MAC loop, as in im2col
+        red_len, patch_len = kh * kw * c, simd_groups(sig) * LANES
+
+        def patch_at(b, y, x, el):
+            v = pix_at(b, y, x, el // (kw * c), el // c % kw, el % c)
+            if patch_len > red_len:
+                v = te.if_then_else(el < red_len, v, tirx.const(0, dtype))
+            return v
+        col = te.compute((*shape[:3], patch_len), patch_at, name="col")
+        acc = te.compute(shape, lambda b, y, x, f: te.sum(
+            col[b, y, x, rq * LANES + ri].astype(acc_t) * wq(f), axis=[rq, ri]), name="acc")
+    elif task_type == "conv2d" and s.form == FORM_IM2COL:
         # the padded input patch of each pixel, once per register block (above the channel
         # groups that read it): the bounds checks leave the MAC loop
         col = te.compute((*shape[:3], kh, kw, c), lambda b, y, x, i, j, ch: pix_at(
@@ -180,12 +234,19 @@ def _pointwise_accumulate(sig: dict[str, Any], dtype: str, s: Any, acc_t: str,
     pixels, unroll = h * w, int(s.unroll)
     data = te.placeholder((n, pixels, c), dtype, name="data")
     weight = te.placeholder(tuple(wshape), dtype, name="weight")
+    shape = (n, tiled_extent(pixels, s.pixel_block), sig["out_shape"][3])
+    if s.form == FORM_SIMD:   # (K/u, C/4, u, 4): 4-byte groups of channels
+        rq = te.reduce_axis((0, c // LANES), name="rq")
+        ri = te.reduce_axis((0, LANES), name="ri")
+        acc = te.compute(shape, lambda b, p, f: te.sum(
+            data[b, clamped(p, pixels, s.pixel_block), rq * LANES + ri].astype(acc_t)
+            * weight[f // unroll, rq, f % unroll, ri].astype(acc_t), axis=[rq, ri]),
+            name="acc")
+        return data, weight, acc
     rc = te.reduce_axis((0, c), name="rc")
-    acc = te.compute((n, tiled_extent(pixels, s.pixel_block), sig["out_shape"][3]),
-                     lambda b, p, f: te.sum(
-                         data[b, clamped(p, pixels, s.pixel_block), rc].astype(acc_t)
-                         * weight[f // unroll, 0, 0, rc, f % unroll].astype(acc_t), axis=[rc]),
-                     name="acc")
+    acc = te.compute(shape, lambda b, p, f: te.sum(
+        data[b, clamped(p, pixels, s.pixel_block), rc].astype(acc_t)
+        * weight[f // unroll, 0, 0, rc, f % unroll].astype(acc_t), axis=[rc]), name="acc")
     return data, weight, acc
 
 
@@ -216,7 +277,7 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
         u_blk, u_i = sch.split(u_in, [None, s.unroll])
         anchor, yield_loop, block_extents = u_blk, u_mic, [s.unroll]
         inner = [u_i]
-    elif s.form == FORM_POINTWISE:   # flat pixels: macro- and micro-tiles of tile^2, micro^2
+    elif flat_pixels(sig, s.form):   # flat pixels: macro- and micro-tiles of tile^2, micro^2
         n, p, k = sch.get_loops(out)
         p_mac, p_t = sch.split(p, [None, s.tile_size ** 2])
         p_mic, p_in = sch.split(p_t, [None, s.micro_tile ** 2])
@@ -252,7 +313,8 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
         inner = [x_i, k_i]
     acc = sch.get_sblock("acc")
     sch.compute_at(acc, anchor)
-    if s.form == FORM_IM2COL:
+    if s.form == FORM_IM2COL or (s.form == FORM_SIMD and task_type == "conv2d"
+                                 and not simd_gemm(sig)):
         col = sch.get_sblock("col")
         sch.compute_at(col, x_blk if task_type == "conv2d" else anchor)
     depth = _depth_of(sch, acc, anchor) + 1
@@ -260,6 +322,22 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
     # compute_at makes one spatial loop per block extent > 1, then the reduction loops
     n_spatial = sum(1 for e in block_extents if e > 1)
     spatial, red = below[:n_spatial], below[n_spatial:]
+    if s.form == FORM_SIMD:
+        _schedule_simd(sch, acc, depth, spatial, red, s)
+    else:
+        _schedule_reduction(sch, task_type, sig, s, acc, depth, spatial, red)
+    for lp in spatial:
+        sch.unroll(lp)
+    for lp in inner:
+        if int(sch.get(lp).extent) > 1:
+            sch.unroll(lp)
+    sch.annotate(yield_loop, YIELD_ANNOTATION, 1)
+
+
+def _schedule_reduction(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s: Any,
+                        acc: Any, depth: int, spatial: list[Any], red: list[Any]) -> None:
+    """The reduction of the scalar blocked forms: outside the register block, the innermost
+    loop unrolled by ``reduction_unroll`` (a small depthwise window whole)."""
     if spatial and red:
         sch.reorder(*red, *spatial)
     if task_type == "depthwise_conv2d" and _window(sig) <= MAX_UNROLLED_WINDOW:
@@ -279,12 +357,34 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
     if red:
         init = sch.decompose_reduction(acc, red[0])
         _unroll_below(sch, init, depth)
-    for lp in spatial:
-        sch.unroll(lp)
-    for lp in inner:
-        if int(sch.get(lp).extent) > 1:
-            sch.unroll(lp)
-    sch.annotate(yield_loop, YIELD_ANNOTATION, 1)
+
+
+def _schedule_simd(sch: s_tir.Schedule, acc: Any, depth: int, spatial: list[Any],
+                   red: list[Any], s: Any) -> None:
+    """The simd form's reduction: the 4-byte groups (``rq``, unrolled by
+    ``reduction_unroll``) outside the register block, each group's 4 MACs inside it,
+    tensorized into one ``slicert_nn_dot4`` call per accumulator."""
+    *groups, lanes = red      # (taps,) groups, lanes; the innermost group loop is rq
+    if groups and s.reduction_unroll and s.reduction_unroll > 1:
+        *taps, rq = groups
+        if int(sch.get(rq).extent) == s.reduction_unroll:
+            unrolled = rq
+        else:
+            rq, unrolled = sch.split(rq, [None, s.reduction_unroll])
+            taps.append(rq)
+        groups = [*taps, unrolled]
+        sch.reorder(*groups, *spatial, lanes)
+        sch.unroll(unrolled)
+    else:
+        sch.reorder(*groups, *spatial, lanes)
+    init = sch.decompose_reduction(acc, groups[0] if groups else spatial[0] if spatial
+                                   else lanes)
+    _unroll_below(sch, init, depth)
+    # a partial tile's guard (T.where) stays on an outer block: tensorize matches the
+    # intrinsic's description only in a block without a predicate
+    update = sch.get_sblock("acc_update")
+    sch.blockize(lanes)
+    sch.tensorize(sch.get_loops(update)[-1], SIMD_INTRIN)
 
 
 def _depth_of(sch: s_tir.Schedule, block: Any, loop: Any) -> int:

@@ -160,7 +160,7 @@ def task_schedule(schedule: Mapping[str, int]) -> LayerSchedule:
 
 
 def task_feature_row(task: Task, sched: LayerSchedule) -> dict[str, float]:
-    """A task candidate's features: the layer features (nf4) and its yield checks
+    """A task candidate's features: the layer features (nf5) and its yield checks
     (``micro_tiles``, which validation compares with the trace)."""
     from .features import layer_features
 

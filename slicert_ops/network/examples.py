@@ -82,6 +82,40 @@ SPACES: dict[str, dict[str, Any]] = {
     "fc_autoencoder": {"dense": {"unroll": [4, 8], "reduction_unroll": [4, 8]}},
 }
 
+# On the Cortex-M4F the int8 conv2d and dense layers can also take the simd form (SMLAD on
+# SXTB16 pairs, network/simd.py), searched against the scalar forms: one pixel x 4 channels
+# and no reduction unrolling won on DS-CNN (the register file holds a block's SXTB16 lanes
+# too, so its best blocks are smaller than the scalar forms').
+M4_EXTRA: dict[str, dict[str, Any]] = {
+    "ds_cnn_kws": {"conv2d": {"form": ["im2col", "pointwise", "simd"], "pixel_block": [1, 2, 5],
+                              "reduction_unroll": [1, 4, 16]},
+                   "dense": {"form": ["block", "simd"]}},
+    "resnet8": {"conv2d": {"form": ["block", "im2col", "simd"], "pixel_block": [1, 2, 4],
+                           "reduction_unroll": [1, 4, 16]},
+                "dense": {"form": ["block", "simd"]},
+                "layers": {"conv1": {"form": ["im2col", "simd"], "pixel_block": [1, 2, 4]}}},
+    "mobilenet_v1_vww": {"conv2d": {"form": ["pointwise", "simd"], "pixel_block": [1, 2, 4],
+                                    "reduction_unroll": [1, 4, 16]},
+                         "layers": {"conv1": {"form": ["block", "im2col", "simd"],
+                                              "pixel_block": [1, 2, 4]}}},
+    "fc_autoencoder": {"dense": {"form": ["block", "simd"], "reduction_unroll": [1, 4, 8]}},
+    "ds_cnn_kws_deadline": {"conv2d": {"form": ["im2col", "pointwise", "simd"]},
+                            "dense": {"form": ["block", "simd"]}},
+}
+
+
+def m4_space(key: str, space: dict[str, Any]) -> dict[str, Any]:
+    """The M3 example's space with the M4's additions (:data:`M4_EXTRA`) merged per type."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in space.items()}
+    for op_type, extra in M4_EXTRA.get(key, {}).items():
+        if op_type == "layers":
+            out["layers"] = {name: {**out["layers"].get(name, {}), **sp}
+                             for name, sp in {**out.get("layers", {}), **extra}.items()}
+        else:
+            out[op_type] = {**out.get(op_type, {}), **extra}
+    return out
+
+
 ALL_LAYERS: dict[str, Any] = {
     "name": "all_layer_types", "dtype": "int8", "input": [1, 12, 10, 3], "seed": 0,
     "layers": [
@@ -107,6 +141,7 @@ def manifest(key: str) -> dict[str, Any]:
         exp["description"] += f" on the Cortex-M4F ({M4_BOARD}, {M4_MHZ} MHz)"
         exp["runner"] = {"board": M4_BOARD, "cpu_mhz": M4_MHZ,
                          **{k: v for k, v in exp["runner"].items() if k != "board"}}
+        exp["parameters"] = m4_space(key.removesuffix("_m4"), exp["parameters"])
         return m
     if key == "ds_cnn_kws_deadline":
         m = manifest("ds_cnn_kws")

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import math
 
-from .tasks import FORM_IM2COL, FORM_POINTWISE, LayerSchedule, Task, micro_tiles, resolve
+from .tasks import (
+    FORM_IM2COL,
+    FORM_SIMD,
+    LayerSchedule,
+    Task,
+    flat_pixels,
+    micro_tiles,
+    resolve,
+    simd_gemm,
+)
 
-LAYER_FEATURES_VERSION = "nf4"
+# nf5: the simd form (one-hot column; its patch copies like im2col's)
+LAYER_FEATURES_VERSION = "nf5"
 OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
 
 
@@ -56,10 +66,10 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     f["micro_tile"] = s.micro_tile or 0
     f["unroll"] = s.unroll or 1
     f["channel_tile"] = s.channel_tile or 0
-    # the kernel form (0 direct, 1 register-blocked, 2 im2col, 3 pointwise; one-hot as well:
-    # the forms are categories), its register block and its reduction unrolling
+    # the kernel form (0 direct, 1 register-blocked, 2 im2col, 3 pointwise, 4 simd; one-hot as
+    # well: the forms are categories), its register block and its reduction unrolling
     f["form"] = s.form or 0
-    for name, code in (("block", 1), ("im2col", 2), ("pointwise", 3)):
+    for name, code in (("block", 1), ("im2col", 2), ("pointwise", 3), ("simd", 4)):
         f[f"form_{name}"] = float(s.form == code)
     f["pixel_block"] = s.pixel_block or 0
     f["block_accumulators"] = (s.pixel_block or 1) * (s.unroll or 1) if s.form else 0
@@ -99,9 +109,11 @@ def _block_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
         out["padded_share"] = 1.0 - (oh - rows) * (ow - cols) / (oh * ow)
         if s.form:
             px = s.pixel_block or 1
-            span = oh * ow if s.form == FORM_POINTWISE else ow
+            span = oh * ow if flat_pixels(sig, s.form) else ow
             out["block_waste"] = -(-span // px) * px / span
-            if s.form == FORM_IM2COL:
+            if s.form == FORM_SIMD and t == "conv2d" and not simd_gemm(sig):
+                out["copies_per_mac"] = 1.0 / (s.channel_tile or k)   # the flat patch
+            elif s.form == FORM_IM2COL:
                 if t == "conv2d":   # a pixel's patch, once per channel tile
                     out["copies_per_mac"] = 1.0 / (s.channel_tile or k)
                 else:               # the block's window, per block of px x unroll x taps

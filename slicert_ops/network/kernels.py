@@ -38,7 +38,7 @@ from tvm import s_tir, te, tirx
 from slicert_ops.codegen import lowering
 from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
-from . import blocked, packing
+from . import blocked, packing, simd
 from .features import LAYER_FEATURES_VERSION, layer_features
 from .tasks import (
     BLOCKED_TYPES,
@@ -82,7 +82,7 @@ class LayerKernel:
         if not self.schedule.blocked:
             return arrays
         return packing.pack_arrays(task_type, arrays, scalars, int(self.schedule.unroll),
-                                   quantised="in_zp" in scalars)
+                                   quantised="in_zp" in scalars, form=self.schedule.form)
 
 
 # ------------------------------------------------------------------------------------------
@@ -450,9 +450,11 @@ def lower_to_c(sch: s_tir.Schedule, entry: str, head: str, nn_header: bool = Tru
     # Accumulator arrays start zeroed: their init sits behind the same bounds guard as
     # their use, which gcc cannot always see (-Werror=maybe-uninitialized at unroll 8).
     src = LOCAL_ARRAY.sub(r"\1 = {0};", src)
+    inc = f'#include "{lowering.YIELD_HEADER}"'
     if nn_header:
-        inc = f'#include "{lowering.YIELD_HEADER}"'
-        src = src.replace(inc, inc + f'\n#include "{NN_HEADER}"', 1)
+        inc += f'\n#include "{NN_HEADER}"'
+        src = src.replace(f'#include "{lowering.YIELD_HEADER}"', inc, 1)
+    src = simd.with_helper(src, inc)   # the simd form's MAC helper
     if not re.search(re.escape(f"void {entry}(") + r"[^)]*\) \{", src):
         raise RuntimeError(f"generated C does not define {entry}")
     calls = sum(1 for ln in src.splitlines() if ln.strip() == lowering.YIELD_FUNC + "();")

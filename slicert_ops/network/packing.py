@@ -2,7 +2,9 @@
 
 The weights are constants, so they are stored in the order the inner loop of a register-blocked
 kernel reads them (conv2d ``(K/u, KH, KW, C, u)``, depthwise ``(K/u, KH, KW, u)``, dense
-``(U/u, IN, u)``), and (int8 layers) the input zero point is folded into the bias.
+``(U/u, IN, u)``; the simd form ``(K/u, G, u, 4)`` and ``(U/u, G, u, 4)``: each output's
+reduction as G 4-byte groups, the flat patch's tail zero), and (int8 layers) the input zero
+point is folded into the bias.
 """
 
 from __future__ import annotations
@@ -16,9 +18,24 @@ import numpy as np
 QPARAMS = 5
 
 
-def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int) -> tuple[int, ...]:
+SIMD = 4      # network.tasks.FORM_SIMD (this module imports no TVM-side code)
+LANES = 4
+
+
+def _groups(task_type: str, sig: dict[str, Any]) -> int:
+    if task_type == "dense":
+        return -(-int(sig["in_shapes"][0][1]) // LANES)
+    kh, kw = sig["kernel"]
+    return -(-kh * kw * int(sig["in_shapes"][0][3]) // LANES)
+
+
+def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int,
+                        form: int | None = None) -> tuple[int, ...]:
     out = sig["out_shape"]
     ins = sig["in_shapes"][0]
+    if form == SIMD:
+        blocks = out[3] // unroll if task_type == "conv2d" else -(-out[1] // unroll)
+        return (blocks, _groups(task_type, sig), unroll, LANES)
     if task_type == "conv2d":
         kh, kw = sig["kernel"]
         return (out[3] // unroll, kh, kw, ins[3], unroll)
@@ -29,11 +46,23 @@ def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int) -> tup
 
 
 def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str, Any],
-                unroll: int, quantised: bool) -> dict[str, np.ndarray]:
+                unroll: int, quantised: bool, form: int | None = None) -> dict[str, np.ndarray]:
     """An op's constant arrays in the block form's layout: packed weights and (int8) the bias
     with the input zero point folded in. Pure numpy, at build time."""
     w = np.asarray(arrays["weight"])
-    if task_type == "conv2d":          # (KH, KW, C, K) -> (K/u, KH, KW, C, u)
+    if form == SIMD:                   # (L, K) -> (K/u, G, u, 4), L padded to 4G with zeros
+        if task_type == "conv2d":
+            kh, kw, c, k = w.shape
+            flat = w.reshape(kh * kw * c, k)
+        else:
+            flat = w.T                 # (U, IN) -> (IN, U)
+            k = flat.shape[1]
+        wsum = flat.astype(np.int64).sum(axis=0)
+        n_red = flat.shape[0]
+        groups, blocks = -(-n_red // LANES), -(-k // unroll)
+        flat = np.pad(flat, ((0, groups * LANES - n_red), (0, blocks * unroll - k)))
+        wp = flat.reshape(groups, LANES, blocks, unroll).transpose(2, 0, 3, 1)
+    elif task_type == "conv2d":          # (KH, KW, C, K) -> (K/u, KH, KW, C, u)
         kh, kw, c, k = w.shape
         wp = w.reshape(kh, kw, c, k // unroll, unroll).transpose(3, 0, 1, 2, 4)
         wsum = w.astype(np.int64).sum(axis=(0, 1, 2))

@@ -94,7 +94,7 @@ def build_network_candidate(cand: Candidate, work: Path, timings: dict[str, floa
 
 def _tvm_config(nb: NetworkBuild, features: dict[str, float] | None) -> dict[str, Any]:
     """Per task: signature, schedule, prototype, schedule trace; ``features``: a task
-    candidate's (``task_feature_row``: nf4 + micro_tiles, what the cost model learns from);
+    candidate's (``task_feature_row``: nf5 + micro_tiles, what the cost model learns from);
     for a whole network the yield checks its schedules make (validation compares the
     trace)."""
     out = network_tvm_config(nb)

@@ -76,10 +76,15 @@ MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/s
 #: channels of accumulators, packed weights, zero point folded into the bias), 2 im2col (the
 #: block form reading a padded copy of each patch), 3 pointwise (a 1x1 stride-1 unpadded
 #: conv2d as a GEMM over the flattened pixels: register blocks run across rows, so a block of
-#: 2 or 4 pixels fits an output 5 pixels wide). Names are accepted in a manifest.
-FORM_DIRECT, FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE = 0, 1, 2, 3
+#: 2 or 4 pixels fits an output 5 pixels wide), 4 simd (int8 conv2d and dense: four MACs per
+#: step of the ``network/simd.py`` intrinsic, SMLAD on SXTB16 pairs on a core with the DSP
+#: extension; a 1x1 conv2d of a multiple of 4 channels as the pointwise GEMM, any other conv2d
+#: through a flat im2col patch padded to whole 4-byte groups). Names are accepted in a manifest.
+FORM_DIRECT, FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE, FORM_SIMD = 0, 1, 2, 3, 4
 FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL,
-         "pointwise": FORM_POINTWISE}
+         "pointwise": FORM_POINTWISE, "simd": FORM_SIMD}
+SIMD_LANES = 4
+BLOCKED_FORMS = (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE, FORM_SIMD)
 BLOCKED_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 #: The register file: r0-r12 and lr; a block of more accumulators than this spills.
 MAX_BLOCK_ACCUMULATORS = 16
@@ -123,9 +128,9 @@ class LayerSchedule:
 
     @property
     def blocked(self) -> bool:
-        """The register-blocked forms (block, im2col, pointwise): packed weights, folded zero
-        point."""
-        return self.form in (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE)
+        """The register-blocked forms (block, im2col, pointwise, simd): packed weights, folded
+        zero point."""
+        return self.form in BLOCKED_FORMS
 
 
 @dataclass
@@ -248,11 +253,14 @@ def default_form(task: Task, pixel_block: int) -> int:
     return FORM_BLOCK
 
 
-def reduction_extent(task: Task) -> int:
+def reduction_extent(task: Task, form: int | None = None) -> int:
     """Extent of the innermost reduction loop a blocked kernel of the task unrolls by
     ``reduction_unroll``: input channels (dense: features), else the innermost window
-    dimension above 1; 1 where there is none (a depthwise window unrolled whole)."""
+    dimension above 1; 1 where there is none (a depthwise window unrolled whole). The simd
+    form: the 4-byte groups of its innermost reduction loop (:func:`simd_inner_groups`)."""
     sig = task.signature
+    if form == FORM_SIMD:
+        return simd_inner_groups(sig)
     if task.type == "dense":
         return int(sig["in_shapes"][0][1])
     kh, kw = sig["kernel"]
@@ -262,8 +270,66 @@ def reduction_extent(task: Task) -> int:
     return next((e for e in (c, kw, kh) if e > 1), 1)
 
 
-def default_reduction_unroll(task: Task) -> int:
-    return max(d for d in _divisors(reduction_extent(task)) if d <= DEFAULT_REDUCTION_UNROLL)
+def default_reduction_unroll(task: Task, form: int | None = None) -> int:
+    return max(d for d in _divisors(reduction_extent(task, form))
+               if d <= DEFAULT_REDUCTION_UNROLL)
+
+
+def simd_gemm(sig: dict[str, Any]) -> bool:
+    """The simd form of this conv2d reads its input in place (the pointwise GEMM): a 1x1
+    stride-1 unpadded conv2d whose channels are whole 4-byte groups."""
+    return is_pointwise(sig) and sig["in_shapes"][0][3] % SIMD_LANES == 0
+
+
+def simd_patch(sig: dict[str, Any]) -> int:
+    """Bytes of one pixel's flat patch in the simd form (conv2d: KH*KW*C rounded up to whole
+    4-byte groups, the tail zero; dense: the input features)."""
+    if sig["type"] == "dense":
+        return int(sig["in_shapes"][0][1])
+    kh, kw = sig["kernel"]
+    red = kh * kw * int(sig["in_shapes"][0][3])
+    return -(-red // SIMD_LANES) * SIMD_LANES
+
+
+def simd_groups(sig: dict[str, Any]) -> int:
+    """4-byte groups of one output's reduction in the simd form."""
+    return simd_patch(sig) // SIMD_LANES
+
+
+def simd_whole_channels(sig: dict[str, Any]) -> bool:
+    """A conv2d whose input channels are whole 4-byte groups: its simd patch keeps the (KH,
+    KW, C) loops (the copy has no index division and one bounds check per tap) and its
+    innermost reduction is the C/4 groups of a tap."""
+    return sig["type"] == "conv2d" and sig["in_shapes"][0][3] % SIMD_LANES == 0
+
+
+def simd_inner_groups(sig: dict[str, Any]) -> int:
+    """Extent of the simd form's innermost reduction loop (``reduction_unroll`` divides it):
+    a tap's C/4 groups (:func:`simd_whole_channels`), else all of the flat patch's."""
+    if simd_whole_channels(sig):
+        return int(sig["in_shapes"][0][3]) // SIMD_LANES
+    return simd_groups(sig)
+
+
+def flat_pixels(sig: dict[str, Any], form: int | None) -> bool:
+    """The form runs register blocks over the flattened pixels (pointwise; simd on a 1x1
+    conv2d it reads in place)."""
+    return form == FORM_POINTWISE or (form == FORM_SIMD and sig.get("type") == "conv2d"
+                                      and simd_gemm(sig))
+
+
+def simd_unfit(task: Task) -> str | None:
+    """Why the simd form cannot compute this task (None: it can)."""
+    t, sig = task.type, task.signature
+    if t not in ("conv2d", "dense"):
+        return (f"form: simd is a conv2d and dense form (a {t}'s channels share no "
+                "reduction to pair): use block or im2col")
+    if task.dtype != "int8":
+        return f"form: simd multiplies int8 pairs; this {t} is {task.dtype}: use block"
+    if t == "dense" and simd_patch(sig) % SIMD_LANES:
+        return (f"form: simd reads 4 input features per step; this dense has "
+                f"{simd_patch(sig)}, not a multiple of 4: use block")
+    return None
 
 
 def is_pointwise(sig: dict[str, Any]) -> bool:
@@ -273,20 +339,24 @@ def is_pointwise(sig: dict[str, Any]) -> bool:
             and tuple(sig["stride"]) == (1, 1) and not any(sig["padding"]))
 
 
-def block_span(form: int | None, micro_tile: int) -> int:
+def block_span(form: int | None, micro_tile: int, sig: dict[str, Any] | None = None) -> int:
     """Output pixels along the axis a register block runs on, per micro-tile: a row of the
-    micro-tile, or all of its micro_tile^2 pixels in the pointwise form (flat pixels)."""
-    return micro_tile * micro_tile if form == FORM_POINTWISE else micro_tile
+    micro-tile, or all of its micro_tile^2 pixels where the form flattens them
+    (:func:`flat_pixels`; ``sig`` is needed for the simd form)."""
+    flat = form == FORM_POINTWISE or (sig is not None and flat_pixels(sig, form))
+    return micro_tile * micro_tile if flat else micro_tile
 
 
 def _itemsize(task: Task) -> int:
     return 1 if task.dtype == "int8" else 4
 
 
-def default_pixel_block(micro_tile: int, form: int | None = None) -> int:
+def default_pixel_block(micro_tile: int, form: int | None = None,
+                        sig: dict[str, Any] | None = None) -> int:
     """Output pixels per register block: the largest divisor of the micro-tile's block span
     (:func:`block_span`) up to :data:`DEFAULT_BLOCK_PIXELS`."""
-    return max(d for d in _divisors(block_span(form, micro_tile)) if d <= DEFAULT_BLOCK_PIXELS)
+    return max(d for d in _divisors(block_span(form, micro_tile, sig))
+               if d <= DEFAULT_BLOCK_PIXELS)
 
 
 def _mac_budget(op_type: str) -> int:
@@ -328,17 +398,19 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
     form = sched.form if sched.form is not None else (
         default_form(task, sched.pixel_block or 1) if t in BLOCKED_TYPES else None)
     if sched.pixel_block is not None and form == FORM_DIRECT:
-        errs.append("pixel_block: only the blocked forms (form: block, im2col, pointwise) "
-                    "have register blocks")
+        errs.append("pixel_block: only the blocked forms (form: block, im2col, pointwise, "
+                    "simd) have register blocks")
         return errs
     if sched.reduction_unroll is not None:
-        red = reduction_extent(task)
+        red = reduction_extent(task, form)
         if form == FORM_DIRECT:
             errs.append("reduction_unroll: a parameter of the blocked forms (form: block, "
-                        "im2col, pointwise); the direct form unrolls by unroll")
+                        "im2col, pointwise, simd); the direct form unrolls by unroll")
         elif red % sched.reduction_unroll:
             what = ("a depthwise window unrolled whole" if red == 1 and t ==
-                    "depthwise_conv2d" else f"the innermost reduction loop ({red})")
+                    "depthwise_conv2d" else f"the simd form's innermost reduction loop "
+                    f"({red} 4-byte groups)" if form == FORM_SIMD else
+                    f"the innermost reduction loop ({red})")
             errs.append(f"reduction_unroll: {sched.reduction_unroll} does not divide {what} "
                         f"(valid: {', '.join(map(str, _divisors(red)))})")
         if errs:
@@ -353,6 +425,11 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
                     f"{list(sig.get('stride', []))}, padding {list(sig.get('padding', []))}); "
                     "use block or im2col")
         return errs
+    if form == FORM_SIMD:
+        why = simd_unfit(task)
+        if why:
+            errs.append(why)
+            return errs
     d = default_schedule(task, sched.tile_size)
     tile = sched.tile_size or d.tile_size
     micro = sched.micro_tile or d.micro_tile
@@ -369,7 +446,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
                         "of one micro-tile)")
     if t in ("conv2d", "depthwise_conv2d", "dense"):
         edge = min(ext["rows"], ext["cols"]) if t != "dense" else ext["units"]
-        if form == FORM_POINTWISE:   # flat pixels: a macro-tile is tile_size^2 of them
+        if flat_pixels(task.signature, form):   # a macro-tile is tile_size^2 flat pixels
             edge = math.isqrt(ext["rows"] * ext["cols"] - 1) + 1
         if tile > edge:
             errs.append(f"tile_size: {tile} is larger than the output extent {edge} "
@@ -377,7 +454,7 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
         elif tile % micro:
             errs.append(f"micro_tile: {micro} does not divide tile_size {tile} (valid: "
                         f"{', '.join(map(str, _divisors(tile)))})")
-        blocked_dense = t == "dense" and form in (FORM_BLOCK, FORM_IM2COL)
+        blocked_dense = t == "dense" and form in BLOCKED_FORMS
         split = ext["channels"] if t != "dense" else (
             ext["units"] if blocked_dense else ext["reduction"])
         what = "output channels" if t != "dense" else (
@@ -393,15 +470,18 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
         elif blocked_dense and micro % unroll:
             errs.append(f"unroll: {unroll} units per register block do not divide micro_tile "
                         f"{micro} (a block must not straddle two micro-tiles)")
-        elif form in (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE) and t != "dense":
-            px = sched.pixel_block or default_pixel_block(micro, form)
-            span = block_span(form, micro)
-            kh, kw = task.signature["kernel"]
-            sw = task.signature["stride"][1]
-            patch = (px * kh * kw * task.signature["in_shapes"][0][3] if t == "conv2d"
-                     else kh * ((px - 1) * sw + kw) * unroll) * _itemsize(task)
+        elif form in BLOCKED_FORMS and t != "dense":
+            sig = task.signature
+            px = sched.pixel_block or default_pixel_block(micro, form, sig)
+            span = block_span(form, micro, sig)
+            kh, kw = sig["kernel"]
+            sw = sig["stride"][1]
+            patch = (px * simd_patch(sig) if form == FORM_SIMD else
+                     (px * kh * kw * sig["in_shapes"][0][3] if t == "conv2d"
+                      else kh * ((px - 1) * sw + kw) * unroll) * _itemsize(task))
+            copies = form == FORM_IM2COL or (form == FORM_SIMD and not simd_gemm(sig))
             if span % px:
-                of = (f"the {span} pixels of micro_tile {micro}" if form == FORM_POINTWISE
+                of = (f"the {span} pixels of micro_tile {micro}" if flat_pixels(sig, form)
                       else f"micro_tile {micro}")
                 errs.append(f"pixel_block: {px} does not divide {of} (valid: "
                             f"{', '.join(map(str, _divisors(span)))})")
@@ -409,8 +489,9 @@ def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
                 errs.append(f"pixel_block: {px} pixels x unroll {unroll} channels are "
                             f"{px * unroll} accumulators; at most {MAX_BLOCK_ACCUMULATORS} "
                             "fit the register file")
-            elif form == FORM_IM2COL and patch >= MAX_UNROLL_BYTES:
-                errs.append(f"form: im2col patch of {px} pixels is {patch} bytes; it must stay "
+            elif copies and patch >= MAX_UNROLL_BYTES:
+                name = next(n for n, i in FORMS.items() if i == form)
+                errs.append(f"form: {name} patch of {px} pixels is {patch} bytes; it must stay "
                             f"below {MAX_UNROLL_BYTES} (a stack array): use form block or a "
                             "smaller pixel_block")
     elif t in ("avg_pool", "max_pool"):
@@ -446,14 +527,15 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
                 vals["unroll"] = max(d for d in _divisors(_extent(task.signature)["reduction"])
                                      if d <= 4)
         elif "pixel_block" in vals and sched.pixel_block is None:
-            vals["pixel_block"] = default_pixel_block(vals["micro_tile"], vals["form"])
+            vals["pixel_block"] = default_pixel_block(vals["micro_tile"], vals["form"],
+                                                      task.signature)
         elif task.type == "dense" and sched.unroll is None:
             units = _extent(task.signature)["units"]
             vals["unroll"] = max(d for d in _divisors(math.gcd(units, vals["micro_tile"]))
                                  if d <= DEFAULT_BLOCK_UNITS)
     if "reduction_unroll" in vals and vals.get("form") != FORM_DIRECT \
             and vals["reduction_unroll"] is None:
-        vals["reduction_unroll"] = default_reduction_unroll(task)
+        vals["reduction_unroll"] = default_reduction_unroll(task, vals.get("form"))
     return LayerSchedule(**vals)
 
 
@@ -461,7 +543,7 @@ def micro_tiles(task: Task, sched: LayerSchedule) -> int:
     """Yield checks per call of the kernel (iterations of the yield loop)."""
     s = resolve(task, sched)
     ext = _extent(task.signature)
-    if s.form == FORM_POINTWISE:   # flat pixels: tile_size^2 per macro-tile
+    if flat_pixels(task.signature, s.form):   # tile_size^2 flat pixels per macro-tile
         per = -(-s.tile_size ** 2 // s.micro_tile ** 2)
         return (-(-ext["rows"] * ext["cols"] // s.tile_size ** 2) * per
                 * (ext["channels"] // s.channel_tile))
