@@ -317,6 +317,10 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
                                  and not simd_gemm(sig)):
         col = sch.get_sblock("col")
         sch.compute_at(col, x_blk if task_type == "conv2d" else anchor)
+        if s.form == FORM_SIMD and simd_whole_channels(sig) and sig["in_shapes"][0][3] <= 64:
+            # a tap's channels copied unrolled: gcc checks the tap's bounds once and merges
+            # the byte copies into words
+            sch.unroll(sch.get_loops(col)[-1])
     depth = _depth_of(sch, acc, anchor) + 1
     below = sch.get_loops(acc)[depth:]
     # compute_at makes one spatial loop per block extent > 1, then the reduction loops
