@@ -361,7 +361,9 @@ def test_block_cost_features():
 
 
 SIMD = FORM_SIMD  # the simd form: four int8 MACs per slicert_nn_dot4 step (tensorized)
-CONV_CASES = [  # (input, layer): padded, strided, C=1, C=3 (patch tail), 1x1 GEMM, 1x1 C=6
+CONV_CASES = [  # (input, layer): padded, strided, C=1 and C=2 (flat patches with a zero tail),
+    # C=3 (taps padded to 4 channels), the 1x1 GEMM, a 1x1 conv of 6 channels (padded to 8)
+    ([1, 8, 7, 2], {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"}),
     ([1, 13, 7, 1], {"type": "conv2d", "filters": 8, "kernel": [5, 3], "stride": 2,
                      "padding": "same", "activation": "relu"}),
     ([1, 9, 6, 3], {"type": "conv2d", "filters": 8, "kernel": 3, "padding": [1, 0, 1, 1]}),
@@ -414,19 +416,27 @@ def test_simd_dense_is_exact(n_in, units, sched):
     assert "slicert_nn_dot4(" in k.c_source
 
 
-def test_simd_packs_whole_groups_with_a_zero_tail():
-    """A 3x3x3 patch (27 bytes) is 7 groups of 4, the 28th weight zero; each output's
-    groups in a row of the packed array, as the kernel walks them."""
+def test_simd_packs_whole_groups_per_tap_or_a_flat_patch():
+    """3 channels are padded to 4 per tap (3x3 taps: 9 groups, every 4th weight zero); 2
+    channels (padding them would double the MACs) make one flat 3x3x2 patch of 18 bytes, 5
+    groups with a zero tail. Each output's groups are a row of the packed array, as the
+    kernel walks them."""
     rng = np.random.default_rng(0)
-    w = rng.integers(-128, 128, (3, 3, 3, 4), dtype=np.int8)
-    sig = {"type": "conv2d", "in_shapes": [[1, 5, 5, 3]], "out_shape": [1, 5, 5, 4],
-           "kernel": [3, 3]}
-    got = pack_arrays("conv2d", {"weight": w}, {}, 2, quantised=False, form=SIMD)["weight"]
-    assert got.shape == packed_weight_shape("conv2d", sig, 2, SIMD) == (2, 7, 2, 4)
-    flat = w.reshape(27, 4)
-    for f in range(4):
-        seq = got[f // 2, :, f % 2, :].reshape(-1)
-        assert np.array_equal(seq[:27], flat[:, f]) and seq[27] == 0
+    for c, groups in ((3, 9), (2, 5)):
+        w = rng.integers(-128, 128, (3, 3, c, 4), dtype=np.int8)
+        sig = {"type": "conv2d", "in_shapes": [[1, 5, 5, c]], "out_shape": [1, 5, 5, 4],
+               "kernel": [3, 3]}
+        got = pack_arrays("conv2d", {"weight": w}, {}, 2, quantised=False,
+                          form=SIMD)["weight"]
+        assert got.shape == packed_weight_shape("conv2d", sig, 2, SIMD) == (2, groups, 2, 4)
+        for f in range(4):
+            seq = got[f // 2, :, f % 2, :].reshape(-1)
+            if c == 3:
+                taps = seq.reshape(9, 4)
+                assert np.array_equal(taps[:, :3], w[..., f].reshape(9, 3))
+                assert not taps[:, 3].any()
+            else:
+                assert np.array_equal(seq[:18], w[..., f].reshape(-1)) and not seq[18:].any()
 
 
 def test_simd_refuses_what_it_cannot_compute():

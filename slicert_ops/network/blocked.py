@@ -26,8 +26,10 @@ What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-writte
   unrolled by ``reduction_unroll``) outside the register block and each group's 4 MACs inside
   it, tensorized into one ``slicert_nn_dot4`` per accumulator (``network/simd.py``: SMLAD on
   SXTB16 pairs on the Cortex-M4); weights packed ``(K/u, G, u, 4)``; a 1x1 conv of whole
-  groups of channels reads its input in place (the pointwise GEMM), any other conv a flat
-  copy of each pixel's patch, padded to whole groups.
+  groups of channels reads its input in place (the pointwise GEMM), any other conv a copy of
+  each pixel's patch: ``(KH, KW, C4)`` with each tap's channels padded to whole groups
+  (``packing.tap_channels``: at most a third more MACs; the copy unrolled per tap), else one
+  flat patch padded at its end.
 
 Partial tiles: the accumulation spans whole register blocks (a pixel past the edge computes
 the edge pixel again), so its guard is per block and outside the reduction loop.
@@ -64,7 +66,7 @@ from .tasks import (
     flat_pixels,
     simd_gemm,
     simd_groups,
-    simd_whole_channels,
+    simd_tap_channels,
 )
 
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
@@ -158,16 +160,21 @@ def define_accumulate(task_type: str, sig: dict[str, Any], dtype: str, s: Any, a
     def pix(b, y, x, ch):
         return pix_at(b, y, x, rh, rw, ch).astype(acc_t)
 
-    if s.form == FORM_SIMD and simd_whole_channels(sig):
-        # the patch of each pixel as (KH, KW, C) once per register block, as im2col copies
-        # it; a tap's C/4 groups are the innermost reduction (the packed weights' group
-        # (i * KW + j) * C/4 + q)
-        col = te.compute((*shape[:3], kh, kw, c), lambda b, y, x, i, j, ch: pix_at(
-            b, y, x, i, j, ch), name="col")
-        rq_c = te.reduce_axis((0, c // LANES), name="rq")
+    if s.form == FORM_SIMD and simd_tap_channels(sig):
+        # the patch of each pixel as (KH, KW, C4) once per register block, as im2col copies
+        # it, each tap's channels padded to whole groups with zeros (their weights are zero
+        # too); a tap's C4/4 groups are the innermost reduction (the packed weights' group
+        # (i * KW + j) * C4/4 + q)
+        c4 = simd_tap_channels(sig)
+
+        def tap_at(b, y, x, i, j, ch):
+            v = pix_at(b, y, x, i, j, tirx.min(ch, c - 1) if c4 > c else ch)
+            return te.if_then_else(ch < c, v, tirx.const(0, dtype)) if c4 > c else v
+        col = te.compute((*shape[:3], kh, kw, c4), tap_at, name="col")
+        rq_c = te.reduce_axis((0, c4 // LANES), name="rq")
         acc = te.compute(shape, lambda b, y, x, f: te.sum(
             col[b, y, x, rh, rw, rq_c * LANES + ri].astype(acc_t)
-            * weight[f // unroll, (rh * kw + rw) * (c // LANES) + rq_c, f % unroll,
+            * weight[f // unroll, (rh * kw + rw) * (c4 // LANES) + rq_c, f % unroll,
                      ri].astype(acc_t), axis=[rh, rw, rq_c, ri]), name="acc")
     elif s.form == FORM_SIMD:
         # the flat patch of each pixel (KH*KW*C bytes in (i, j, c) order, the packed weights'
@@ -317,7 +324,8 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
                                  and not simd_gemm(sig)):
         col = sch.get_sblock("col")
         sch.compute_at(col, x_blk if task_type == "conv2d" else anchor)
-        if s.form == FORM_SIMD and simd_whole_channels(sig) and sig["in_shapes"][0][3] <= 64:
+        if s.form == FORM_SIMD and (simd_tap_channels(sig) or 0) <= 64 \
+                and simd_tap_channels(sig):
             # a tap's channels copied unrolled: gcc checks the tap's bounds once and merges
             # the byte copies into words
             sch.unroll(sch.get_loops(col)[-1])

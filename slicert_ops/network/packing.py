@@ -20,13 +20,26 @@ QPARAMS = 5
 
 SIMD = 4      # network.tasks.FORM_SIMD (this module imports no TVM-side code)
 LANES = 4
+#: The simd form pads each tap's channels to whole 4-byte groups when that adds at most a
+#: third more MACs (3 -> 4, 6 -> 8, 9 -> 12 channels): the patch then keeps its (KH, KW, C)
+#: loops and is copied a word at a time; with fewer channels (1, 2, 5) the taps are one flat
+#: patch padded at its end only.
+MAX_TAP_PADDING = (4, 3)   # C4 / C at most 4/3
+
+
+def tap_channels(c: int) -> int | None:
+    """Channels per tap of the simd form's (KH, KW, C4) patch, or None for a flat patch."""
+    c4 = -(-c // LANES) * LANES
+    num, den = MAX_TAP_PADDING
+    return c4 if c4 * den <= num * c else None
 
 
 def _groups(task_type: str, sig: dict[str, Any]) -> int:
     if task_type == "dense":
         return -(-int(sig["in_shapes"][0][1]) // LANES)
     kh, kw = sig["kernel"]
-    return -(-kh * kw * int(sig["in_shapes"][0][3]) // LANES)
+    c = int(sig["in_shapes"][0][3])
+    return -(-kh * kw * (tap_channels(c) or c) // LANES)
 
 
 def packed_weight_shape(task_type: str, sig: dict[str, Any], unroll: int,
@@ -53,7 +66,8 @@ def pack_arrays(task_type: str, arrays: dict[str, np.ndarray], scalars: dict[str
     if form == SIMD:                   # (L, K) -> (K/u, G, u, 4), L padded to 4G with zeros
         if task_type == "conv2d":
             kh, kw, c, k = w.shape
-            flat = w.reshape(kh * kw * c, k)
+            c4 = tap_channels(c) or c   # each tap's channels padded with zero weights
+            flat = np.pad(w, ((0, 0), (0, 0), (0, c4 - c), (0, 0))).reshape(kh * kw * c4, k)
         else:
             flat = w.T                 # (U, IN) -> (IN, U)
             k = flat.shape[1]

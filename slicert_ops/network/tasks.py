@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .network import Network, Op
+from .packing import tap_channels
 from .spec import Problem
 
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
@@ -79,7 +80,8 @@ MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/s
 #: 2 or 4 pixels fits an output 5 pixels wide), 4 simd (int8 conv2d and dense: four MACs per
 #: step of the ``network/simd.py`` intrinsic, SMLAD on SXTB16 pairs on a core with the DSP
 #: extension; a 1x1 conv2d of a multiple of 4 channels as the pointwise GEMM, any other conv2d
-#: through a flat im2col patch padded to whole 4-byte groups). Names are accepted in a manifest.
+#: through an im2col patch: its taps' channels padded to whole 4-byte groups where that adds
+#: at most a third, else one flat patch padded at its end). Names are accepted in a manifest.
 FORM_DIRECT, FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE, FORM_SIMD = 0, 1, 2, 3, 4
 FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL,
          "pointwise": FORM_POINTWISE, "simd": FORM_SIMD}
@@ -287,7 +289,8 @@ def simd_patch(sig: dict[str, Any]) -> int:
     if sig["type"] == "dense":
         return int(sig["in_shapes"][0][1])
     kh, kw = sig["kernel"]
-    red = kh * kw * int(sig["in_shapes"][0][3])
+    c = int(sig["in_shapes"][0][3])
+    red = kh * kw * (tap_channels(c) or c)
     return -(-red // SIMD_LANES) * SIMD_LANES
 
 
@@ -296,19 +299,21 @@ def simd_groups(sig: dict[str, Any]) -> int:
     return simd_patch(sig) // SIMD_LANES
 
 
-def simd_whole_channels(sig: dict[str, Any]) -> bool:
-    """A conv2d whose input channels are whole 4-byte groups: its simd patch keeps the (KH,
-    KW, C) loops (the copy has no index division and one bounds check per tap) and its
-    innermost reduction is the C/4 groups of a tap."""
-    return sig["type"] == "conv2d" and sig["in_shapes"][0][3] % SIMD_LANES == 0
+def simd_tap_channels(sig: dict[str, Any]) -> int | None:
+    """C4, the channels per tap of a conv2d's simd patch ``(KH, KW, C4)`` (C rounded up to
+    whole 4-byte groups, ``packing.tap_channels``: at most a third more), or None for a flat
+    patch. With taps the patch keeps its loops (no index division, one bounds check per tap,
+    word copies) and the innermost reduction is the C4/4 groups of a tap."""
+    if sig["type"] != "conv2d":
+        return None
+    return tap_channels(int(sig["in_shapes"][0][3]))
 
 
 def simd_inner_groups(sig: dict[str, Any]) -> int:
     """Extent of the simd form's innermost reduction loop (``reduction_unroll`` divides it):
-    a tap's C/4 groups (:func:`simd_whole_channels`), else all of the flat patch's."""
-    if simd_whole_channels(sig):
-        return int(sig["in_shapes"][0][3]) // SIMD_LANES
-    return simd_groups(sig)
+    a tap's C4/4 groups (:func:`simd_tap_channels`), else all of the flat patch's."""
+    c4 = simd_tap_channels(sig)
+    return c4 // SIMD_LANES if c4 else simd_groups(sig)
 
 
 def flat_pixels(sig: dict[str, Any], form: int | None) -> bool:
