@@ -67,7 +67,7 @@ TARGET_AT = 0.10
 TARGET_RATIO = 1.03
 MIN_SPACE = 8
 METRIC = "kernel_cycles"
-FORM_NAMES = {0: "direct", 1: "block", 2: "im2col", 3: "pointwise"}
+FORM_NAMES = {0: "direct", 1: "block", 2: "im2col", 3: "pointwise", 4: "simd"}
 FILL = "bench/bench_kernels.py --out RESULTS (or slicert run experiments/networks/<net>.yaml " \
        "--out RESULTS)"
 

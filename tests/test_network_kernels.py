@@ -360,6 +360,30 @@ def test_block_cost_features():
     assert f["padded_share"] == 1 - 16 / 36   # the 4x4 interior reads no padding
 
 
+def test_loop_and_register_features():
+    """nf6: guarded iterations of tiles that do not divide the output, and the register
+    block's live values past the register file."""
+    from slicert_ops.network.features import BLOCK_REGISTERS, layer_features
+
+    dw = extract_tasks(one_layer({"type": "depthwise_conv2d", "kernel": 3, "padding": "same"},
+                                 [1, 6, 6, 16], "int8"))[0]
+    whole = layer_features(dw, LayerSchedule(form=1, tile_size=2, micro_tile=2, pixel_block=2,
+                                             unroll=2, channel_tile=16))
+    part = layer_features(dw, LayerSchedule(form=1, tile_size=4, micro_tile=2, pixel_block=2,
+                                            unroll=2, channel_tile=16))
+    assert whole["loop_waste"] == 1.0
+    assert part["loop_waste"] == (8 / 6) ** 2      # 4-row tiles on 6 rows iterate 8
+    assert whole["block_live"] == 2 * 2 + 2 + 1 and whole["block_spill"] == 0.0
+    big = layer_features(dw, LayerSchedule(form=1, tile_size=2, micro_tile=2, pixel_block=2,
+                                           unroll=4, channel_tile=16))
+    assert big["block_spill"] == 2 * 4 + 4 + 1 - BLOCK_REGISTERS
+    direct = layer_features(dw, LayerSchedule(form=0, tile_size=2, micro_tile=2,
+                                              channel_tile=16))
+    assert direct["block_live"] == 0.0 and direct["block_spill"] == 0.0
+    fc = extract_tasks(one_layer({"type": "dense", "units": 10}, [1, 32], "int8"))[0]
+    f = layer_features(fc, LayerSchedule(form=1, tile_size=4, micro_tile=4, unroll=2))
+    assert f["loop_waste"] == 12 / 10 and f["block_live"] == 2 + 2 + 1
+
 SIMD = FORM_SIMD  # the simd form: four int8 MACs per slicert_nn_dot4 step (tensorized)
 CONV_CASES = [  # (input, layer): padded, strided, C=1 and C=2 (flat patches with a zero tail),
     # C=3 (taps padded to 4 channels), the 1x1 GEMM, a 1x1 conv of 6 channels (padded to 8)

@@ -104,7 +104,7 @@ def test_network_run_is_correct_with_per_layer_metrics(run_once: tuple[Path, Pat
         assert json.loads((run / "validation.json").read_text())["success"] is True
         if man["operator"]["type"] != "network":
             assert json.loads((run / "tvm_config.json").read_text())["features_version"] \
-                == "nf5"
+                == "nf6"
             continue
         assert int(cycles["network_cycles"]) == trace["metrics"]["network_cycles"] > 0
         layers = trace["layers"]

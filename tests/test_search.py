@@ -292,6 +292,41 @@ def test_transfer_prior_from_other_operators_ranks_a_new_space() -> None:
     assert sum(r.best.value for r in with_prior) <= sum(r.best.value for r in without)
 
 
+def test_transfer_prior_scales_by_computed_macs_and_keeps_waste_costly(monkeypatch) -> None:
+    """The prior learns cost per MAC *computed* (recomputed edge pixels count) and never
+    predicts a candidate cheaper for more spilled values, even when the training data's
+    noise points that way."""
+    import dataclasses
+
+    import numpy as np
+
+    import slicert_ops.search.space as sp
+    from slicert_ops.search.model import TransferPrior
+
+    _, cands = space()
+    extra: dict[str, dict[str, float]] = {}
+    real_row = sp.feature_row
+    monkeypatch.setattr(sp, "feature_row", lambda c: {**real_row(c), **extra[c.id]})
+    train, table = cands[:60], {}
+    rng = np.random.default_rng(0)
+    for i, c in enumerate(train):
+        waste, spill = 1.0 + (i % 3) * 0.25, float(i % 4)
+        # noise of the wrong sign: more spill slightly cheaper in the training data
+        cyc = 1000.0 * waste * (1 - 0.01 * spill) * (1 + 0.05 * rng.random())
+        extra[c.id] = {"f_macs": 1000.0, "f_block_waste": waste, "f_block_spill": spill,
+                       "f_loop_waste": 1.0}
+        table[c.id] = MeasureResult(c.id, "ok", {"kernel_cycles": cyc})
+    # one schedule three times: the probes differ in these features alone
+    probe = [dataclasses.replace(cands[60], id=f"probe{k}") for k in range(3)]
+    for k, c in enumerate(probe):
+        extra[c.id] = {"f_macs": 1000.0, "f_block_waste": 2.0 if k == 1 else 1.0,
+                       "f_block_spill": 3.0 if k == 2 else 0.0, "f_loop_waste": 1.0}
+    pred = TransferPrior.fit(probe, [(train, table)], ["kernel_cycles"]) \
+        .predictions["kernel_cycles"]
+    assert pred[1] > 1.6 * pred[0]          # twice the MACs computed: about twice the cost
+    assert pred[2] >= pred[0] * (1 - 1e-6)  # spill never makes it cheaper
+
+
 def test_grid_and_budget_larger_than_space() -> None:
     res = run(make_strategy("grid"), 10_000)
     _, cands = space()

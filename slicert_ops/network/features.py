@@ -23,7 +23,12 @@ from .tasks import (
 )
 
 # nf5: the simd form (one-hot column; its patch copies like im2col's)
-LAYER_FEATURES_VERSION = "nf5"
+# nf6: loop_waste (iterations of tiles that do not divide the output) and the register
+#      block's live values and spill past the core's register file
+LAYER_FEATURES_VERSION = "nf6"
+#: General registers a register block can keep values in: r0-r12 and lr (14) less the input,
+#: weight and output pointers and the loop bound (the M3 and M4 have the same register file).
+BLOCK_REGISTERS = 10
 OP_TYPES = ("conv2d", "depthwise_conv2d", "dense", "avg_pool", "max_pool", "add", "clamp")
 
 
@@ -75,6 +80,7 @@ def layer_features(task: Task, sched: LayerSchedule) -> dict[str, float]:
     f["block_accumulators"] = (s.pixel_block or 1) * (s.unroll or 1) if s.form else 0
     f["reduction_unroll"] = s.reduction_unroll or 0
     f.update(_block_costs(task, s))
+    f.update(_loop_costs(task, s))
     isz = 1 if task.dtype == "int8" else 4
     if t in ("conv2d", "depthwise_conv2d"):
         m = s.micro_tile
@@ -123,6 +129,47 @@ def _block_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
         units, u = sig["out_shape"][1], s.unroll or 1
         out["block_waste"] = -(-units // u) * u / units
     return out
+
+
+def _loop_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
+    """``loop_waste``: iterations of the tiled loops / the output's (a tile or micro-tile that
+    does not divide its extent runs guarded iterations past the edge: 4-pixel tiles on a
+    6-wide output iterate 8); ``block_live`` / ``block_spill``: the values a register block
+    holds across its reduction (accumulators, the ``unroll`` weights one input feeds, the
+    input) and how many exceed :data:`BLOCK_REGISTERS` (spilled to the stack: a load and a
+    store per MAC that would be a register add)."""
+    ext = _extent_of(task)
+    out = {"loop_waste": 1.0, "block_live": 0.0, "block_spill": 0.0}
+    t_, m_ = s.tile_size or 1, s.micro_tile or 1
+
+    def iterated(n: int, t: int, m: int) -> int:
+        t = min(t, n)
+        return -(-n // t) * -(-t // m) * m
+
+    if task.type in ("conv2d", "depthwise_conv2d"):
+        rows, cols = ext
+        if flat_pixels(task.signature, s.form):
+            px = rows * cols
+            out["loop_waste"] = iterated(px, t_ * t_, m_ * m_) / px
+        else:
+            out["loop_waste"] = iterated(rows, t_, m_) * iterated(cols, t_, m_) / (rows * cols)
+    elif task.type == "dense":
+        units = ext[0]
+        out["loop_waste"] = iterated(units, t_, m_) / units
+    if s.form and task.type in ("conv2d", "depthwise_conv2d", "dense"):
+        u = s.unroll or 1
+        px = 1 if task.type == "dense" else (s.pixel_block or 1)
+        live = px * u + u + 1
+        out["block_live"] = float(live)
+        out["block_spill"] = float(max(0, live - BLOCK_REGISTERS))
+    return out
+
+
+def _extent_of(task: Task) -> tuple[int, ...]:
+    out = task.signature["out_shape"]
+    if task.type in ("conv2d", "depthwise_conv2d"):
+        return out[1], out[2]
+    return (out[-1],)
 
 
 def layer_feature_names() -> list[str]:

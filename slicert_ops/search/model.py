@@ -88,6 +88,25 @@ class ChampionPrior:
 
 
 PER_MAC = ("kernel_cycles", "wall_cycles", "instructions", "kernel_instructions")
+#: Network layer features a kernel's cost cannot fall with (``network/features.py``): guarded
+#: iterations past the output's edge, register-block values spilled, patch bytes copied.
+MONOTONE_COSTS = ("f_loop_waste", "f_block_spill", "f_copies_per_mac")
+#: Tree depths of the prior's bag: a shallow model generalises the coarse trends (form,
+#: waste) across layers, a deep one the interactions; their mean in log cost is steadier in
+#: its top picks than either (bench_network_search: 22 -> 25 of 26 tasks within 3 %).
+PRIOR_DEPTHS = (2, 4, 6)
+
+
+def _work(frame: Any) -> np.ndarray:
+    """The MACs a kernel computes: the layer's, times the register block's recomputed edge
+    pixels (``f_block_waste``; 1 without it, e.g. single operators)."""
+    waste = frame["f_block_waste"].fillna(1.0) if "f_block_waste" in frame else 1.0
+    return (frame["f_macs"] * waste).to_numpy(dtype="float64")
+
+
+def _boost(xgb: Any, params: dict[str, Any], matrix: np.ndarray, label: np.ndarray) -> Any:
+    return xgb.train(params, xgb.DMatrix(matrix, label=label, nthread=1, missing=np.nan),
+                     num_boost_round=300)
 
 
 class TransferPrior:
@@ -128,8 +147,8 @@ class TransferPrior:
                   and all(_finite(table[c.id].metrics.get(m)) for m in metrics)]
             if not ok:
                 continue
-            frames.append(feature_frame_of(ok))
             groups += [len(frames)] * len(ok)
+            frames.append(feature_frame_of(ok))
             for m in metrics:
                 targets[m] += [float(table[c.id].metrics[m]) for c in ok]
         target = feature_frame_of(cands)
@@ -142,27 +161,32 @@ class TransferPrior:
         target = target.reindex(columns=cols)
         train[onehot] = train[onehot].fillna(0.0)
         target[onehot] = target[onehot].fillna(0.0)
-        params = {"objective": "reg:squarederror", "tree_method": "hist", "nthread": 1,
-                  "eta": 0.1, "max_depth": 6, "verbosity": 0, "seed": 0}
+        params: dict[str, Any] = {
+            "objective": "reg:squarederror", "tree_method": "hist", "nthread": 1, "eta": 0.1,
+            "verbosity": 0, "seed": 0,
+            # more waste never makes a kernel faster: trees fitted on a few layers otherwise
+            # learn noise of the wrong sign in these columns and carry it to new layers
+            "monotone_constraints": "(" + ",".join(
+                "1" if c in MONOTONE_COSTS else "0" for c in cols) + ")"}
         preds = {}
+        dtrain = train.to_numpy()
         dtest = xgb.DMatrix(target.to_numpy(), missing=np.nan, nthread=1)
+        g = np.asarray(groups)
         for m in metrics:
             per_mac = m in PER_MAC and "f_macs" in cols
-            scale_train = train["f_macs"].to_numpy() if per_mac else 1.0
-            scale_test = target["f_macs"].to_numpy() if per_mac else 1.0
+            scale_train = _work(train) if per_mac else 1.0
+            scale_test = _work(target) if per_mac else 1.0
             y = np.log1p(np.clip(np.asarray(targets[m]) / scale_train, 0, None))
-            booster = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y, nthread=1,
-                                                    missing=np.nan), num_boost_round=300)
-            level = booster.predict(dtest)
-            if relative:
-                g = np.asarray(groups)
-                sums = np.bincount(g, weights=y)
-                means = (sums / np.bincount(g))[g]
-                rel = xgb.train(params, xgb.DMatrix(train.to_numpy(), label=y - means,
-                                                    nthread=1, missing=np.nan),
-                                num_boost_round=300)
-                level = 0.5 * (rel.predict(dtest) + level.mean()) + 0.5 * level
-            preds[m] = np.expm1(level) * scale_test
+            within = y - (np.bincount(g, weights=y) / np.bincount(g))[g]
+            levels = []
+            for depth in PRIOR_DEPTHS:
+                p = dict(params, max_depth=depth)
+                level = _boost(xgb, p, dtrain, y).predict(dtest)
+                if relative:
+                    rel = _boost(xgb, p, dtrain, within).predict(dtest)
+                    level = 0.5 * (rel + level.mean()) + 0.5 * level
+                levels.append(level)
+            preds[m] = np.expm1(np.mean(levels, axis=0)) * scale_test
         return cls(preds, len(train), [c.id for c in cands])
 
     def for_space(self, space: SearchSpace) -> TransferPrior:
