@@ -155,7 +155,7 @@ class RunWriter:
         if compress:
             with open(src, "rb") as fin, open(raw / f"{name}.gz", "wb") as fout, \
                     gzip.GzipFile(filename=name, mode="wb", fileobj=fout, mtime=0,
-                                  compresslevel=3) as gz:
+                                  compresslevel=1) as gz:
                 shutil.copyfileobj(fin, gz)
         else:
             shutil.copyfile(src, raw / name)

@@ -103,3 +103,27 @@ def test_matplotlib_is_imported_only_to_draw():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_network_plots_are_cached_and_keyed_by_their_own_module(tmp_path, monkeypatch):
+    """The network report's plots use the same cache: drawn once for the same rows, again
+    when the rows change; their key covers network/report.py's code as well as plots.py's."""
+    import pandas as pd
+
+    from slicert_ops.network import report as net_report
+
+    rows = pd.DataFrame({"op": [0, 1], "layer": ["conv1", "fc"], "type": ["conv2d", "dense"],
+                         "kernel_cycles": [1000, 200],
+                         "max_preemption_latency_cycles": [300, 80]})
+    calls = []
+    real = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: calls.append(path) or real(fig, path))
+    path = tmp_path / "layers.png"
+    net_report.plot_layers(rows, path, "t")
+    net_report.plot_layers(rows, path, "t")
+    assert len(calls) == 1
+    net_report.plot_layers(rows.assign(kernel_cycles=[1000, 250]), path, "t")
+    assert len(calls) == 2
+    key = plots.content_key("plot_layers", {"rows": rows, "title": "t"},
+                            net_report.__file__)
+    assert key != plots.content_key("plot_layers", {"rows": rows, "title": "t"})

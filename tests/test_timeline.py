@@ -177,3 +177,39 @@ def test_report_links_timelines_and_tracking_uploads_them(run_dir: Path,
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("timeline.*"))
     names = {p.name for p, _ in run_files(copy)}
     assert {"timeline.json", "timeline.html", "qemu_trace.json"} <= names
+
+
+def test_report_timelines_are_rewritten_only_when_their_run_changes(run_dir: Path,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A warm report keeps a timeline whose run files and code are unchanged (the key beside
+    it), writes it again when the run's trace changes, and drops timelines of runs no
+    longer among the best."""
+    import pandas as pd
+
+    from slicert_ops.report import timeline as tl
+
+    run = shutil.copytree(run_dir, tmp_path / "res" / run_dir.name)
+    man = json.loads((run / "manifest.json").read_text())
+    runs = pd.DataFrame([{"candidate_id": man["candidate_id"], "run": run.name,
+                          "run_dir": str(run), "valid": True,
+                          "max_preemption_latency_cycles": 1.0}])
+    ranking = runs[["candidate_id"]]
+    out = tmp_path / "report"
+    (out / "timelines").mkdir(parents=True)
+    stale = out / "timelines" / "run_9999.html"
+    stale.write_text("old")
+    written: list[Path] = []
+    real = tl.write_timeline
+    monkeypatch.setattr(tl, "write_timeline",
+                        lambda d, o=None: written.append(d) or real(d, o))
+    (first,) = tl.report_timelines(runs, [ranking], out)
+    assert len(written) == 1 and not stale.exists()
+    html = first[1].read_text()
+    assert tl.report_timelines(runs, [ranking], out)[0][1] == first[1]
+    assert len(written) == 1 and first[1].read_text() == html   # warm: nothing written
+    trace = json.loads((run / "qemu_trace.json").read_text())
+    trace["events"] = trace["events"][: len(trace["events"]) // 2]
+    (run / "qemu_trace.json").write_text(json.dumps(trace))
+    tl.report_timelines(runs, [ranking], out)
+    assert len(written) == 2 and first[1].read_text() != html

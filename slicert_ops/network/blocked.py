@@ -56,9 +56,8 @@ from tvm import s_tir, te, tirx
 
 from slicert_ops.codegen.lowering import YIELD_ANNOTATION
 
-from .packing import packed_weight_shape
+from .packing import LANES, packed_weight_shape
 from .simd import INTRIN as SIMD_INTRIN
-from .simd import LANES
 from .tasks import (
     FORM_IM2COL,
     FORM_SIMD,
@@ -396,6 +395,8 @@ def _schedule_simd(sch: s_tir.Schedule, acc: Any, depth: int, spatial: list[Any]
     # intrinsic's description only in a block without a predicate
     update = sch.get_sblock("acc_update")
     sch.blockize(lanes)
+    from . import simd_intrin  # noqa: F401 - registers SIMD_INTRIN (TVMScript parse)
+
     sch.tensorize(sch.get_loops(update)[-1], SIMD_INTRIN)
 
 

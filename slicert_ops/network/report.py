@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slicert_ops.report.fmt import text_table
+from slicert_ops.report.plots import cached_png
 
 from .roofline import PEAK_TEXT, core_of, layer_kind, plot_roofline, roofline_share, summary_lines
 
@@ -152,6 +153,7 @@ def experiment_objective(exp_dir: Path) -> Any:
     return parse_objective(text, float((exp.get("runner") or {}).get("cpu_mhz") or 50))
 
 
+@cached_png
 def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
     """Per layer: kernel cycles (bars) and worst preemption latency (bars), one run."""
     from matplotlib.figure import Figure
@@ -183,6 +185,7 @@ def plot_layers(rows: pd.DataFrame, path: Path, title: str) -> Path:
     return save_png(fig, path)
 
 
+@cached_png
 def plot_e2e_vs_preemption(table: pd.DataFrame, path: Path, title: str) -> Path:
     """End-to-end latency (network cycles) against worst preemption latency, per network
     candidate (default schedules vs best per task, per slice budget)."""

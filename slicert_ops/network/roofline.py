@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from slicert_ops.report.plots import cached_png
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -97,6 +99,7 @@ def _percent(share: Any) -> str:
     return f"{number(100 * float(share)):>5} %"
 
 
+@cached_png
 def plot_roofline(rows: pd.DataFrame, path: Path, title: str, core: str = "cm3") -> Path:
     """Per layer, side by side: MACs per cycle (bars) with the core's limit (0.5 on the M3)
     and the CMSIS-NN reference of its kind, and the granule (longest granule, worst

@@ -16,12 +16,8 @@ loads and SXTB16s across the calls of a register block (2 pixels x 2 channels: 4
 
 from __future__ import annotations
 
-from tvm.s_tir import TensorIntrin
-from tvm.script import tirx as T
-
 DOT4 = "slicert_nn_dot4"
 INTRIN = "slicert_dot4_s8"
-LANES = 4
 
 #: The helper's C, put after the includes of a kernel that calls it.
 DOT4_C = r"""/* slicert_nn_dot4(acc, a, b): acc + the dot product of the four int8 values at a and b
@@ -62,34 +58,6 @@ static inline __attribute__((always_inline)) int32_t slicert_nn_dot4(int32_t acc
 #endif
 #endif
 """
-
-
-@T.prim_func(s_tir=True)
-def _desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-    B = T.match_buffer(b, (4,), "int8", offset_factor=1)
-    C = T.match_buffer(c, (1,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0], A[0:4], B[0:4])
-        T.writes(C[0])
-        for i in range(4):
-            with T.sblock("update"):
-                vi = T.axis.remap("R", [i])
-                C[0] = C[0] + T.Cast("int32", A[vi]) * T.Cast("int32", B[vi])
-
-
-@T.prim_func(s_tir=True)
-def _impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-    B = T.match_buffer(b, (4,), "int8", offset_factor=1)
-    C = T.match_buffer(c, (1,), "int32", offset_factor=1)
-    with T.sblock("root"):
-        T.reads(C[0], A[0:4], B[0:4])
-        T.writes(C[0])
-        C[0] = T.call_extern("int32", DOT4, C[0], A.access_ptr("r"), B.access_ptr("r"))
-
-
-TensorIntrin.register(INTRIN, _desc, _impl, override=True)
 
 
 def with_helper(src: str, after: str) -> str:

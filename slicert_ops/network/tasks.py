@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .network import Network, Op
-from .packing import tap_channels
+from .packing import LANES, tap_channels
 from .spec import Problem
 
 SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
@@ -85,7 +85,6 @@ MAX_UNROLL_BYTES = 1024  # accumulators must stay a C stack array (see codegen/s
 FORM_DIRECT, FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE, FORM_SIMD = 0, 1, 2, 3, 4
 FORMS = {"direct": FORM_DIRECT, "block": FORM_BLOCK, "im2col": FORM_IM2COL,
          "pointwise": FORM_POINTWISE, "simd": FORM_SIMD}
-SIMD_LANES = 4
 BLOCKED_FORMS = (FORM_BLOCK, FORM_IM2COL, FORM_POINTWISE, FORM_SIMD)
 BLOCKED_TYPES = ("conv2d", "depthwise_conv2d", "dense")
 #: The register file: r0-r12 and lr; a block of more accumulators than this spills.
@@ -280,7 +279,7 @@ def default_reduction_unroll(task: Task, form: int | None = None) -> int:
 def simd_gemm(sig: dict[str, Any]) -> bool:
     """The simd form of this conv2d reads its input in place (the pointwise GEMM): a 1x1
     stride-1 unpadded conv2d whose channels are whole 4-byte groups."""
-    return is_pointwise(sig) and sig["in_shapes"][0][3] % SIMD_LANES == 0
+    return is_pointwise(sig) and sig["in_shapes"][0][3] % LANES == 0
 
 
 def simd_patch(sig: dict[str, Any]) -> int:
@@ -291,12 +290,12 @@ def simd_patch(sig: dict[str, Any]) -> int:
     kh, kw = sig["kernel"]
     c = int(sig["in_shapes"][0][3])
     red = kh * kw * (tap_channels(c) or c)
-    return -(-red // SIMD_LANES) * SIMD_LANES
+    return -(-red // LANES) * LANES
 
 
 def simd_groups(sig: dict[str, Any]) -> int:
     """4-byte groups of one output's reduction in the simd form."""
-    return simd_patch(sig) // SIMD_LANES
+    return simd_patch(sig) // LANES
 
 
 def simd_tap_channels(sig: dict[str, Any]) -> int | None:
@@ -313,7 +312,7 @@ def simd_inner_groups(sig: dict[str, Any]) -> int:
     """Extent of the simd form's innermost reduction loop (``reduction_unroll`` divides it):
     a tap's C4/4 groups (:func:`simd_tap_channels`), else all of the flat patch's."""
     c4 = simd_tap_channels(sig)
-    return c4 // SIMD_LANES if c4 else simd_groups(sig)
+    return c4 // LANES if c4 else simd_groups(sig)
 
 
 def flat_pixels(sig: dict[str, Any], form: int | None) -> bool:
@@ -331,7 +330,7 @@ def simd_unfit(task: Task) -> str | None:
                 "reduction to pair): use block or im2col")
     if task.dtype != "int8":
         return f"form: simd multiplies int8 pairs; this {t} is {task.dtype}: use block"
-    if t == "dense" and simd_patch(sig) % SIMD_LANES:
+    if t == "dense" and simd_patch(sig) % LANES:
         return (f"form: simd reads 4 input features per step; this dense has "
                 f"{simd_patch(sig)}, not a multiple of 4: use block")
     return None

@@ -71,9 +71,20 @@ def _digest(h: Any, value: Any) -> None:
         h.update(json.dumps(value, default=repr, sort_keys=True).encode())
 
 
-def content_key(name: str, args: dict[str, Any]) -> str:
+@functools.cache
+def _module_key(source: str) -> str:
+    """The hash of the file a plot function is defined in (outside this module: a change of
+    its drawing code must redraw it too)."""
+    try:
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def content_key(name: str, args: dict[str, Any], source: str | None = None) -> str:
     """The key of one plot: its function, the code, every argument's content."""
-    h = hashlib.sha256(f"{name}\0{_code_key()}".encode())
+    more = _module_key(source) if source and source != __file__ else ""
+    h = hashlib.sha256(f"{name}\0{_code_key()}\0{more}".encode())
     for k in sorted(args):
         h.update(f"\0{k}=".encode())
         _digest(h, args[k])
@@ -87,6 +98,7 @@ def key_path(path: Path) -> Path:
 def cached_png(fn: F) -> F:
     """Draw ``fn(..., path, ...)`` only when no PNG with the same content key is at path."""
     sig = inspect.signature(fn)
+    source = inspect.getsourcefile(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Path:
@@ -94,7 +106,7 @@ def cached_png(fn: F) -> F:
         bound.apply_defaults()
         path = Path(bound.arguments["path"])
         key = content_key(fn.__name__, {k: v for k, v in bound.arguments.items()
-                                         if k != "path"})
+                                         if k != "path"}, source)
         kp = key_path(path)
         try:
             if path.is_file() and kp.read_text() == key:

@@ -302,9 +302,7 @@ def report_timelines(all_runs: Any, rankings: list[Any], out_dir: Path, per_rank
             if str(cid) not in ids:
                 ids.append(str(cid))
     folder = Path(out_dir) / "timelines"
-    for old in folder.glob("run_*.*") if folder.is_dir() else ():
-        old.unlink()  # the best candidates change as a sweep grows
-    out = []
+    out, keep = [], set()
     for cid in ids:
         own = runs[runs["candidate_id"] == cid]
         if own.empty or "run_dir" not in own:
@@ -312,9 +310,10 @@ def report_timelines(all_runs: Any, rankings: list[Any], out_dir: Path, per_rank
         lat = pd.to_numeric(own.get("max_preemption_latency_cycles"), errors="coerce")
         row = own.loc[lat.fillna(-1).idxmax()] if lat.notna().any() else own.iloc[0]
         try:
-            json_p, html_p = write_timeline(Path(row["run_dir"]), folder / f"{row['run']}.json")
+            json_p, html_p = cached_timeline(Path(row["run_dir"]), folder / f"{row['run']}.json")
         except Exception:  # noqa: BLE001 - a missing trace leaves its link out, not the report
             continue
+        keep |= {json_p.name, html_p.name, _key_path(json_p).name}
         sched = " ".join(f"{c.split('.', 1)[1]}={row[c]}" for c in own.columns
                          if c.startswith("schedule.") and c.count(".") == 1  # not per layer
                          and pd.notna(row[c]))
@@ -322,4 +321,35 @@ def report_timelines(all_runs: Any, rankings: list[Any], out_dir: Path, per_rank
             sched = f"network, {sched}" if sched else "network"
         out.append((f"{cid} {row['run']} ({sched})" if sched else f"{cid} {row['run']}",
                     html_p, json_p))
+    for old in folder.glob("*run_*.*") if folder.is_dir() else ():
+        if old.name not in keep:
+            old.unlink()  # the best candidates change as a sweep grows
     return out
+
+
+def _key_path(json_path: Path) -> Path:
+    return json_path.with_name(f".{json_path.name}.key")
+
+
+def cached_timeline(run_dir: Path, out: Path) -> tuple[Path, Path]:
+    """``write_timeline`` unless ``out`` and its HTML already hold this run's timeline (the
+    key: this code and the run files it is drawn from), as the report's PNGs are cached."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in (here / "timeline.py", here / "timeline_view.py",
+              *(Path(run_dir) / n for n in ("qemu_trace.json", "manifest.json",
+                                             "tvm_config.json"))):
+        h.update(f.name.encode() + b"\0")
+        h.update(f.read_bytes() if f.is_file() else b"-")
+    key, kp, html = h.hexdigest(), _key_path(out), out.with_suffix(".html")
+    try:
+        if out.is_file() and html.is_file() and kp.read_text() == key:
+            return out, html
+    except OSError:
+        pass
+    kp.unlink(missing_ok=True)  # no stale key beside a half-written pair
+    paths = write_timeline(run_dir, out)
+    write_text_atomic(kp, key)
+    return paths
