@@ -148,3 +148,36 @@ def test_run_says_the_deadline_is_impossible(tmp_path: Path) -> None:
     page = (exp_dir / "report" / "summary.html").read_text()
     assert html.escape(text) in page
     assert text in (exp_dir / "report" / "summary.md").read_text()
+
+
+def test_parameter_spread_equals_its_definition_on_random_sweeps() -> None:
+    """The one-pass spread equals the definition (per group of the other parameters, the
+    spread of the per-value means), with missing values, single-value groups and a
+    parameter that is absent in some rows."""
+    import numpy as np
+    import pandas as pd
+
+    def by_definition(cand: pd.DataFrame, param: str) -> float | None:
+        others = [c for c in cand.columns if c.startswith("schedule.") and c != param
+                  and cand[c].notna().any()]
+        spreads = []
+        for _, g in cand.groupby(others, dropna=False) if others else [((), cand)]:
+            vals = g.groupby(param)["kernel_cycles"].mean().dropna()
+            if len(vals) >= 2 and vals.mean() > 0:
+                spreads.append(float((vals.max() - vals.min()) / vals.mean()))
+        return max(spreads) if spreads else None
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        cand = pd.DataFrame({
+            "schedule.tile_size": rng.choice([4, 8, 16], n).astype(float),
+            "schedule.unroll": rng.choice([1, 2], n).astype(float),
+            "schedule.form": np.where(rng.random(n) < 0.3, np.nan, rng.choice([0, 1], n)),
+            "kernel_cycles": np.where(rng.random(n) < 0.1, np.nan,
+                                      rng.integers(1000, 5000, n).astype(float))})
+        for p in ("schedule.tile_size", "schedule.unroll", "schedule.form"):
+            want, got = by_definition(cand, p), parameter_spread(cand, p)
+            assert (want is None) == (got is None), (trial, p)
+            if want is not None:
+                assert abs(got - want) < 1e-12, (trial, p, got, want)

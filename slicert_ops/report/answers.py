@@ -191,13 +191,18 @@ def parameter_spread(cand: pd.DataFrame, param: str, metric: str = "kernel_cycle
     ``param`` with every other schedule parameter fixed; None when never compared."""
     others = [c for c in cand.columns if c.startswith("schedule.") and c != param
               and cand[c].notna().any()]
-    spreads = []
-    groups = cand.groupby(others, dropna=False) if others else [((), cand)]
-    for _, g in groups:
-        vals = g.groupby(param)[metric].mean().dropna()
-        if len(vals) >= 2 and vals.mean() > 0:
-            spreads.append(float((vals.max() - vals.min()) / vals.mean()))
-    return max(spreads) if spreads else None
+    # one grouped pass (a Python loop over the groups took 30 ms per parameter on a network)
+    rows = cand[cand[param].notna()]
+    means = rows.groupby([*others, param], dropna=False)[metric].mean().dropna()
+    if means.empty:
+        return None
+    per = means.groupby(level=list(range(len(others))), dropna=False) if others \
+        else means.groupby(lambda _: 0)
+    stats = per.agg(["max", "min", "mean", "count"])
+    stats = stats[(stats["count"] >= 2) & (stats["mean"] > 0)]
+    if stats.empty:
+        return None
+    return float(((stats["max"] - stats["min"]) / stats["mean"]).max())
 
 
 def no_effect_answers(index: pd.DataFrame, threshold: float = NO_EFFECT) -> list[str]:
