@@ -384,6 +384,24 @@ def test_loop_and_register_features():
     f = layer_features(fc, LayerSchedule(form=1, tile_size=4, micro_tile=4, unroll=2))
     assert f["loop_waste"] == 12 / 10 and f["block_live"] == 2 + 2 + 1
 
+@pytest.mark.parametrize("channels, unrolled", [(8, True), (64, True), (65, False)])
+def test_im2col_patch_copy_unrolls_a_tap_of_up_to_64_channels(channels, unrolled):
+    """im2col copies a tap's channels unrolled (one bounds check per tap, word copies), as
+    the simd form does; a tap of more than 64 channels stays a loop (code size)."""
+    from tvm import tirx
+
+    from slicert_ops.network.kernels import schedule_task
+    from slicert_ops.network.tasks import resolve
+
+    task = extract_tasks(one_layer({"type": "conv2d", "filters": 4, "kernel": 3,
+                                    "padding": "same"}, [1, 4, 4, channels], "int8"))[0]
+    s = resolve(task, LayerSchedule(form=2, tile_size=4, micro_tile=2, pixel_block=2,
+                                    unroll=2, channel_tile=4, reduction_unroll=1))
+    sch, _ = schedule_task(task, s)
+    last = sch.get(sch.get_loops(sch.get_sblock("col"))[-1])
+    assert int(last.extent) == channels
+    assert (last.kind == tirx.ForKind.UNROLLED) is unrolled
+
 SIMD = FORM_SIMD  # the simd form: four int8 MACs per slicert_nn_dot4 step (tensorized)
 CONV_CASES = [  # (input, layer): padded, strided, C=1 and C=2 (flat patches with a zero tail),
     # C=3 (taps padded to 4 channels), the 1x1 GEMM, a 1x1 conv of 6 channels (padded to 8)

@@ -325,6 +325,13 @@ def test_transfer_prior_scales_by_computed_macs_and_keeps_waste_costly(monkeypat
         .predictions["kernel_cycles"]
     assert pred[1] > 1.6 * pred[0]          # twice the MACs computed: about twice the cost
     assert pred[2] >= pred[0] * (1 - 1e-6)  # spill never makes it cheaper
+    # layers without MACs (pooling, add) in the training data: their cost per window read
+    for c in train[:20]:
+        extra[c.id] = {**extra[c.id], "f_macs": 0.0, "f_window_reads": 500.0}
+    for c in train[20:25]:
+        extra[c.id] = {**extra[c.id], "f_macs": 0.0, "f_window_reads": 0.0}
+    again = TransferPrior.fit(probe, [(train, table)], ["kernel_cycles"], relative=True)
+    assert np.isfinite(again.predictions["kernel_cycles"]).all()
 
 
 def test_grid_and_budget_larger_than_space() -> None:

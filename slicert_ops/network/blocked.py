@@ -15,8 +15,9 @@ What fast int8 code on a Cortex-M3 does, said in TVM (te + s_tir, no hand-writte
 - **requantisation outside the MAC loop**: once per output, after the block's reduction (the
   accumulation is ``compute_at`` the channel-group loop of the output block);
 - **im2col** (``form: im2col``): conv2d copies each pixel's padded input patch once per
-  register block, above the channel groups that read it; depthwise copies the block's padded
-  input window. The bounds checks of padding leave the MAC loop;
+  register block, above the channel groups that read it, a tap's channels unrolled (up to
+  ``MAX_UNROLLED_TAP``: one bounds check per tap, word copies); depthwise copies the block's
+  padded input window. The bounds checks of padding leave the MAC loop;
 - **reduction unrolling**: the innermost reduction loop by ``reduction_unroll`` (a schedule
   parameter: the best factor differs per layer), a small depthwise window whole (0.062 ->
   0.091 MACs/cycle on DS-CNN);
@@ -69,6 +70,9 @@ from .tasks import (
 )
 
 MAC_TYPES = ("conv2d", "depthwise_conv2d", "dense")
+#: The patch copy of im2col and simd convs unrolls a tap's channels up to this many (a
+#: longer tap stays a loop: code size)
+MAX_UNROLLED_TAP = 64
 def _window(sig: dict[str, Any]) -> int:
     kh, kw = sig["kernel"]
     return kh * kw
@@ -323,8 +327,9 @@ def schedule_blocked(sch: s_tir.Schedule, task_type: str, sig: dict[str, Any], s
                                  and not simd_gemm(sig)):
         col = sch.get_sblock("col")
         sch.compute_at(col, x_blk if task_type == "conv2d" else anchor)
-        if s.form == FORM_SIMD and (simd_tap_channels(sig) or 0) <= 64 \
-                and simd_tap_channels(sig):
+        tap = simd_tap_channels(sig) if s.form == FORM_SIMD else \
+            sig["in_shapes"][0][3] if task_type == "conv2d" else 0
+        if tap and tap <= MAX_UNROLLED_TAP:
             # a tap's channels copied unrolled: gcc checks the tap's bounds once and merges
             # the byte copies into words
             sch.unroll(sch.get_loops(col)[-1])

@@ -99,9 +99,14 @@ PRIOR_DEPTHS = (2, 4, 6)
 
 def _work(frame: Any) -> np.ndarray:
     """The MACs a kernel computes: the layer's, times the register block's recomputed edge
-    pixels (``f_block_waste``; 1 without it, e.g. single operators)."""
+    pixels (``f_block_waste``; 1 without it, e.g. single operators). A layer without MACs
+    (pooling, add) counts its window reads, else 1: a cost per zero MACs is no target."""
     waste = frame["f_block_waste"].fillna(1.0) if "f_block_waste" in frame else 1.0
-    return (frame["f_macs"] * waste).to_numpy(dtype="float64")
+    work = (frame["f_macs"] * waste).to_numpy(dtype="float64")
+    if "f_window_reads" in frame:
+        reads = frame["f_window_reads"].to_numpy(dtype="float64")
+        work = np.where(np.isfinite(work) & (work > 0), work, reads)
+    return np.where(np.isfinite(work) & (work > 0), work, 1.0)
 
 
 def _boost(xgb: Any, params: dict[str, Any], matrix: np.ndarray, label: np.ndarray) -> Any:
