@@ -34,6 +34,29 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def key_path(path: Path) -> Path:
+    """Where the content key of a derived file (a plot, a timeline) is kept: beside it."""
+    return path.with_name(f".{path.name}.key")
+
+
+def key_is_current(path: Path, key: str, *others: Path) -> bool:
+    """True when ``path`` (and ``others``, written with it) exist and the key beside ``path``
+    is ``key``; else the stale key is removed, so none stays beside a half-written file."""
+    kp = key_path(path)
+    try:
+        if all(p.is_file() for p in (path, *others)) and kp.read_text() == key:
+            return True
+    except OSError:
+        pass
+    kp.unlink(missing_ok=True)
+    return False
+
+
+def write_key(path: Path, key: str) -> None:
+    """Record ``key`` beside ``path`` once the file(s) are written whole."""
+    write_text_atomic(key_path(path), key)
+
+
 def dumps(data: Any) -> str:
     """Stable JSON: sorted keys, fixed separators, trailing newline (byte-identical reruns)."""
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n"

@@ -16,6 +16,7 @@ from .tasks import (
     FORM_SIMD,
     LayerSchedule,
     Task,
+    _extent,
     flat_pixels,
     micro_tiles,
     resolve,
@@ -138,7 +139,7 @@ def _loop_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
     holds across its reduction (accumulators, the ``unroll`` weights one input feeds, the
     input) and how many exceed :data:`BLOCK_REGISTERS` (spilled to the stack: a load and a
     store per MAC that would be a register add)."""
-    ext = _extent_of(task)
+    ext = _extent(task.signature)
     out = {"loop_waste": 1.0, "block_live": 0.0, "block_spill": 0.0}
     t_, m_ = s.tile_size or 1, s.micro_tile or 1
 
@@ -147,14 +148,14 @@ def _loop_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
         return -(-n // t) * -(-t // m) * m
 
     if task.type in ("conv2d", "depthwise_conv2d"):
-        rows, cols = ext
+        rows, cols = ext["rows"], ext["cols"]
         if flat_pixels(task.signature, s.form):
             px = rows * cols
             out["loop_waste"] = iterated(px, t_ * t_, m_ * m_) / px
         else:
             out["loop_waste"] = iterated(rows, t_, m_) * iterated(cols, t_, m_) / (rows * cols)
     elif task.type == "dense":
-        units = ext[0]
+        units = ext["units"]
         out["loop_waste"] = iterated(units, t_, m_) / units
     if s.form and task.type in ("conv2d", "depthwise_conv2d", "dense"):
         u = s.unroll or 1
@@ -163,13 +164,6 @@ def _loop_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
         out["block_live"] = float(live)
         out["block_spill"] = float(max(0, live - BLOCK_REGISTERS))
     return out
-
-
-def _extent_of(task: Task) -> tuple[int, ...]:
-    out = task.signature["out_shape"]
-    if task.type in ("conv2d", "depthwise_conv2d"):
-        return out[1], out[2]
-    return (out[-1],)
 
 
 def layer_feature_names() -> list[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from slicert_ops.rundir import write_text_atomic
+from slicert_ops.rundir import key_is_current, write_key
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,7 +38,6 @@ PARAM_LABELS = {
 DPI = 110
 
 
-KEY_SUFFIX = ".key"
 _CODE_KEY: str | None = None
 F = TypeVar("F", bound=Callable[..., Path])
 
@@ -91,10 +90,6 @@ def content_key(name: str, args: dict[str, Any], source: str | None = None) -> s
     return h.hexdigest()
 
 
-def key_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{KEY_SUFFIX}")
-
-
 def cached_png(fn: F) -> F:
     """Draw ``fn(..., path, ...)`` only when no PNG with the same content key is at path."""
     sig = inspect.signature(fn)
@@ -107,15 +102,10 @@ def cached_png(fn: F) -> F:
         path = Path(bound.arguments["path"])
         key = content_key(fn.__name__, {k: v for k, v in bound.arguments.items()
                                          if k != "path"}, source)
-        kp = key_path(path)
-        try:
-            if path.is_file() and kp.read_text() == key:
-                return path
-        except OSError:
-            pass
-        kp.unlink(missing_ok=True)  # no stale key beside a half-drawn PNG
+        if key_is_current(path, key):
+            return path
         out = fn(*args, **kwargs)
-        write_text_atomic(kp, key)
+        write_key(path, key)
         return out
 
     return wrapper  # type: ignore[return-value]

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from slicert_ops.rundir import write_text_atomic
+from slicert_ops.rundir import key_is_current, key_path, write_key, write_text_atomic
 from slicert_ops.sim import events as ev
 from slicert_ops.sim.trace import Event, as_event
 
@@ -313,7 +313,7 @@ def report_timelines(all_runs: Any, rankings: list[Any], out_dir: Path, per_rank
             json_p, html_p = cached_timeline(Path(row["run_dir"]), folder / f"{row['run']}.json")
         except Exception:  # noqa: BLE001 - a missing trace leaves its link out, not the report
             continue
-        keep |= {json_p.name, html_p.name, _key_path(json_p).name}
+        keep |= {json_p.name, html_p.name, key_path(json_p).name}
         sched = " ".join(f"{c.split('.', 1)[1]}={row[c]}" for c in own.columns
                          if c.startswith("schedule.") and c.count(".") == 1  # not per layer
                          and pd.notna(row[c]))
@@ -325,10 +325,6 @@ def report_timelines(all_runs: Any, rankings: list[Any], out_dir: Path, per_rank
         if old.name not in keep:
             old.unlink()  # the best candidates change as a sweep grows
     return out
-
-
-def _key_path(json_path: Path) -> Path:
-    return json_path.with_name(f".{json_path.name}.key")
 
 
 def cached_timeline(run_dir: Path, out: Path) -> tuple[Path, Path]:
@@ -343,13 +339,9 @@ def cached_timeline(run_dir: Path, out: Path) -> tuple[Path, Path]:
                                              "tvm_config.json"))):
         h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes() if f.is_file() else b"-")
-    key, kp, html = h.hexdigest(), _key_path(out), out.with_suffix(".html")
-    try:
-        if out.is_file() and html.is_file() and kp.read_text() == key:
-            return out, html
-    except OSError:
-        pass
-    kp.unlink(missing_ok=True)  # no stale key beside a half-written pair
+    key, html = h.hexdigest(), out.with_suffix(".html")
+    if key_is_current(out, key, html):
+        return out, html
     paths = write_timeline(run_dir, out)
-    write_text_atomic(kp, key)
+    write_key(out, key)
     return paths

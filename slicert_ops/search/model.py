@@ -109,9 +109,13 @@ def _work(frame: Any) -> np.ndarray:
     return np.where(np.isfinite(work) & (work > 0), work, 1.0)
 
 
-def _boost(xgb: Any, params: dict[str, Any], matrix: np.ndarray, label: np.ndarray) -> Any:
-    return xgb.train(params, xgb.DMatrix(matrix, label=label, nthread=1, missing=np.nan),
-                     num_boost_round=300)
+def _matrix(xgb: Any, matrix: np.ndarray, label: np.ndarray) -> Any:
+    return xgb.DMatrix(matrix, label=label, nthread=1, missing=np.nan)
+
+
+def _boost(xgb: Any, params: dict[str, Any], data: Any) -> Any:
+    """One regressor of the bag (the data built once per label, shared by the depths)."""
+    return xgb.train(params, data, num_boost_round=300)
 
 
 class TransferPrior:
@@ -182,13 +186,16 @@ class TransferPrior:
             scale_train = _work(train) if per_mac else 1.0
             scale_test = _work(target) if per_mac else 1.0
             y = np.log1p(np.clip(np.asarray(targets[m]) / scale_train, 0, None))
-            within = y - (np.bincount(g, weights=y) / np.bincount(g))[g]
+            absolute = _matrix(xgb, dtrain, y)
+            if relative:
+                within = _matrix(xgb, dtrain, y - (np.bincount(g, weights=y)
+                                                   / np.bincount(g))[g])
             levels = []
             for depth in PRIOR_DEPTHS:
                 p = dict(params, max_depth=depth)
-                level = _boost(xgb, p, dtrain, y).predict(dtest)
+                level = _boost(xgb, p, absolute).predict(dtest)
                 if relative:
-                    rel = _boost(xgb, p, dtrain, within).predict(dtest)
+                    rel = _boost(xgb, p, within).predict(dtest)
                     level = 0.5 * (rel + level.mean()) + 0.5 * level
                 levels.append(level)
             preds[m] = np.expm1(np.mean(levels, axis=0)) * scale_test
