@@ -16,11 +16,11 @@ from .tasks import (
     FORM_SIMD,
     LayerSchedule,
     Task,
-    _extent,
     flat_pixels,
     micro_tiles,
     resolve,
     simd_gemm,
+    task_extent,
 )
 
 # nf5: the simd form (one-hot column; its patch copies like im2col's)
@@ -139,7 +139,7 @@ def _loop_costs(task: Task, s: LayerSchedule) -> dict[str, float]:
     holds across its reduction (accumulators, the ``unroll`` weights one input feeds, the
     input) and how many exceed :data:`BLOCK_REGISTERS` (spilled to the stack: a load and a
     store per MAC that would be a register add)."""
-    ext = _extent(task.signature)
+    ext = task_extent(task.signature)
     out = {"loop_waste": 1.0, "block_live": 0.0, "block_spill": 0.0}
     t_, m_ = s.tile_size or 1, s.micro_tile or 1
 

@@ -192,7 +192,9 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _extent(sig: dict[str, Any]) -> dict[str, int]:
+def task_extent(sig: dict[str, Any]) -> dict[str, int]:
+    """The loop extents of a task's signature: rows, cols, channels and reduction (convs),
+    units and reduction (dense), rows, cols, channels and taps (pools), else elements."""
     out = sig["out_shape"]
     if sig["type"] in ("conv2d", "depthwise_conv2d"):
         kh, kw = sig["kernel"]
@@ -210,7 +212,7 @@ def default_schedule(task: Task, tile_size: int | None = None) -> LayerSchedule:
     """A sensible schedule: ~:data:`DEFAULT_MICRO_MACS` MACs (or a row / 256 elements) between
     yield checks, macro-tiles of 8 pixels, up to 4 output channels unrolled. With
     ``tile_size`` given, the micro-tile is the default for that tile."""
-    ext = _extent(task.signature)
+    ext = task_extent(task.signature)
     t = task.type
     if t in ("conv2d", "depthwise_conv2d"):
         edge = min(ext["rows"], ext["cols"])
@@ -371,7 +373,7 @@ def default_channel_tile(task: Task, unroll: int) -> int:
     """All output channels, unless one pixel x all channels is more than
     :data:`DEFAULT_MICRO_MACS` MACs: then the most channels (a multiple of ``unroll``) that
     stay within it, at least ``unroll``."""
-    ext = _extent(task.signature)
+    ext = task_extent(task.signature)
     k, red = ext["channels"], ext["reduction"]
     budget = _mac_budget(task.type)
     if k * red <= budget or k % unroll:
@@ -382,7 +384,7 @@ def default_channel_tile(task: Task, unroll: int) -> int:
 
 def check_schedule(task: Task, sched: LayerSchedule) -> list[str]:
     """Why the schedule is impossible for the task (field: problem (valid values))."""
-    ext = _extent(task.signature)
+    ext = task_extent(task.signature)
     t = task.type
     errs: list[str] = []
     allowed = SCHEDULE_KEYS[t]
@@ -528,13 +530,13 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
             vals.pop("pixel_block", None)
             vals.pop("reduction_unroll", None)
             if sched.unroll is None and task.type == "dense":  # the direct form's default
-                vals["unroll"] = max(d for d in _divisors(_extent(task.signature)["reduction"])
+                vals["unroll"] = max(d for d in _divisors(task_extent(task.signature)["reduction"])
                                      if d <= 4)
         elif "pixel_block" in vals and sched.pixel_block is None:
             vals["pixel_block"] = default_pixel_block(vals["micro_tile"], vals["form"],
                                                       task.signature)
         elif task.type == "dense" and sched.unroll is None:
-            units = _extent(task.signature)["units"]
+            units = task_extent(task.signature)["units"]
             vals["unroll"] = max(d for d in _divisors(math.gcd(units, vals["micro_tile"]))
                                  if d <= DEFAULT_BLOCK_UNITS)
     if "reduction_unroll" in vals and vals.get("form") != FORM_DIRECT \
@@ -546,7 +548,7 @@ def resolve(task: Task, sched: LayerSchedule) -> LayerSchedule:
 def micro_tiles(task: Task, sched: LayerSchedule) -> int:
     """Yield checks per call of the kernel (iterations of the yield loop)."""
     s = resolve(task, sched)
-    ext = _extent(task.signature)
+    ext = task_extent(task.signature)
     if flat_pixels(task.signature, s.form):   # tile_size^2 flat pixels per macro-tile
         per = -(-s.tile_size ** 2 // s.micro_tile ** 2)
         return (-(-ext["rows"] * ext["cols"] // s.tile_size ** 2) * per
