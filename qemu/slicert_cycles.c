@@ -10,9 +10,10 @@
  * - Virtual time IS modelled cycles: QEMU maps the plugin's cycle count to
  *   QEMU_CLOCK_VIRTUAL at one period of the board's CPU clock per cycle, so SysTick,
  *   the GPTM timers and DWT_CYCCNT count modelled cycles. A per-vCPU countdown to
- *   the next timer deadline is checked before every instruction; when it expires,
- *   the timers run at their exact deadlines and, if that pends an interrupt, the TB
- *   is left right there.
+ *   the next timer deadline is checked once per block (a block whose deadline falls
+ *   past its first segment runs again with a check per segment); the timers run at
+ *   their exact deadlines and an interrupt they pend that the CPU takes is taken right
+ *   before the instruction where the deadline fell (vcpu_deadline).
  * - Trace events: the firmware calls one-instruction stubs (`bx lr`) at trace_base
  *   (event id at +2*id) and trace_base+0x100 (payload byte lanes); exception
  *   entries are recorded with their assertion time (IRQ latency as on silicon).
@@ -37,7 +38,7 @@
 
 #include "thumb_decode.h"
 
-#define SLICERT_PLUGIN_VERSION "2.0.0"
+#define SLICERT_PLUGIN_VERSION "2.1.0"
 #define CYCLE_MODEL_VERSION "cm3-v2"       /* core=cm3 (default): Cortex-M3 */
 #define CYCLE_MODEL_VERSION_CM4 "cm4-v1"   /* core=cm4: Cortex-M4 with FPU (mps2-an386) */
 
@@ -70,6 +71,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = QEMU_PLUGIN_VERSION;
 #define MAX_EVENTS (4u * 1024u * 1024u)
 #define MAX_EXC 512
 #define SIGN64 0x8000000000000000ull
+#define PEND_INDIRECT 1u          /* Counters.pend: an indirect branch (no code at 1) */
 
 typedef struct {
     uint64_t cycles;
@@ -89,15 +91,16 @@ typedef struct {
 typedef struct {
     uint64_t insns;     /* retired instructions */
     uint64_t left;      /* anchor - cycles */
-    uint64_t ft;        /* fall-through address of the last conditional branch, or 0 */
-    uint64_t ft_refund; /* its refill, refunded when it falls through */
-    uint64_t ind;       /* an indirect branch is pending: charge its target's refill */
+    uint64_t pend;      /* branch outcome to settle at the next block start: the
+                         * fall-through address of a conditional branch, PEND_INDIRECT
+                         * after an indirect one, else 0 */
+    uint64_t ft_refund; /* the conditional branch's refill, refunded when it falls through */
     uint64_t fpca;      /* cm4: an FP context is active (CONTROL.FPCA) */
     uint64_t lspact;    /* cm4: lazy FP state preservation pending (FPCCR.LSPACT) */
 } Counters;
 
 static struct qemu_plugin_scoreboard *sb;
-static qemu_plugin_u64 e_insns, e_left, e_ft, e_ind, e_fpca, e_lspact;
+static qemu_plugin_u64 e_insns, e_left, e_pend, e_fpca, e_lspact;
 static uint64_t anchor;          /* only the vCPU thread touches it */
 
 static Event *events;
@@ -169,25 +172,81 @@ static void clock_deadline(int64_t deadline)
 }
 
 /*
- * A timer deadline has been reached before this instruction: run the due timers, which
- * may leave the TB right here. udata = (cycles << 16 | instructions) of the rest of the
- * segment, already charged but not executed: uncharged while the timers run (the clock
- * must read this instruction's start, and a left TB re-executes them), charged again
- * when execution goes on.
+ * What a deadline check needs: the cycles before each instruction it covers (allocated
+ * at translation, kept for the life of the block). A segment's check covers the segment;
+ * the one check of a block translated as usual covers the block, and when the deadline
+ * falls past its first segment, the block is translated again with a check per segment
+ * (qemu_plugin_retranslate: a "precise" block, the same instructions and costs).
+ */
+typedef struct {
+    uint64_t pc;        /* the first instruction covered */
+    uint32_t n;         /* the instructions covered */
+    uint32_t seg_end;   /* the end of the first segment (n for a segment's check) */
+    uint32_t before[];  /* cycles before instruction j (before[0] = 0) */
+} Span;
+
+/* A block requested by vcpu_deadline: the next block translated at pc with n
+ * instructions is a replay (the start of a segment already charged: no instrumentation)
+ * or a precise block (a deadline check per segment). */
+static struct {
+    uint64_t pc;
+    size_t n;
+    bool armed, precise;
+} replay;
+
+/*
+ * A timer deadline is reached before some instruction j that this check covers (the check
+ * is the first thing of its segment or block: nothing of it is charged yet). Run the due
+ * timers at the start of j, with the clock reading that start. The instructions before j
+ * in the first segment are pure register operations (a segment's memory access or system
+ * instruction is its last), so running the timers now is not observable before j, except
+ * for an interrupt they pend that the CPU takes: that must be taken right before j. For
+ * j = 0 the block is left here; for j > 0 the first j instructions are charged and
+ * re-executed as a replay block, and the interrupt is taken after them
+ * (qemu_plugin_clock_sync_after). Repeated while a later deadline still falls inside.
+ * A deadline past the first segment of a usual block: the block runs again as a precise
+ * one, whose segment checks handle it.
  */
 static void vcpu_deadline(unsigned int vcpu_index, void *udata)
 {
-    uint64_t u = (uint64_t)(uintptr_t)udata;
-    uint64_t rest_cycles = u >> 16, rest_insns = u & 0xFFFF;
+    const Span *sp = udata;
+    void *host_pc = __builtin_return_address(0);
     Counters *c = ctr();
+    uint32_t j = 0;
 
     (void)vcpu_index;
-    c->left += rest_cycles;
-    c->insns -= rest_insns;
-    qemu_plugin_clock_sync(__builtin_return_address(0));
-    c = ctr();
-    c->left -= rest_cycles;
-    c->insns += rest_insns;
+    for (;;) {
+        while (j < sp->n && c->left >= SIGN64 + sp->before[j]) {
+            j++;
+        }
+        if (j == sp->n) {
+            return;
+        }
+        if (j >= sp->seg_end) {
+            replay.pc = sp->pc;
+            replay.n = sp->n;
+            replay.armed = replay.precise = true;
+            qemu_plugin_retranslate(host_pc, sp->n);
+            replay.armed = false;   /* not reached */
+            return;
+        }
+        if (j == 0) {
+            qemu_plugin_clock_sync(host_pc);
+        } else {
+            c->left -= sp->before[j];
+            c->insns += j;
+            replay.pc = sp->pc;
+            replay.n = j;
+            replay.armed = true;
+            replay.precise = false;
+            qemu_plugin_clock_sync_after(host_pc, j);
+            replay.armed = false;       /* no interrupt: the segment goes on in place */
+            c = ctr();
+            c->left += sp->before[j];
+            c->insns -= j;
+        }
+        c = ctr();
+    }
 }
 
 /* ---- event recording ------------------------------------------------------------ */
@@ -239,6 +298,12 @@ static void vcpu_trace_stub(unsigned int vcpu_index, void *udata)
 
 /* ---- run-time branch outcomes ------------------------------------------------------ */
 
+/* The refill charged with an indirect branch: P of an aligned or 16-bit target in flash. */
+static uint64_t indirect_refill(void)
+{
+    return 1 + (uint64_t)ws;
+}
+
 /* TB start reached by falling through the last conditional branch: it was not taken. */
 static void vcpu_fell_through(unsigned int vcpu_index, void *udata)
 {
@@ -247,17 +312,33 @@ static void vcpu_fell_through(unsigned int vcpu_index, void *udata)
     (void)vcpu_index;
     (void)udata;
     c->left += c->ft_refund;
-    c->ft = 0;
+    c->pend = 0;
 }
 
-/* TB start after an indirect branch: charge the refill of this target (udata). */
+/* TB start after an indirect branch, at a target whose refill is not indirect_refill():
+ * charge the difference (udata, signed). */
 static void vcpu_indirect_target(unsigned int vcpu_index, void *udata)
 {
     Counters *c = ctr();
 
     (void)vcpu_index;
-    add_cycles(c, (uint64_t)(uintptr_t)udata);
-    c->ind = 0;
+    add_cycles(c, (uint64_t)(intptr_t)udata);
+    c->pend = 0;
+}
+
+/*
+ * An exception entry or return settles the pending branch outcome: the fall-through of
+ * a conditional branch refunds its refill; the refill charged with an indirect branch is
+ * refunded too (the entry and the return include the refill).
+ */
+static void settle_branch(Counters *c, uint64_t resume_pc)
+{
+    if (c->pend == PEND_INDIRECT) {
+        c->left += indirect_refill();
+    } else if (c->pend && c->pend == resume_pc) {
+        c->left += c->ft_refund;        /* that branch fell through */
+    }
+    c->pend = 0;
 }
 
 /*
@@ -295,11 +376,8 @@ static void v7m_event(int kind, int exc, uint64_t arg)
     c = ctr();
     switch (kind) {
     case 1:     /* taken; arg: the PC where the interrupted code resumes */
-        if (c->ft && c->ft == arg) {
-            c->left += c->ft_refund;        /* that branch fell through */
-        }
-        c->ft = 0;
-        c->ind = 0;                         /* the entry includes the refill */
+        replay.armed = false;               /* a replay block, if any, has run */
+        settle_branch(c, arg);
         if (c->insns == exit_insns) {
             /*
              * Taken at an exception return, with no instruction in between: pending
@@ -347,8 +425,7 @@ static void v7m_event(int kind, int exc, uint64_t arg)
         }
         break;
     case 2:     /* exception return */
-        c->ft = 0;
-        c->ind = 0;                         /* the return includes the refill */
+        settle_branch(c, 0);
         exit_cycles = cycles_now(c);
         exit_insns = c->insns;
         add_cycles(c, C_EXC_RETURN + (uint64_t)ws);
@@ -375,9 +452,14 @@ static void v7m_event(int kind, int exc, uint64_t arg)
 /* Refill P for a branch to `target` (TRM 3.3.1: 1-3 by alignment and width). */
 static uint64_t refill(uint64_t target)
 {
+    static GByteArray *buf;     /* translation is single-threaded here */
     uint8_t b[2];
-    GByteArray *buf = g_byte_array_new();
     uint64_t p = 1, fetches = 1;
+
+    if (!buf) {
+        buf = g_byte_array_new();
+    }
+    g_byte_array_set_size(buf, 0);
 
     if (qemu_plugin_read_memory_vaddr(target, buf, 2) && buf->len >= 2) {
         memcpy(b, buf->data, 2);
@@ -386,7 +468,6 @@ static uint64_t refill(uint64_t target)
             fetches = 2;
         }
     }
-    g_byte_array_free(buf, TRUE);
     return p + (target < flash_end ? fetches * ws : 0);
 }
 
@@ -508,12 +589,13 @@ static uint64_t insn_cost(const Class *c, const Operands *o, const Prev *prev,
  * - A segment is a run of instructions of a TB that ends at the first one that may
  *   stop the TB early (memory access, helper that may raise, anything undecoded);
  *   once its first instruction starts, the whole segment retires. Its first
- *   instruction carries: the deadline check (a conditional callback), then, for an
+ *   instruction carries: the deadline check (a conditional callback; in a usual TB
+ *   only the first segment has one, covering the TB: see vcpu_deadline), then, for an
  *   event stub, the event callback, then two inline adds (`left -= cost`,
- *   `insns += n`). When the check fires, the timers run and an interrupt they pend is
- *   taken before the segment: the segment is re-executed later in a new TB.
+ *   `insns += n`).
  * - The TB start carries the run-time branch outcomes: a refund when it is the
- *   fall-through of the last conditional branch, the refill of an indirect branch.
+ *   fall-through of the last conditional branch, the correction of an indirect
+ *   branch's refill when this target's P is not the one it was charged with.
  * - Flash wait states also stall sequential fetches: with ws > 0 each 32-bit fetch
  *   from below flash_end takes 1 + ws cycles, and an instruction waits for its bytes.
  */
@@ -540,75 +622,41 @@ static bool ends_segment(const Class *c)
     }
 }
 
-#define MAX_TB_INSNS 512
+#define MAX_TB_INSNS 512  /* TCG_MAX_INSNS */
+/*
+ * Longer TBs get a check per segment from the start. A precise translation is larger host
+ * code than the usual one; for a long TB it could exceed what QEMU allows a TB (64 KB), and
+ * QEMU would then split it, moving a TB boundary (which rules 7, 11 and 18 see). 64
+ * instructions of precise code stay far below that, and below CF_COUNT_MASK.
+ */
+#define MAX_RETRANSLATED 64
 
+/* One instruction of a TB being translated (pass 1 of vcpu_tb_trans). */
 typedef struct {
-    struct qemu_plugin_insn *first;
-    uint64_t n, cost;
-    bool stub;
-    uint16_t hist[K_COUNT];
-    struct qemu_plugin_insn *insn[MAX_TB_INSNS];  /* the segment's instructions */
-    uint64_t before[MAX_TB_INSNS];               /* cycles of the segment before each */
-} Segment;
+    struct qemu_plugin_insn *insn;
+    uint64_t vaddr;
+    uint64_t cost;
+    uint64_t refund;    /* a conditional branch's refill, else 0 */
+    uint8_t cls;
+    bool wide, stub, ind, ends;
+} InsnInfo;
 
-static void segment_end(Segment *seg)
+static InsnInfo tb_insns[MAX_TB_INSNS];  /* translation is single-threaded here */
+
+/* Decode the TB and cost each instruction given the one before (cm3-v2 / cm4-v1). */
+static void cost_tb(struct qemu_plugin_tb *tb, size_t n)
 {
-    if (!seg->first) {
-        return;
-    }
-    if (count_classes) {
-        if (n_segs < MAX_SEGS) {
-            qemu_plugin_u64 cnt = { .score = seg_sb, .offset = (size_t)n_segs * 8 };
-
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-                seg->first, QEMU_PLUGIN_INLINE_ADD_U64, cnt, 1);
-            memcpy(seg_hist[n_segs++], seg->hist, sizeof(seg->hist));
-        } else {
-            segs_full = true;
-        }
-    }
-    if (seg->cost) {
-        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-            seg->first, QEMU_PLUGIN_INLINE_ADD_U64, e_left, (uint64_t)0 - seg->cost);
-    }
-    qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-        seg->first, QEMU_PLUGIN_INLINE_ADD_U64, e_insns, seg->n);
-    /* The deadline check of every later instruction, against the part of the segment
-     * before it (R_REGS: the guest registers are in memory, so the TB can be left). */
-    for (uint64_t j = 1; j < seg->n; j++) {
-        uint64_t rest = seg->cost - seg->before[j];
-
-        qemu_plugin_register_vcpu_insn_exec_cond_cb(
-            seg->insn[j], vcpu_deadline, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_COND_LT,
-            e_left, SIGN64 - rest, (void *)(uintptr_t)(rest << 16 | (seg->n - j)));
-    }
-    memset(seg, 0, sizeof(*seg));
-}
-
-static void segment_start(Segment *seg, struct qemu_plugin_insn *insn)
-{
-    seg->first = insn;
-    qemu_plugin_register_vcpu_insn_exec_cond_cb(
-        insn, vcpu_deadline, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_COND_LT, e_left,
-        SIGN64, NULL);
-}
-
-static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
-{
-    size_t n = qemu_plugin_tb_n_insns(tb);
     uint64_t tb_pc = qemu_plugin_tb_vaddr(tb);
-    static Segment seg;         /* translation is single-threaded here */
     Prev prev = {0};
     uint64_t exec_t = 0;        /* cycles since the TB started (fetch model) */
     uint64_t word0 = tb_pc >> 2;
 
-    (void)id;
     for (size_t i = 0; i < n; i++) {
+        InsnInfo *ii = &tb_insns[i];
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         uint64_t vaddr = qemu_plugin_insn_vaddr(insn);
         uint8_t data[8];
         size_t len = qemu_plugin_insn_data(insn, data, sizeof(data));
-        bool stub = vaddr >= trace_base && vaddr < trace_base + TRACE_SPAN;
         bool ind;
         uint64_t cost, refund;
         Class c;
@@ -623,17 +671,6 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             unclassified++;
         }
         decode_operands(data, len, (uint32_t)vaddr, &c, &o);
-        if (i == 0) {
-            /* run-time outcome of the branch that led here */
-            qemu_plugin_register_vcpu_tb_exec_cond_cb(
-                tb, vcpu_fell_through, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_EQ,
-                e_ft, vaddr, NULL);
-            qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
-                tb, QEMU_PLUGIN_INLINE_STORE_U64, e_ft, 0);
-            qemu_plugin_register_vcpu_tb_exec_cond_cb(
-                tb, vcpu_indirect_target, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
-                e_ind, 0, (void *)(uintptr_t)refill(vaddr));
-        }
         cost = insn_cost(&c, &o, &prev, &ind, &refund);
         if (ws && vaddr < flash_end) {
             /* fetch: word k of the TB is in at k * (1 + ws) cycles */
@@ -645,53 +682,194 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             }
         }
         exec_t += cost;
-        if (stub || seg.stub) {
-            segment_end(&seg);
-        }
-        if (!seg.first) {
-            segment_start(&seg, insn);
-        }
-        if (stub) {
-            /* after the deadline check (the stub may be re-executed), before the adds */
-            qemu_plugin_register_vcpu_insn_exec_cb(
-                insn, vcpu_trace_stub, QEMU_PLUGIN_CB_NO_REGS,
-                (void *)(uintptr_t)(vaddr - trace_base));
-            seg.stub = true;
-        }
-        seg.insn[seg.n] = insn;
-        seg.before[seg.n] = seg.cost;
-        seg.n++;
-        seg.cost += cost;
-        seg.hist[c.cls]++;
-        if (refund) {
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-                insn, QEMU_PLUGIN_INLINE_STORE_U64, e_ft, vaddr + (o.wide ? 4 : 2));
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-                insn, QEMU_PLUGIN_INLINE_STORE_U64,
-                qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ft_refund), refund);
-        }
         if (ind) {
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-                insn, QEMU_PLUGIN_INLINE_STORE_U64, e_ind, 1);
+            cost += indirect_refill();  /* a target with another P settles at its start */
         }
-        if (c.cls >= K_VALU) {
-            /* cm4 FP instruction: pending lazy stacking happens now; FP context active */
-            qemu_plugin_register_vcpu_insn_exec_cond_cb(
-                insn, vcpu_lazy_stack, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
-                e_lspact, 0, NULL);
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
-                insn, QEMU_PLUGIN_INLINE_STORE_U64, e_fpca, 1);
-        }
-        if (ends_segment(&c)) {
-            segment_end(&seg);
-        }
+        *ii = (InsnInfo){
+            .insn = insn, .vaddr = vaddr, .cost = cost, .refund = refund, .cls = c.cls,
+            .wide = o.wide, .ind = ind, .ends = ends_segment(&c),
+            .stub = vaddr >= trace_base && vaddr < trace_base + TRACE_SPAN,
+        };
         prev.valid = true;
         prev.wide = o.wide;
         prev.load = c.cls == K_LDR && !c.pc;
         prev.dp = is_dp(c.cls);
         prev.wmask = o.wmask;
     }
-    segment_end(&seg);
+}
+
+/* The instructions [i, end) of segment starting at i: a stub is a segment of its own. */
+static size_t segment_end_of(size_t i, size_t n)
+{
+    size_t e = i;
+
+    if (tb_insns[i].stub) {
+        return i + 1;
+    }
+    while (e < n && !tb_insns[e].stub) {
+        if (tb_insns[e++].ends) {
+            break;
+        }
+    }
+    return e;
+}
+
+/* classes=1: one execution counter for instructions [i, e) */
+static void count_segment(size_t i, size_t e)
+{
+    qemu_plugin_u64 cnt;
+
+    if (n_segs >= MAX_SEGS) {
+        segs_full = true;
+        return;
+    }
+    cnt = (qemu_plugin_u64){ .score = seg_sb, .offset = (size_t)n_segs * 8 };
+    qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+        tb_insns[i].insn, QEMU_PLUGIN_INLINE_ADD_U64, cnt, 1);
+    memset(seg_hist[n_segs], 0, sizeof(seg_hist[n_segs]));
+    for (size_t k = i; k < e; k++) {
+        seg_hist[n_segs][tb_insns[k].cls]++;
+    }
+    n_segs++;
+}
+
+/*
+ * Instrument segment [i, e): on its first instruction, the deadline check (a conditional
+ * callback: is the deadline reached before any of its instructions? in a usual block only
+ * the first segment has one, covering the block), then for an event
+ * stub the event callback, then the two adds (`left -= cost`, `insns += n`); branch
+ * outcomes and the FP state on the instructions that have them. The check comes first:
+ * when it leaves the TB nothing of the segment has happened.
+ */
+/* The deadline check of instructions [i, e), on instruction i (seg_end: see Span). */
+static void register_check(size_t i, size_t e, size_t seg_end)
+{
+    size_t n = e - i;
+    Span *sp = g_malloc(sizeof(Span) + n * sizeof(uint32_t));
+    uint64_t cost = 0;
+
+    sp->pc = tb_insns[i].vaddr;
+    sp->n = (uint32_t)n;
+    sp->seg_end = (uint32_t)(seg_end - i);
+    for (size_t k = i; k < e; k++) {
+        sp->before[k - i] = (uint32_t)cost;
+        cost += tb_insns[k].cost;
+    }
+    qemu_plugin_register_vcpu_insn_exec_cond_cb(
+        tb_insns[i].insn, vcpu_deadline, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_COND_LT,
+        e_left, SIGN64 + sp->before[n - 1], sp);
+}
+
+static void instrument_segment(size_t i, size_t e, size_t tb_end, bool precise)
+{
+    size_t n = e - i;
+    uint64_t cost = 0;
+
+    if (precise) {
+        register_check(i, e, e);
+    } else if (i == 0) {
+        register_check(0, tb_end, e);   /* the block's one check */
+    }
+    for (size_t k = i; k < e; k++) {
+        cost += tb_insns[k].cost;
+    }
+    if (tb_insns[i].stub) {
+        /* after the deadline check (the stub may be re-executed), before the adds */
+        qemu_plugin_register_vcpu_insn_exec_cb(
+            tb_insns[i].insn, vcpu_trace_stub, QEMU_PLUGIN_CB_NO_REGS,
+            (void *)(uintptr_t)(tb_insns[i].vaddr - trace_base));
+    }
+    for (size_t k = i; k < e; k++) {
+        const InsnInfo *ii = &tb_insns[k];
+
+        if (ii->refund) {
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+                ii->insn, QEMU_PLUGIN_INLINE_STORE_U64, e_pend,
+                ii->vaddr + (ii->wide ? 4 : 2));
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+                ii->insn, QEMU_PLUGIN_INLINE_STORE_U64,
+                qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ft_refund), ii->refund);
+        }
+        if (ii->ind) {
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+                ii->insn, QEMU_PLUGIN_INLINE_STORE_U64, e_pend, PEND_INDIRECT);
+        }
+        if (ii->cls >= K_VALU) {
+            /* cm4 FP instruction: pending lazy stacking happens now; FP context active */
+            qemu_plugin_register_vcpu_insn_exec_cond_cb(
+                ii->insn, vcpu_lazy_stack, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
+                e_lspact, 0, NULL);
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+                ii->insn, QEMU_PLUGIN_INLINE_STORE_U64, e_fpca, 1);
+        }
+    }
+    if (count_classes) {
+        count_segment(i, e);
+    }
+    if (cost) {
+        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+            tb_insns[i].insn, QEMU_PLUGIN_INLINE_ADD_U64, e_left, (uint64_t)0 - cost);
+    }
+    qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(
+        tb_insns[i].insn, QEMU_PLUGIN_INLINE_ADD_U64, e_insns, n);
+}
+
+static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    uint64_t tb_pc = qemu_plugin_tb_vaddr(tb);
+    int64_t delta;
+    bool precise;
+
+    (void)id;
+    if (n == 0 || n > MAX_TB_INSNS) {
+        return;
+    }
+    precise = n > MAX_RETRANSLATED;
+    if (replay.armed && replay.pc == tb_pc && replay.n == n && replay.precise) {
+        replay.armed = false;
+        precise = true;
+    } else if (replay.armed && replay.pc == tb_pc && replay.n == n) {
+        /* a replay block: charged by vcpu_deadline, counted here only for classes=1 */
+        replay.armed = false;
+        if (count_classes) {
+            for (size_t i = 0; i < n; i++) {
+                struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+                uint8_t data[8];
+                size_t len = qemu_plugin_insn_data(insn, data, sizeof(data));
+                Class c;
+
+                if (cm4) {
+                    decode_thumb_m4(data, len, &c);
+                } else {
+                    decode_thumb(data, len, &c);
+                }
+                tb_insns[i] = (InsnInfo){ .insn = insn, .cls = c.cls };
+            }
+            count_segment(0, n);
+        }
+        return;
+    }
+    replay.armed = false;           /* whatever was asked for ran from the cache */
+    cost_tb(tb, n);
+    /* the run-time outcome of the branch that led here (the block's first callbacks) */
+    qemu_plugin_register_vcpu_tb_exec_cond_cb(
+        tb, vcpu_fell_through, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_EQ,
+        e_pend, tb_pc, NULL);
+    delta = (int64_t)refill(tb_pc) - (int64_t)indirect_refill();
+    if (delta) {
+        qemu_plugin_register_vcpu_tb_exec_cond_cb(
+            tb, vcpu_indirect_target, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_EQ,
+            e_pend, PEND_INDIRECT, (void *)(intptr_t)delta);
+    }
+    qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
+        tb, QEMU_PLUGIN_INLINE_STORE_U64, e_pend, 0);
+    for (size_t i = 0; i < n;) {
+        size_t e = segment_end_of(i, n);
+
+        instrument_segment(i, e, n, precise);
+        i = e;
+    }
 }
 
 /* ---- exit: write the file once ----------------------------------------------- */
@@ -851,8 +1029,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
     sb = qemu_plugin_scoreboard_new(sizeof(Counters));
     e_insns = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, insns);
     e_left = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, left);
-    e_ft = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ft);
-    e_ind = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, ind);
+    e_pend = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, pend);
     e_fpca = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, fpca);
     e_lspact = qemu_plugin_scoreboard_u64_in_struct(sb, Counters, lspact);
     if (!qemu_plugin_clock_register(clock_now, clock_deadline)) {

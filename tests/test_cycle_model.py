@@ -282,3 +282,57 @@ def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
     elf = _assemble(tmp_path, "dwt", HARNESS.split("    .align 2\n    .rept")[0] + body)
     res = run_firmware(elf, seed=0, out_dir=tmp_path / "run", timeout_s=30)
     assert res.exit_code == 2, (res.exit_code, res.stderr)
+
+
+MASKED_LOADS = IRQ_HARNESS.split("{setup}")[0] + """\
+{setup}
+    ldr r0, =0xE000EDFC
+    ldr r1, =0x01000000
+    str r1, [r0]                @ DEMCR.TRCENA
+    ldr r0, =0xE0001000
+    movs r1, #1
+    str r1, [r0]                @ DWT_CTRL.CYCCNTENA
+    cpsid i
+    ldr r5, [r0, #4]            @ CYCCNT
+    .rept 300
+    ldr r1, [r4]
+    .endr
+    ldr r6, [r0, #4]            @ CYCCNT
+    cpsie i
+    subs r6, r6, r5
+    subs r6, #250
+    ldr r1, =0x20003000         @ SYS_EXIT_EXTENDED block: reason, code
+    ldr r2, =0x20026
+    str r2, [r1]
+    str r6, [r1, #4]
+    movs r0, #0x20
+    bkpt 0xab
+    .ltorg
+"""
+
+
+def test_a_masked_interrupt_does_not_change_instruction_costs(tmp_path: Path) -> None:
+    """300 pipelined loads (rule 7: 1 cycle each after the first) with PRIMASK set, timed by
+    DWT_CYCCNT, while SysTick expires every 38 cycles: the pended interrupt cannot be taken,
+    so the loads cost what they cost without SysTick (an exit from the block at each expiry
+    used to restart it at that load, which then lost its pipelining: +1 per expiry). The
+    program exits with the count difference - 250 (300 loads + the second read's 1 = 301,
+    and 1 more where QEMU starts a new block inside the loads: a page boundary)."""
+    from slicert_ops.sim import events as ev
+    from slicert_ops.sim.qemu import run_firmware
+
+    codes, entries = {}, {}
+    systick_off = SYSTICK_ON.replace("movs r1, #7 ", "movs r1, #0 ")  # same code, same layout
+    assert systick_off != SYSTICK_ON
+    for name, setup in (("quiet", systick_off.format(reload=37)),
+                        ("systick", SYSTICK_ON.format(reload=37))):
+        elf = _assemble(tmp_path, name, MASKED_LOADS.format(setup=setup))
+        res = run_firmware(elf, seed=0, out_dir=tmp_path / name, timeout_s=30)
+        codes[name] = res.exit_code
+        entries[name] = [e for e in res.events if e.id == ev.EXC_ENTRY and e.payload == 15]
+    assert codes["systick"] == codes["quiet"], codes
+    assert 51 <= codes["quiet"] <= 60, codes     # 301, + 1 per block boundary in the loads
+    assert not entries["quiet"]
+    # SysTick did expire inside the masked window, and was taken only after it
+    window = [e for e in entries["systick"] if e.cycles - e.pend > 30]
+    assert window, entries["systick"]

@@ -22,7 +22,7 @@ from slicert_ops.sim.trace import (
     read_plugin_output,
 )
 
-HEADER = "# slicert-plugin 2.0.0 cycle-model cm3-v2\n"
+HEADER = "# slicert-plugin 2.1.0 cycle-model cm3-v2\n"
 GOOD = HEADER + (
     "# trace_base 0x3e000 ws 0 unclassified 0\n"
     "E 14 10 5 0\n"

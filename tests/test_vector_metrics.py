@@ -22,7 +22,7 @@ from slicert_ops.sim.trace import TraceEvents, build_trace, compute_metrics
 from slicert_ops.sim.trace_json import events_json
 
 IRQ = ev.IRQ_LOAD_EXCEPTION
-HEADER = "# slicert-plugin 2.0.0 cycle-model cm3-v2\n# trace_base 0x3e000 ws 0 unclassified 0\n"
+HEADER = "# slicert-plugin 2.1.0 cycle-model cm3-v2\n# trace_base 0x3e000 ws 0 unclassified 0\n"
 # ids a generated log draws from (weights: the common ones more often); 20 and 127 are
 # outside the contract's table (named event_<id>)
 BODY_IDS = [ev.TILE_END] * 8 + [ev.SLICE_EXPIRE, ev.YIELD, ev.PENDSV_ENTER, ev.PENDSV_EXIT,

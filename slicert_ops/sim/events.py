@@ -15,7 +15,7 @@ LANE_SPAN = 0x200
 MAX_EVENT_ID = 127
 
 CYCLE_MODEL_VERSION = "cm3-v2"   # qemu/cycle_model.md; must match the plugin header line
-PLUGIN_VERSION = "2.0.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
+PLUGIN_VERSION = "2.1.0"         # SLICERT_PLUGIN_VERSION in qemu/slicert_cycles.c
 
 #: Exception entries, recorded by the plugin itself (QEMU reports them), not by a stub:
 #: the payload is the exception number, ``pend`` its assertion cycle (-1 when unknown).
