@@ -17,36 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import random
-import socket
 from dataclasses import dataclass, field
 
 import pytest
+from support.ports import free_port_block  # noqa: F401 - re-exported to the tests
 
 from slicert_ops.errors import SliceRTError
 from slicert_ops.services import ServicesConfig, client_env, down, up
 from slicert_ops.services.config import find_weed
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(n: int, lo: int = 20000, hi: int = 60000, tries: int = 200) -> int:
-    """First port of n consecutive free ports on 127.0.0.1."""
-    rng = random.Random(os.getpid() ^ int.from_bytes(os.urandom(4), "little"))
-    for _ in range(tries):
-        base = rng.randrange(lo, hi - n)
-        if all(_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError(f"no block of {n} free ports found")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.ports import free_port_block
 
 from slicert_ops.orchestrate.client import AirflowClient, ApiError
 
@@ -44,24 +45,6 @@ experiment:
 
 pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1800)]
 
-
-def _free_port(span: int = 1, start: int = 20000) -> int:
-    import random
-
-    for _ in range(200):
-        base = random.randint(start, 60000 - span)
-        ok = True
-        for p in range(base, base + span):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def _docker_host() -> tuple[str | None, bool]:
@@ -99,7 +82,7 @@ class Stack:
         (self.exp_dir / "e2e_conc.yaml").write_text(SMALL.format(name="e2e_conc"))
         (self.exp_dir / "broken.yaml").write_text(  # must not hide or block the others
             "experiment:\n  name: broken_one\n  repeat: 0\n  parameters:\n    tile_size: [8]\n")
-        self.port = _free_port()
+        self.port = free_port_block()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env.update({
             "SLICERT_HOME": str(tmp / "home"),
@@ -107,8 +90,8 @@ class Stack:
             "SLICERT_RESULTS_DIR": str(self.results),
             "SLICERT_ARTIFACTS_DIR": str(tmp / "artifacts"),
             "SLICERT_AIRFLOW_PORT": str(self.port),
-            "SLICERT_S3_PORT": str(_free_port(10)),
-            "SLICERT_MLFLOW_PORT": str(_free_port()),
+            "SLICERT_S3_PORT": str(free_port_block(10)),
+            "SLICERT_MLFLOW_PORT": str(free_port_block()),
             "SLICERT_RUNNER": "local",
             "PYTHONPATH": str(ROOT),
         })

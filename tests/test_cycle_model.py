@@ -251,26 +251,16 @@ def test_irq_latency_is_the_entry_and_shows_masked_windows(tmp_path: Path) -> No
     assert sum(1 for x in lat if x > 20) >= 5       # the masked window is in the spread
 
 
-def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
-    """DWT_CYCCNT, enabled as on silicon (DEMCR.TRCENA, DWT_CTRL.CYCCNTENA), counts
-    modelled cycles: two reads around 100 one-cycle instructions differ by 100 plus the
-    second read's own 2 cycles. The program exits with that difference - 100."""
-    from slicert_ops.sim.qemu import run_firmware
-
-    body = """\
+# DWT_CYCCNT enabled as on silicon (r0 = DWT base after it), and an exit with code r6
+DWT_ENABLE = """\
     ldr r0, =0xE000EDFC
     ldr r1, =0x01000000
     str r1, [r0]                @ DEMCR.TRCENA
     ldr r0, =0xE0001000
     movs r1, #1
     str r1, [r0]                @ DWT_CTRL.CYCCNTENA
-    ldr r5, [r0, #4]            @ CYCCNT
-    .rept 100
-    adds r2, #1
-    .endr
-    ldr r6, [r0, #4]            @ CYCCNT
-    subs r6, r6, r5
-    subs r6, #100
+"""
+EXIT_WITH_R6 = """\
     ldr r1, =0x20003000         @ SYS_EXIT_EXTENDED block: reason, code
     ldr r2, =0x20026
     str r2, [r1]
@@ -279,19 +269,29 @@ def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
     bkpt 0xab
     .ltorg
 """
+
+
+def test_dwt_cycle_counter_reads_modelled_cycles(tmp_path: Path) -> None:
+    """DWT_CYCCNT, enabled as on silicon (DEMCR.TRCENA, DWT_CTRL.CYCCNTENA), counts
+    modelled cycles: two reads around 100 one-cycle instructions differ by 100 plus the
+    second read's own 2 cycles. The program exits with that difference - 100."""
+    from slicert_ops.sim.qemu import run_firmware
+
+    body = DWT_ENABLE + """\
+    ldr r5, [r0, #4]            @ CYCCNT
+    .rept 100
+    adds r2, #1
+    .endr
+    ldr r6, [r0, #4]            @ CYCCNT
+    subs r6, r6, r5
+    subs r6, #100
+""" + EXIT_WITH_R6
     elf = _assemble(tmp_path, "dwt", HARNESS.split("    .align 2\n    .rept")[0] + body)
     res = run_firmware(elf, seed=0, out_dir=tmp_path / "run", timeout_s=30)
     assert res.exit_code == 2, (res.exit_code, res.stderr)
 
 
-MASKED_LOADS = IRQ_HARNESS.split("{setup}")[0] + """\
-{setup}
-    ldr r0, =0xE000EDFC
-    ldr r1, =0x01000000
-    str r1, [r0]                @ DEMCR.TRCENA
-    ldr r0, =0xE0001000
-    movs r1, #1
-    str r1, [r0]                @ DWT_CTRL.CYCCNTENA
+MASKED_LOADS = IRQ_HARNESS.split("{setup}")[0] + "{setup}\n" + DWT_ENABLE + """\
     cpsid i
     ldr r5, [r0, #4]            @ CYCCNT
     .rept 300
@@ -301,14 +301,7 @@ MASKED_LOADS = IRQ_HARNESS.split("{setup}")[0] + """\
     cpsie i
     subs r6, r6, r5
     subs r6, #250
-    ldr r1, =0x20003000         @ SYS_EXIT_EXTENDED block: reason, code
-    ldr r2, =0x20026
-    str r2, [r1]
-    str r6, [r1, #4]
-    movs r0, #0x20
-    bkpt 0xab
-    .ltorg
-"""
+""" + EXIT_WITH_R6
 
 
 def test_a_masked_interrupt_does_not_change_instruction_costs(tmp_path: Path) -> None:
@@ -317,7 +310,7 @@ def test_a_masked_interrupt_does_not_change_instruction_costs(tmp_path: Path) ->
     so the loads cost what they cost without SysTick (an exit from the block at each expiry
     used to restart it at that load, which then lost its pipelining: +1 per expiry). The
     program exits with the count difference - 250 (300 loads + the second read's 1 = 301,
-    and 1 more where QEMU starts a new block inside the loads: a page boundary)."""
+    and 1 more wherever QEMU starts a new block inside the loads)."""
     from slicert_ops.sim import events as ev
     from slicert_ops.sim.qemu import run_firmware
 

@@ -36,6 +36,7 @@ PARAM_LABELS = {
     "slice": "slice (slice budget, µs of virtual time)",
 }
 DPI = 110
+PAD_INCHES = 0.1  # matplotlib's savefig.pad_inches around the tight box
 
 
 _CODE_KEY: str | None = None
@@ -153,9 +154,15 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def save_png(fig: Figure, path: Path) -> Path:
+    """The figure cropped to its artists, as ``bbox_inches="tight"`` does, but from one
+    layout pass: "tight" draws the whole figure once more first (a third of a plot's time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig.set_dpi(DPI)
+    box = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(PAD_INCHES)
     # zlib level 1: ~0.2 s less per report (5-6 plots) for PNGs ~6 % larger
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", pil_kwargs={"compress_level": 1})
+    fig.savefig(path, dpi=DPI, bbox_inches=box, pil_kwargs={"compress_level": 1})
     return path
 
 
