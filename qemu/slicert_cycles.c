@@ -85,8 +85,8 @@ typedef struct {
  * Per-vCPU counters, updated by inline ops. Modelled cycles are `anchor - left`, where
  * `left` counts down to the next timer deadline in offset binary: left = D - 1 - cycles
  * + 2^63, so "the deadline D has been reached" is one unsigned compare, `left < 2^63`,
- * in the generated code (and "reached before the k-th cycle of a segment that has been
- * charged already" is `left < 2^63 - k`).
+ * in the generated code (and "reached before the instruction that starts k cycles into
+ * a segment not charged yet" is `left < 2^63 + k`).
  */
 typedef struct {
     uint64_t insns;     /* retired instructions */
@@ -192,7 +192,7 @@ static struct {
     uint64_t pc;
     size_t n;
     bool armed, precise;
-} replay;
+} next_tb;
 
 /*
  * A timer deadline is reached before some instruction j that this check covers (the check
@@ -223,11 +223,11 @@ static void vcpu_deadline(unsigned int vcpu_index, void *udata)
             return;
         }
         if (j >= sp->seg_end) {
-            replay.pc = sp->pc;
-            replay.n = sp->n;
-            replay.armed = replay.precise = true;
+            next_tb.pc = sp->pc;
+            next_tb.n = sp->n;
+            next_tb.armed = next_tb.precise = true;
             qemu_plugin_retranslate(host_pc, sp->n);
-            replay.armed = false;   /* not reached */
+            next_tb.armed = false;   /* not reached */
             return;
         }
         if (j == 0) {
@@ -235,12 +235,12 @@ static void vcpu_deadline(unsigned int vcpu_index, void *udata)
         } else {
             c->left -= sp->before[j];
             c->insns += j;
-            replay.pc = sp->pc;
-            replay.n = j;
-            replay.armed = true;
-            replay.precise = false;
+            next_tb.pc = sp->pc;
+            next_tb.n = j;
+            next_tb.armed = true;
+            next_tb.precise = false;
             qemu_plugin_clock_sync_after(host_pc, j);
-            replay.armed = false;       /* no interrupt: the segment goes on in place */
+            next_tb.armed = false;       /* no interrupt: the segment goes on in place */
             c = ctr();
             c->left += sp->before[j];
             c->insns -= j;
@@ -376,7 +376,7 @@ static void v7m_event(int kind, int exc, uint64_t arg)
     c = ctr();
     switch (kind) {
     case 1:     /* taken; arg: the PC where the interrupted code resumes */
-        replay.armed = false;               /* a replay block, if any, has run */
+        next_tb.armed = false;              /* a replay block, if any, has run */
         settle_branch(c, arg);
         if (c->insns == exit_insns) {
             /*
@@ -643,6 +643,15 @@ typedef struct {
 
 static InsnInfo tb_insns[MAX_TB_INSNS];  /* translation is single-threaded here */
 
+static void decode_class(const uint8_t *data, size_t len, Class *c)
+{
+    if (cm4) {
+        decode_thumb_m4(data, len, c);
+    } else {
+        decode_thumb(data, len, c);
+    }
+}
+
 /* Decode the TB and cost each instruction given the one before (cm3-v2 / cm4-v1). */
 static void cost_tb(struct qemu_plugin_tb *tb, size_t n)
 {
@@ -662,11 +671,7 @@ static void cost_tb(struct qemu_plugin_tb *tb, size_t n)
         Class c;
         Operands o;
 
-        if (cm4) {
-            decode_thumb_m4(data, len, &c);
-        } else {
-            decode_thumb(data, len, &c);
-        }
+        decode_class(data, len, &c);
         if (c.cls == K_UNKNOWN) {
             unclassified++;
         }
@@ -826,12 +831,12 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         return;
     }
     precise = n > MAX_RETRANSLATED;
-    if (replay.armed && replay.pc == tb_pc && replay.n == n && replay.precise) {
-        replay.armed = false;
+    if (next_tb.armed && next_tb.pc == tb_pc && next_tb.n == n && next_tb.precise) {
+        next_tb.armed = false;
         precise = true;
-    } else if (replay.armed && replay.pc == tb_pc && replay.n == n) {
+    } else if (next_tb.armed && next_tb.pc == tb_pc && next_tb.n == n) {
         /* a replay block: charged by vcpu_deadline, counted here only for classes=1 */
-        replay.armed = false;
+        next_tb.armed = false;
         if (count_classes) {
             for (size_t i = 0; i < n; i++) {
                 struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
@@ -839,18 +844,14 @@ static void vcpu_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                 size_t len = qemu_plugin_insn_data(insn, data, sizeof(data));
                 Class c;
 
-                if (cm4) {
-                    decode_thumb_m4(data, len, &c);
-                } else {
-                    decode_thumb(data, len, &c);
-                }
+                decode_class(data, len, &c);
                 tb_insns[i] = (InsnInfo){ .insn = insn, .cls = c.cls };
             }
             count_segment(0, n);
         }
         return;
     }
-    replay.armed = false;           /* whatever was asked for ran from the cache */
+    next_tb.armed = false;      /* whatever was asked for ran from the cache */
     cost_tb(tb, n);
     /* the run-time outcome of the branch that led here (the block's first callbacks) */
     qemu_plugin_register_vcpu_tb_exec_cond_cb(
