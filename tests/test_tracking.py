@@ -171,6 +171,14 @@ def test_batch_validation_matches_run_by_run(tmp_path):
     assert mono["result"]["partial_unexpected_index_list"] == \
         single["result"]["partial_unexpected_index_list"]
     assert "FAILED" in (dirs[2] / "validation.html").read_text()
+    # and the same report shape alone and in a batch: GX's own batch meta (with its load
+    # time) made a report depend on the batching and on the clock
+    batched = json.loads((dirs[0] / "validation.json").read_text())
+    assert batched["statistics"]["batch_runs"] == len(dirs)
+    for name, suite in single_reports[0]["suites"].items():
+        b = batched["suites"][name]
+        assert set(b) == set(suite), name
+        assert {k: v for k, v in b["meta"].items() if k != "batch"} == suite["meta"], name
 
 
 def test_results_table_suite(tmp_path):

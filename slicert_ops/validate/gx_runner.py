@@ -150,6 +150,12 @@ class _GX:
             batch = self.batch_def(asset).get_batch(batch_parameters={"dataframe": df})
             result = batch.validate(suite)
         out = result.to_json_dict()
+        # the shape of a batched result (_run_concat): GX's batch meta (its load time, the
+        # batch definition), null id and empty suite parameters made a report depend on
+        # whether its run was validated alone or in a batch, and its load time on the clock
+        out.pop("id", None)
+        out.pop("suite_parameters", None)
+        out["meta"] = {"great_expectations_version": self.version}
         out["suite_version"] = (data.get("meta") or {}).get("version")
         return out
 
