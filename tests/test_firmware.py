@@ -18,6 +18,8 @@ import pytest
 from slicert_ops.errors import InputError, StageError
 from slicert_ops.firmware import HANDLER_SYMBOLS, RuntimeOptions, build_firmware
 from slicert_ops.paths import PLUGIN_SO
+from slicert_ops.sim import events as ev
+from slicert_ops.sim.plugin_file import read_plugin_output
 from slicert_ops.sim.qemu import build_command
 
 pytestmark = [pytest.mark.integration]
@@ -73,11 +75,14 @@ def reference(inputs):
     return a.astype(np.int32) @ w.astype(np.int32).T
 
 
+def plugin_out(elf: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> Path:
+    return elf.with_name(f"plugin-{seed}-{len(extra)}.txt")
+
+
 def qemu_cmd(elf: Path, seed: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
     """The run configuration: the patched QEMU with the cycle plugin as its clock."""
-    out = elf.with_name(f"plugin-{seed}-{len(extra)}.txt")
-    return build_command(elf, seed=seed, plugin=PLUGIN_SO, plugin_out=out,
-                         extra_args=extra)
+    return build_command(elf, seed=seed, plugin=PLUGIN_SO,
+                         plugin_out=plugin_out(elf, seed, extra), extra_args=extra)
 
 
 def run_qemu(elf: Path, seed: int = 0, extra: tuple[str, ...] = ()):
@@ -99,20 +104,14 @@ def parse_stats(stderr: bytes) -> dict[str, int]:
     return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
 
-def trace_events(elf: Path, tmp: Path, seed: int = 0) -> list[tuple[str, int]]:
-    """Event sequence as the cycle plugin records it: (name, payload) per `E` line. (QEMU's
-    exec log is no substitute: it shows a block start even when the block is left before
-    its first instruction, to take an interrupt there, and then again when it runs.)"""
-    cmd = qemu_cmd(elf, seed)
-    proc = subprocess.run(cmd, capture_output=True, timeout=QEMU_TIMEOUT)
-    assert proc.returncode == 0
-    out = Path(cmd[-1].split("out=")[1].split(",")[0])
-    events = []
-    for line in out.read_text().splitlines():
-        if line.startswith("E "):
-            _, ident, _cycles, _insns, payload = line.split()
-            events.append((EVENTS[int(ident)], int(payload)))
-    return events
+def trace_events(elf: Path, seed: int = 0) -> list[tuple[str, int]]:
+    """Event sequence as the cycle plugin records it: (name, payload) of its trace events.
+    (QEMU's exec log is no substitute: it shows a block start even when the block is left
+    before its first instruction, to take an interrupt there, and then again when it runs.)"""
+    assert run_qemu(elf, seed).returncode == 0
+    events = read_plugin_output(plugin_out(elf, seed)).events
+    return [(EVENTS[int(i)], int(p)) for i, p in zip(events.id, events.payload, strict=True)
+            if i != ev.EXC_ENTRY]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -206,7 +205,7 @@ def test_deterministic_runs_and_builds(tmp_path, inputs):
 def test_seed_drives_the_jitter(tmp_path, inputs):
     res = build(tmp_path, "fw", inputs, slice_us=20, irq_load=True, irq_period_us=25,
                 irq_jitter_us=20)
-    ev0, ev1 = trace_events(res.elf, tmp_path, 0), trace_events(res.elf, tmp_path, 1)
+    ev0, ev1 = trace_events(res.elf, 0), trace_events(res.elf, 1)
     assert ev0 != ev1  # releases land between different micro-tiles
     r0, r1 = run_qemu(res.elf, seed=0), run_qemu(res.elf, seed=1)
     assert r0.stdout == r1.stdout  # ...but the kernel output is the same
@@ -215,7 +214,7 @@ def test_seed_drives_the_jitter(tmp_path, inputs):
 def test_event_sequence_follows_the_contract(tmp_path, inputs):
     res = build(tmp_path, "fw", inputs, slice_us=20, irq_load=True, irq_period_us=100,
                 irq_jitter_us=20, rt_work_iters=50, cal_checks=32)
-    all_ev = trace_events(res.elf, tmp_path)
+    all_ev = trace_events(res.elf)
     # the SysTick ISR is bracketed by tick_enter/tick_exit; slice_expire happens inside it
     depth = 0
     for name, _ in all_ev:
@@ -354,7 +353,6 @@ def test_timers_and_cycle_counter_run_on_modelled_cycles(tmp_path):
     """SysTick, the GPTM and DWT_CYCCNT all count modelled cycles (virtual time = cycles):
     with no jitter, the k-th IRQ-load assertion is exactly k periods of cpu_mhz cycles
     after the first, whatever the kernel's instruction mix."""
-    from slicert_ops.sim import events as ev
     from slicert_ops.sim.trace import parse_plugin_output
 
     for mhz in (50, 80):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.ports import free_port_block
+
 START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -41,7 +36,7 @@ def _healthy(url: str) -> bool:
 def mlflow_server(workdir: Path) -> Iterator[str]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port_block()
     url = f"http://127.0.0.1:{port}"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow_bin), "server",
